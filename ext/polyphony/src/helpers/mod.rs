@@ -1,0 +1,230 @@
+//! Small helpers shared by every Ruby-facing file: raw value access, error
+//! construction, `rb_protect`, GVL release and fd extraction.
+
+pub mod nogvl;
+
+use magnus::rb_sys::{AsRawValue, FromRawValue};
+use magnus::{Error, Ruby, Value};
+use rb_sys::VALUE;
+
+pub const QNIL: VALUE = rb_sys::special_consts::Qnil as VALUE;
+pub const QTRUE: VALUE = rb_sys::special_consts::Qtrue as VALUE;
+pub const QFALSE: VALUE = rb_sys::special_consts::Qfalse as VALUE;
+
+#[inline]
+pub fn raw(v: Value) -> VALUE {
+    v.as_raw()
+}
+
+#[inline]
+pub fn val(v: VALUE) -> Value {
+    unsafe { Value::from_raw(v) }
+}
+
+#[inline]
+pub fn is_nil(v: VALUE) -> bool {
+    v == QNIL
+}
+
+#[inline]
+pub fn ruby() -> Ruby {
+    unsafe { Ruby::get_unchecked() }
+}
+
+/// Runs `f` under `rb_protect`: a Ruby exception (or throw/break) raised inside
+/// comes back as `Err` instead of unwinding over Rust frames.
+#[inline]
+pub fn protect<F: FnOnce() -> VALUE>(f: F) -> Result<VALUE, Error> {
+    magnus::rb_sys::protect(f)
+}
+
+/// True if `v` is an instance of `Exception` (immediates never are).
+#[inline]
+pub fn is_exception(v: VALUE) -> bool {
+    if rb_sys::SPECIAL_CONST_P(v) {
+        return false;
+    }
+    unsafe {
+        if rb_sys::RB_TYPE_P(v, rb_sys::ruby_value_type::RUBY_T_OBJECT) {
+            rb_sys::rb_obj_is_kind_of(v, rb_sys::rb_eException) == QTRUE
+        } else {
+            false
+        }
+    }
+}
+
+/// Turns a resume value into `Err` when it is an exception.
+#[inline]
+pub fn raise_if_exception(v: VALUE) -> Result<VALUE, Error> {
+    if is_exception(v) {
+        Err(Error::from(magnus::Exception::from_value(val(v)).unwrap()))
+    } else {
+        Ok(v)
+    }
+}
+
+/// `SystemCallError` for an errno value (gives the right `Errno::*` class).
+pub fn errno_error(errno: i32, ctx: &str) -> Error {
+    let msg = std::ffi::CString::new(ctx).unwrap_or_default();
+    let exc = unsafe { rb_sys::rb_syserr_new(errno, msg.as_ptr()) };
+    Error::from(magnus::Exception::from_value(val(exc)).unwrap())
+}
+
+pub fn last_errno() -> i32 {
+    std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
+}
+
+pub fn arg_error(msg: impl Into<String>) -> Error {
+    Error::new(ruby().exception_arg_error(), msg.into())
+}
+
+pub fn type_error(msg: impl Into<String>) -> Error {
+    Error::new(ruby().exception_type_error(), msg.into())
+}
+
+pub fn runtime_error(msg: impl Into<String>) -> Error {
+    Error::new(ruby().exception_runtime_error(), msg.into())
+}
+
+pub fn io_error(msg: impl Into<String>) -> Error {
+    Error::new(ruby().exception_io_error(), msg.into())
+}
+
+/// Interned id for a method or ivar name.
+#[inline]
+pub fn intern(name: &str) -> rb_sys::ID {
+    unsafe { rb_sys::rb_intern2(name.as_ptr() as *const _, name.len() as _) }
+}
+
+/// Calls `recv.name(*args)` with protection.
+pub fn call(recv: VALUE, name: &str, args: &[VALUE]) -> Result<VALUE, Error> {
+    let id = intern(name);
+    protect(|| unsafe { rb_sys::rb_funcallv(recv, id, args.len() as _, args.as_ptr()) })
+}
+
+pub fn ivar_get(obj: VALUE, name: &str) -> VALUE {
+    unsafe { rb_sys::rb_ivar_get(obj, intern(name)) }
+}
+
+/// Which end of an IO-like object an operation uses.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Dir {
+    Read,
+    Write,
+}
+
+/// Resolves the `io` argument of a backend operation to a file descriptor:
+/// an `IO` (closed → `IOError`), an Integer fd, an object whose `@io` holds an
+/// IO, or a `Polyphony::Pipe` (read or write end).
+pub fn io_fd(io: VALUE, dir: Dir) -> Result<i32, Error> {
+    unsafe {
+        if rb_sys::FIXNUM_P(io) {
+            let fd = rb_sys::rb_num2long(io);
+            if fd < 0 || fd > i32::MAX as _ {
+                return Err(arg_error(format!("invalid file descriptor {fd}")));
+            }
+            return Ok(fd as i32);
+        }
+        if rb_sys::SPECIAL_CONST_P(io) {
+            return Err(type_error(format!(
+                "expected an IO or a file descriptor, got {}",
+                inspect_class(io)
+            )));
+        }
+        if rb_sys::RB_TYPE_P(io, rb_sys::ruby_value_type::RUBY_T_FILE) {
+            return protect(|| rb_sys::rb_io_descriptor(io) as VALUE).map(|fd| fd as i32);
+        }
+        let m = match dir {
+            Dir::Read => "__read_io__",
+            Dir::Write => "__write_io__",
+        };
+        if rb_sys::rb_respond_to(io, intern(m)) != 0 {
+            let inner = call(io, m, &[])?;
+            if inner != io {
+                return io_fd(inner, dir);
+            }
+        }
+        let inner = ivar_get(io, "@io");
+        if !is_nil(inner) && inner != io {
+            return io_fd(inner, dir);
+        }
+        Err(type_error(format!(
+            "expected an IO or a file descriptor, got {}",
+            inspect_class(io)
+        )))
+    }
+}
+
+pub fn inspect_class(v: VALUE) -> String {
+    unsafe {
+        let cls = rb_sys::rb_obj_class(v);
+        let name = rb_sys::rb_class2name(cls);
+        if name.is_null() {
+            "object".into()
+        } else {
+            std::ffi::CStr::from_ptr(name).to_string_lossy().into_owned()
+        }
+    }
+}
+
+/// Converts a Ruby length argument (`nil` → `None`); negative → ArgumentError.
+pub fn opt_len(v: VALUE, what: &str) -> Result<Option<usize>, Error> {
+    if is_nil(v) {
+        return Ok(None);
+    }
+    let n: i64 = magnus::TryConvert::try_convert(val(v))?;
+    if n < 0 {
+        return Err(arg_error(format!("negative {what} {n}")));
+    }
+    Ok(Some(n as usize))
+}
+
+/// Largest single operation size; larger requests are split or refused.
+pub const MAX_CHUNK: usize = 1 << 30;
+
+/// Seconds (Numeric) → Duration. Negative → zero; non-numeric → TypeError.
+pub fn duration(v: VALUE) -> Result<std::time::Duration, Error> {
+    unsafe {
+        if !(rb_sys::FIXNUM_P(v)
+            || rb_sys::RB_FLOAT_TYPE_P(v)
+            || (!rb_sys::SPECIAL_CONST_P(v) && rb_sys::rb_obj_is_kind_of(v, rb_sys::rb_cNumeric) == QTRUE))
+        {
+            return Err(type_error(format!(
+                "no implicit conversion to float from {}",
+                inspect_class(v).to_lowercase()
+            )));
+        }
+    }
+    let f: f64 = magnus::TryConvert::try_convert(val(v))?;
+    if f.is_nan() {
+        return Err(arg_error("duration is NaN"));
+    }
+    if f <= 0.0 {
+        return Ok(std::time::Duration::ZERO);
+    }
+    Ok(std::time::Duration::from_secs_f64(f.min(1e9)))
+}
+
+/// Ruby string bytes (no copy). The slice must not outlive any Ruby call.
+pub unsafe fn str_bytes<'a>(s: VALUE) -> &'a [u8] {
+    let ptr = rb_sys::RSTRING_PTR(s) as *const u8;
+    let len = rb_sys::RSTRING_LEN(s) as usize;
+    if len == 0 {
+        &[]
+    } else {
+        std::slice::from_raw_parts(ptr, len)
+    }
+}
+
+pub fn expect_string(v: VALUE) -> Result<VALUE, Error> {
+    unsafe {
+        if !rb_sys::SPECIAL_CONST_P(v) && rb_sys::RB_TYPE_P(v, rb_sys::ruby_value_type::RUBY_T_STRING) {
+            Ok(v)
+        } else {
+            Err(type_error(format!(
+                "no implicit conversion of {} into String",
+                inspect_class(v)
+            )))
+        }
+    }
+}

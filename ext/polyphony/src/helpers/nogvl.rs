@@ -1,0 +1,45 @@
+//! Running a blocking system call with the GVL released.
+//!
+//! The closure runs without the GVL (it must not touch Ruby objects and must
+//! not panic: a panic is caught and reported as `None`). The unblocking
+//! function is called by Ruby from another thread (Thread#raise, Thread#kill,
+//! signals) and must make the blocking call return promptly; here it writes
+//! to the backend's wake-up eventfd.
+
+use std::ffi::c_void;
+
+struct Call<F, R> {
+    f: Option<F>,
+    result: Option<R>,
+}
+
+unsafe extern "C" fn trampoline<F: FnOnce() -> R, R>(data: *mut c_void) -> *mut c_void {
+    let call = &mut *(data as *mut Call<F, R>);
+    if let Some(f) = call.f.take() {
+        call.result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).ok();
+    }
+    std::ptr::null_mut()
+}
+
+unsafe extern "C" fn wake_eventfd(data: *mut c_void) {
+    let fd = data as usize as i32;
+    let one: u64 = 1;
+    libc::write(fd, &one as *const u64 as *const c_void, 8);
+}
+
+/// Calls `f` without the GVL; `wake_fd` is written to when Ruby wants the
+/// call interrupted. Pending interrupts are not raised here: the caller checks
+/// them (under `rb_protect`) once its own state is consistent. Returns `None`
+/// if Ruby had an interrupt pending before the call started.
+pub fn without_gvl<F: FnOnce() -> R, R>(wake_fd: i32, f: F) -> Option<R> {
+    let mut call = Call { f: Some(f), result: None };
+    unsafe {
+        rb_sys::rb_thread_call_without_gvl2(
+            Some(trampoline::<F, R>),
+            &mut call as *mut Call<F, R> as *mut c_void,
+            Some(wake_eventfd),
+            wake_fd as usize as *mut c_void,
+        );
+    }
+    call.result
+}

@@ -1,0 +1,58 @@
+//! `accept(server, socket_class)`: one connection, wrapped with
+//! `socket_class.for_fd(fd)` (a real socket object, binary mode).
+//! io_uring: `IORING_OP_ACCEPT`; epoll: `accept4(SOCK_NONBLOCK)` + readiness.
+//! The new fd is close-on-exec; if wrapping it fails it is closed, never leaked.
+
+use magnus::Error;
+use rb_sys::VALUE;
+
+use super::{ensure_nonblock, retry_nonblocking, OpSlot, READABLE};
+use crate::helpers::{call, errno_error};
+use crate::ruby_api::backend::Backend;
+
+pub fn accept_fd(b: &Backend, fd: i32) -> Result<i32, Error> {
+    if b.is_uring() {
+        loop {
+            let (key, res) = b.submit_and_await(OpSlot::new(b.current_fiber()), |_| {
+                io_uring::opcode::Accept::new(io_uring::types::Fd(fd), std::ptr::null_mut(), std::ptr::null_mut())
+                    .flags(libc::SOCK_CLOEXEC)
+                    .build()
+            })?;
+            b.free_op(key);
+            if res == -libc::EAGAIN {
+                b.wait_ready(fd, READABLE)?;
+                continue;
+            }
+            if res < 0 {
+                return Err(errno_error(-res, "accept"));
+            }
+            return Ok(res);
+        }
+    }
+    ensure_nonblock(fd);
+    let n = retry_nonblocking(b, fd, READABLE, || unsafe {
+        libc::accept4(fd, std::ptr::null_mut(), std::ptr::null_mut(), libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK) as isize
+    })?;
+    Ok(n as i32)
+}
+
+/// Wraps an accepted fd in `klass`; closes it if that fails.
+pub fn wrap(klass: VALUE, fd: i32) -> Result<VALUE, Error> {
+    let fdv = unsafe { rb_sys::rb_int2inum(fd as isize) };
+    match call(klass, "for_fd", &[fdv]) {
+        Ok(sock) => {
+            let _ = call(sock, "binmode", &[]);
+            let _ = call(sock, "sync=", &[crate::helpers::QTRUE]);
+            Ok(sock)
+        }
+        Err(e) => {
+            unsafe { libc::close(fd) };
+            Err(e)
+        }
+    }
+}
+
+pub fn accept(b: &Backend, fd: i32, klass: VALUE) -> Result<VALUE, Error> {
+    let cfd = accept_fd(b, fd)?;
+    wrap(klass, cfd)
+}

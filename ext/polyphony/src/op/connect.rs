@@ -1,0 +1,79 @@
+//! `connect(sock, host, port)`: resolves `host:port` (blocking getaddrinfo,
+//! first result), then connects without blocking the thread.
+//! io_uring: `IORING_OP_CONNECT` with the address owned by the op slot;
+//! epoll: non-blocking connect(2), EINPROGRESS → wait writable → SO_ERROR.
+
+use std::net::ToSocketAddrs;
+
+use magnus::Error;
+
+use super::{ensure_nonblock, OpSlot, WRITABLE};
+use crate::helpers::{errno_error, runtime_error};
+use crate::ruby_api::backend::Backend;
+
+fn to_sockaddr(addr: std::net::SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
+    let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let len = match addr {
+        std::net::SocketAddr::V4(a) => {
+            let sin = libc::sockaddr_in {
+                sin_family: libc::AF_INET as _,
+                sin_port: a.port().to_be(),
+                sin_addr: libc::in_addr { s_addr: u32::from_ne_bytes(a.ip().octets()) },
+                sin_zero: [0; 8],
+            };
+            unsafe { std::ptr::write(&mut ss as *mut _ as *mut libc::sockaddr_in, sin) };
+            std::mem::size_of::<libc::sockaddr_in>()
+        }
+        std::net::SocketAddr::V6(a) => {
+            let sin6 = libc::sockaddr_in6 {
+                sin6_family: libc::AF_INET6 as _,
+                sin6_port: a.port().to_be(),
+                sin6_flowinfo: a.flowinfo(),
+                sin6_addr: libc::in6_addr { s6_addr: a.ip().octets() },
+                sin6_scope_id: a.scope_id(),
+            };
+            unsafe { std::ptr::write(&mut ss as *mut _ as *mut libc::sockaddr_in6, sin6) };
+            std::mem::size_of::<libc::sockaddr_in6>()
+        }
+    };
+    (ss, len as libc::socklen_t)
+}
+
+pub fn connect(b: &Backend, fd: i32, host: &str, port: u16) -> Result<(), Error> {
+    let addr = (host, port)
+        .to_socket_addrs()
+        .map_err(|e| runtime_error(format!("getaddrinfo: {e}")))?
+        .next()
+        .ok_or_else(|| runtime_error(format!("getaddrinfo: no address for {host}")))?;
+    let sa = to_sockaddr(addr);
+    if b.is_uring() {
+        let mut slot = OpSlot::new(b.current_fiber());
+        slot.addr = Some(Box::new(sa));
+        let (key, res) = b.submit_and_await(slot, |s| {
+            let a = s.addr.as_ref().unwrap();
+            io_uring::opcode::Connect::new(io_uring::types::Fd(fd), &a.0 as *const _ as *const libc::sockaddr, a.1).build()
+        })?;
+        b.free_op(key);
+        if res < 0 {
+            return Err(errno_error(-res, &format!("connect(2) for {host}:{port}")));
+        }
+        return Ok(());
+    }
+    ensure_nonblock(fd);
+    let r = unsafe { libc::connect(fd, &sa.0 as *const _ as *const libc::sockaddr, sa.1) };
+    if r == 0 {
+        return Ok(());
+    }
+    let err = crate::helpers::last_errno();
+    if err != libc::EINPROGRESS && err != libc::EAGAIN {
+        return Err(errno_error(err, &format!("connect(2) for {host}:{port}")));
+    }
+    b.wait_ready(fd, WRITABLE)?;
+    let mut so_err: i32 = 0;
+    let mut len = std::mem::size_of::<i32>() as libc::socklen_t;
+    unsafe { libc::getsockopt(fd, libc::SOL_SOCKET, libc::SO_ERROR, &mut so_err as *mut i32 as *mut _, &mut len) };
+    if so_err != 0 {
+        return Err(errno_error(so_err, &format!("connect(2) for {host}:{port}")));
+    }
+    Ok(())
+}

@@ -1,0 +1,299 @@
+//! Operations, one file each. Every operation describes both its io_uring
+//! submission and its readiness-based (epoll) fallback.
+//!
+//! In-flight state lives in the backend's slab ([`OpSlot`]), never on the
+//! suspended fiber's stack: a fiber that is stopped while an operation is in
+//! flight leaves the slot behind ("orphaned") and the kernel's completion
+//! frees it later. Memory the kernel may write into is owned by the slot
+//! (`buf`); Ruby objects the kernel reads from are kept in `keep` and marked.
+
+pub mod accept;
+pub mod connect;
+pub mod poll;
+pub mod read;
+pub mod recv;
+pub mod send;
+pub mod sleep;
+pub mod splice;
+pub mod timeout;
+pub mod waitpid;
+pub mod write;
+
+use io_uring::squeue;
+use magnus::Error;
+use rb_sys::VALUE;
+
+use crate::helpers::{errno_error, is_exception, raise_if_exception};
+use crate::ruby_api::backend::Backend;
+use crate::selector::Selector;
+
+/// One in-flight operation (io_uring) or readiness waiter (epoll).
+pub struct OpSlot {
+    /// The waiting fiber; 0 once the waiter gave up (orphaned).
+    pub fiber: VALUE,
+    /// Completion result (`-errno` on failure; revents for readiness).
+    pub result: Option<i32>,
+    /// Kernel-written memory, owned until the completion arrives.
+    pub buf: Vec<u8>,
+    /// Ruby objects the kernel reads from while in flight.
+    pub keep: Vec<VALUE>,
+    pub iov: Vec<libc::iovec>,
+    pub addr: Option<Box<(libc::sockaddr_storage, libc::socklen_t)>>,
+    /// epoll: the fd and interest of a readiness waiter.
+    pub fd: i32,
+    pub events: u32,
+}
+
+impl OpSlot {
+    pub fn new(fiber: VALUE) -> OpSlot {
+        OpSlot { fiber, result: None, buf: Vec::new(), keep: Vec::new(), iov: Vec::new(), addr: None, fd: -1, events: 0 }
+    }
+}
+
+/// Readiness interest.
+pub const READABLE: u32 = libc::POLLIN as u32;
+pub const WRITABLE: u32 = libc::POLLOUT as u32;
+
+impl Backend {
+    pub fn is_uring(&self) -> bool {
+        matches!(&*self.sel.borrow(), Selector::Uring(_))
+    }
+
+    /// Submits `entry` (built by `build` from the slot, whose user data is set
+    /// here) and parks the current fiber until it completes. Returns the
+    /// slot's key and result; the caller reads what it needs from the slot and
+    /// must call `free_op`. Exceptions scheduled on the fiber interrupt the
+    /// wait: the operation is cancelled and its slot orphaned. Plain wake-ups
+    /// are ignored (decision D10).
+    pub fn submit_and_await(
+        &self,
+        slot: OpSlot,
+        build: impl FnOnce(&mut OpSlot) -> squeue::Entry,
+    ) -> Result<(usize, i32), Error> {
+        let key = {
+            let mut ops = self.ops.borrow_mut();
+            let entry = ops.vacant_entry();
+            let key = entry.key();
+            let slot = entry.insert(slot);
+            let sqe = build(slot).user_data(key as u64);
+            if let Selector::Uring(u) = &mut *self.sel.borrow_mut() {
+                u.push(sqe);
+            }
+            key
+        };
+        self.active_ops.set(self.active_ops.get() + 1);
+        self.op_count.set(self.op_count.get() + 1);
+        let res = self.await_slot(key)?;
+        Ok((key, res))
+    }
+
+    /// Parks until slot `key` has a result (see `submit_and_await`).
+    pub fn await_slot(&self, key: usize) -> Result<i32, Error> {
+        loop {
+            let r = self.switch_fiber();
+            let done = self.ops.borrow().get(key).and_then(|s| s.result);
+            match r {
+                Err(e) => {
+                    self.abandon(key, done.is_some());
+                    return Err(e);
+                }
+                Ok(v) => {
+                    if is_exception(v) {
+                        self.abandon(key, done.is_some());
+                        return raise_if_exception(v).map(|_| 0);
+                    }
+                    if let Some(res) = done {
+                        return Ok(res);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The waiter gives up on slot `key`.
+    fn abandon(&self, key: usize, completed: bool) {
+        if completed {
+            self.free_op(key);
+            return;
+        }
+        self.active_ops.set(self.active_ops.get().saturating_sub(1));
+        let mut ops = self.ops.borrow_mut();
+        let Some(slot) = ops.get_mut(key) else { return };
+        slot.fiber = 0;
+        match &mut *self.sel.borrow_mut() {
+            Selector::Uring(u) => u.cancel(key),
+            Selector::Epoll(_) => {
+                let fd = slot.fd;
+                ops.remove(key);
+                drop(ops);
+                self.remove_ready_waiter(fd, key);
+            }
+        }
+    }
+
+    pub fn free_op(&self, key: usize) -> Option<OpSlot> {
+        let mut ops = self.ops.borrow_mut();
+        if ops.contains(key) {
+            Some(ops.remove(key))
+        } else {
+            None
+        }
+    }
+
+    /// Called for each io_uring completion: records the result and wakes the
+    /// fiber, or frees the slot of an abandoned operation.
+    pub fn complete_op(&self, key: usize, res: i32, wake: &mut Vec<VALUE>) {
+        let mut ops = self.ops.borrow_mut();
+        let Some(slot) = ops.get_mut(key) else { return };
+        if slot.fiber == 0 {
+            ops.remove(key);
+            return;
+        }
+        slot.result = Some(res);
+        wake.push(slot.fiber);
+        self.active_ops.set(self.active_ops.get().saturating_sub(1));
+    }
+
+    /// Parks the current fiber until `fd` is ready for `events` (READABLE /
+    /// WRITABLE). io_uring: a one-shot poll operation; epoll: a one-shot
+    /// registration. Returns the ready events.
+    pub fn wait_ready(&self, fd: i32, events: u32) -> Result<i32, Error> {
+        if self.is_uring() {
+            let (key, res) = self.submit_and_await(OpSlot::new(self.current_fiber()), |_| {
+                io_uring::opcode::PollAdd::new(io_uring::types::Fd(fd), events).build()
+            })?;
+            self.free_op(key);
+            return if res < 0 { Err(errno_error(-res, "poll")) } else { Ok(res) };
+        }
+        let key = {
+            let mut slot = OpSlot::new(self.current_fiber());
+            slot.fd = fd;
+            slot.events = events;
+            self.ops.borrow_mut().insert(slot)
+        };
+        let union = self.ready_waiters_add(fd, key);
+        let armed = match &mut *self.sel.borrow_mut() {
+            Selector::Epoll(e) => e.arm(fd, to_epoll(union)),
+            Selector::Uring(_) => Ok(()),
+        };
+        if let Err(e) = armed {
+            self.free_op(key);
+            self.remove_ready_waiter(fd, key);
+            return Err(errno_error(e.raw_os_error().unwrap_or(libc::EINVAL), "epoll_ctl"));
+        }
+        self.active_ops.set(self.active_ops.get() + 1);
+        self.op_count.set(self.op_count.get() + 1);
+        let res = self.await_slot(key)?;
+        self.free_op(key);
+        Ok(res)
+    }
+
+    /// Adds waiter `key` for `fd`; returns the union of all interests on fd.
+    fn ready_waiters_add(&self, fd: i32, key: usize) -> u32 {
+        let mut w = self.ready_waiters.borrow_mut();
+        let list = w.entry(fd as VALUE).or_default();
+        list.push(key);
+        let ops = self.ops.borrow();
+        list.iter().filter_map(|k| ops.get(*k)).fold(0, |acc, s| acc | s.events)
+    }
+
+    fn remove_ready_waiter(&self, fd: i32, key: usize) {
+        let mut w = self.ready_waiters.borrow_mut();
+        if let Some(list) = w.get_mut(&(fd as VALUE)) {
+            list.retain(|k| *k != key);
+            if list.is_empty() {
+                w.remove(&(fd as VALUE));
+            }
+        }
+    }
+
+    /// epoll: `fd` reported `revents`; wake matching waiters, re-arm for the rest.
+    pub fn fd_ready(&self, fd: i32, revents: u32, wake: &mut Vec<VALUE>) {
+        let mut w = self.ready_waiters.borrow_mut();
+        let Some(list) = w.get_mut(&(fd as VALUE)) else { return };
+        let mut ops = self.ops.borrow_mut();
+        let poll_rev = from_epoll(revents);
+        let mut remaining = 0u32;
+        list.retain(|k| {
+            let Some(slot) = ops.get_mut(*k) else { return false };
+            if poll_rev & (slot.events | (libc::POLLERR | libc::POLLHUP) as u32) != 0 {
+                slot.result = Some(poll_rev as i32);
+                wake.push(slot.fiber);
+                self.active_ops.set(self.active_ops.get().saturating_sub(1));
+                false
+            } else {
+                remaining |= slot.events;
+                true
+            }
+        });
+        if list.is_empty() {
+            w.remove(&(fd as VALUE));
+        } else if let Selector::Epoll(e) = &mut *self.sel.borrow_mut() {
+            let _ = e.arm(fd, to_epoll(remaining));
+        }
+    }
+}
+
+fn to_epoll(poll_events: u32) -> u32 {
+    let mut e = 0;
+    if poll_events & READABLE != 0 {
+        e |= (libc::EPOLLIN | libc::EPOLLRDHUP) as u32;
+    }
+    if poll_events & WRITABLE != 0 {
+        e |= libc::EPOLLOUT as u32;
+    }
+    e
+}
+
+fn from_epoll(ev: u32) -> u32 {
+    let mut p = 0;
+    if ev & (libc::EPOLLIN | libc::EPOLLRDHUP) as u32 != 0 {
+        p |= READABLE;
+    }
+    if ev & libc::EPOLLOUT as u32 != 0 {
+        p |= WRITABLE;
+    }
+    if ev & libc::EPOLLERR as u32 != 0 {
+        p |= libc::POLLERR as u32;
+    }
+    if ev & libc::EPOLLHUP as u32 != 0 {
+        p |= libc::POLLHUP as u32;
+    }
+    p
+}
+
+/// Makes sure `fd` is non-blocking (epoll fallback only: a blocking fd would
+/// block the whole thread on a read that the readiness check raced with).
+pub fn ensure_nonblock(fd: i32) {
+    unsafe {
+        let fl = libc::fcntl(fd, libc::F_GETFL);
+        if fl >= 0 && fl & libc::O_NONBLOCK == 0 {
+            libc::fcntl(fd, libc::F_SETFL, fl | libc::O_NONBLOCK);
+        }
+    }
+}
+
+/// Runs a non-blocking system call, parking on readiness while it says
+/// EAGAIN. Used by every epoll-path operation (and by io_uring ops that the
+/// kernel refused with EAGAIN).
+pub fn retry_nonblocking(
+    backend: &Backend,
+    fd: i32,
+    events: u32,
+    mut syscall: impl FnMut() -> isize,
+) -> Result<isize, Error> {
+    loop {
+        let n = syscall();
+        if n >= 0 {
+            return Ok(n);
+        }
+        let err = crate::helpers::last_errno();
+        match err {
+            libc::EAGAIN => {
+                backend.wait_ready(fd, events)?;
+            }
+            libc::EINTR => {}
+            _ => return Err(errno_error(err, "")),
+        }
+    }
+}

@@ -1,0 +1,12 @@
+//! `wait_io(io, write)`: parks until the fd is readable (or writable).
+//! io_uring: one-shot `IORING_OP_POLL_ADD`; epoll: one-shot registration.
+//! Both are cancelled if the fiber is interrupted.
+
+use magnus::Error;
+
+use super::{READABLE, WRITABLE};
+use crate::ruby_api::backend::Backend;
+
+pub fn wait_io(b: &Backend, fd: i32, write: bool) -> Result<i32, Error> {
+    b.wait_ready(fd, if write { WRITABLE } else { READABLE })
+}

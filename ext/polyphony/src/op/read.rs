@@ -1,0 +1,121 @@
+//! `read(io, buffer, length, to_eof, pos)` and `read_loop` / `feed_loop`.
+//!
+//! io_uring: an `IORING_OP_READ` into a buffer owned by the op slot (the
+//! kernel may still write into it after the fiber was interrupted, until the
+//! cancellation completes), copied into the Ruby string on completion.
+//! epoll: a non-blocking `read(2)` straight into the string, parking on
+//! readiness while it says EAGAIN.
+
+use magnus::Error;
+use rb_sys::VALUE;
+
+use super::{ensure_nonblock, retry_nonblocking, OpSlot, READABLE};
+use crate::helpers::{errno_error, QNIL};
+use crate::ruby_api::backend::Backend;
+
+/// Largest single read the backend issues.
+pub const MAX_READ_CHUNK: usize = 1 << 20;
+
+/// Reads once from `fd` into `dest` at byte offset `pos`, at most `max`
+/// bytes. `recv_flags` `Some(f)` uses recv(2) instead of read(2). Returns the
+/// byte count (0 at EOF).
+pub fn read_once(b: &Backend, fd: i32, dest: VALUE, pos: usize, max: usize, recv_flags: Option<i32>) -> Result<usize, Error> {
+    let max = max.clamp(1, MAX_READ_CHUNK);
+    if b.is_uring() {
+        loop {
+            let mut slot = OpSlot::new(b.current_fiber());
+            slot.buf = Vec::with_capacity(max);
+            let (key, res) = b.submit_and_await(slot, |s| {
+                let ptr = s.buf.as_mut_ptr();
+                match recv_flags {
+                    Some(flags) => io_uring::opcode::Recv::new(io_uring::types::Fd(fd), ptr, max as u32).flags(flags).build(),
+                    None => io_uring::opcode::Read::new(io_uring::types::Fd(fd), ptr, max as u32).offset(u64::MAX).build(),
+                }
+            })?;
+            let slot = b.free_op(key);
+            if res == -libc::EAGAIN {
+                b.wait_ready(fd, READABLE)?;
+                continue;
+            }
+            if res < 0 {
+                return Err(errno_error(-res, if recv_flags.is_some() { "recv" } else { "read" }));
+            }
+            let n = res as usize;
+            if n > 0 {
+                let slot = slot.expect("op slot");
+                unsafe {
+                    rb_sys::rb_str_resize(dest, pos as _);
+                    rb_sys::rb_str_cat(dest, slot.buf.as_ptr() as *const _, n as _);
+                }
+            }
+            return Ok(n);
+        }
+    }
+    ensure_nonblock(fd);
+    let orig_len = unsafe { rb_sys::RSTRING_LEN(dest) as usize };
+    let r = retry_nonblocking(b, fd, READABLE, || unsafe {
+        // Re-fetch the pointer on every attempt: other fibers may have run.
+        rb_sys::rb_str_resize(dest, (pos + max) as _);
+        let ptr = (rb_sys::RSTRING_PTR(dest) as *mut u8).add(pos);
+        let n = match recv_flags {
+            Some(flags) => libc::recv(fd, ptr as *mut _, max, flags | libc::MSG_DONTWAIT),
+            None => libc::read(fd, ptr as *mut _, max),
+        };
+        rb_sys::rb_str_set_len(dest, (pos + n.max(0) as usize) as _);
+        n
+    });
+    match r {
+        Ok(n) => {
+            if n == 0 {
+                unsafe { rb_sys::rb_str_set_len(dest, orig_len.min(pos) as _) };
+            }
+            b.switchpoint_after_sync()?;
+            Ok(n as usize)
+        }
+        Err(e) => {
+            unsafe { rb_sys::rb_str_set_len(dest, orig_len.min(pos) as _) };
+            Err(e)
+        }
+    }
+}
+
+/// `Backend#read`: see the Ruby-facing documentation in `ruby_api/backend.rs`.
+pub fn read(b: &Backend, fd: i32, buffer: VALUE, length: Option<usize>, to_eof: bool, pos: i64, recv: bool) -> Result<VALUE, Error> {
+    let flags = if recv { Some(0) } else { None };
+    let cur_len = unsafe { rb_sys::RSTRING_LEN(buffer) as usize };
+    let mut pos = if pos < 0 || pos as usize > cur_len { cur_len } else { pos as usize };
+    if pos < cur_len {
+        unsafe { rb_sys::rb_str_set_len(buffer, pos as _) };
+    }
+    if length == Some(0) {
+        return Ok(buffer);
+    }
+    let mut total = 0usize;
+    loop {
+        let want = match length {
+            Some(l) => (l - total).min(MAX_READ_CHUNK),
+            None => 65536,
+        };
+        let n = read_once(b, fd, buffer, pos, want, flags)?;
+        if n == 0 {
+            break;
+        }
+        total += n;
+        pos += n;
+        if !to_eof || length.map(|l| total >= l).unwrap_or(false) {
+            break;
+        }
+    }
+    if total == 0 && length != Some(0) {
+        return Ok(QNIL);
+    }
+    Ok(buffer)
+}
+
+pub fn new_binary_string(capa: usize) -> VALUE {
+    unsafe {
+        let s = rb_sys::rb_str_buf_new(capa as _);
+        rb_sys::rb_enc_associate_index(s, rb_sys::rb_ascii8bit_encindex());
+        s
+    }
+}

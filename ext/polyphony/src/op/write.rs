@@ -1,0 +1,76 @@
+//! `write(io, str, *more)` and `send(io, str, flags)`: write every byte.
+//!
+//! The string is frozen-copied (`rb_str_new_frozen`, which shares the bytes)
+//! so the caller mutating its string cannot move the memory the kernel reads.
+//! io_uring: `IORING_OP_WRITE`/`SEND` with the copy kept in the op slot;
+//! epoll: non-blocking write(2)/send(2), parking on writability on EAGAIN.
+
+use magnus::Error;
+use rb_sys::VALUE;
+
+use super::{ensure_nonblock, retry_nonblocking, OpSlot, WRITABLE};
+use crate::helpers::{errno_error, str_bytes};
+use crate::ruby_api::backend::Backend;
+
+/// Writes all of `s` (a String) to `fd`; `send_flags` `Some` uses send(2).
+pub fn write_all(b: &Backend, fd: i32, s: VALUE, send_flags: Option<i32>) -> Result<usize, Error> {
+    let frozen = unsafe { rb_sys::rb_str_new_frozen(s) };
+    let len = unsafe { rb_sys::RSTRING_LEN(frozen) as usize };
+    let mut off = 0usize;
+    let uring = b.is_uring();
+    if !uring {
+        ensure_nonblock(fd);
+    }
+    while off < len {
+        let chunk = (len - off).min(1 << 30);
+        let n = if uring {
+            let mut slot = OpSlot::new(b.current_fiber());
+            slot.keep.push(frozen);
+            let (key, res) = b.submit_and_await(slot, |_| unsafe {
+                let ptr = (rb_sys::RSTRING_PTR(frozen) as *const u8).add(off);
+                match send_flags {
+                    Some(f) => io_uring::opcode::Send::new(io_uring::types::Fd(fd), ptr, chunk as u32)
+                        .flags(f | libc::MSG_NOSIGNAL)
+                        .build(),
+                    None => io_uring::opcode::Write::new(io_uring::types::Fd(fd), ptr, chunk as u32)
+                        .offset(u64::MAX)
+                        .build(),
+                }
+            })?;
+            b.free_op(key);
+            if res == -libc::EAGAIN {
+                b.wait_ready(fd, WRITABLE)?;
+                continue;
+            }
+            if res < 0 {
+                return Err(errno_error(-res, if send_flags.is_some() { "send" } else { "write" }));
+            }
+            res as usize
+        } else {
+            let n = retry_nonblocking(b, fd, WRITABLE, || unsafe {
+                let bytes = str_bytes(frozen);
+                let ptr = bytes.as_ptr().add(off);
+                match send_flags {
+                    Some(f) => libc::send(fd, ptr as *const _, chunk, f | libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL),
+                    None => libc::write(fd, ptr as *const _, chunk),
+                }
+            })?;
+            n as usize
+        };
+        off += n;
+    }
+    if !uring {
+        b.switchpoint_after_sync()?;
+    }
+    std::hint::black_box(frozen);
+    Ok(len)
+}
+
+/// `Backend#write(io, *strings)`: every string in order; returns the total.
+pub fn write(b: &Backend, fd: i32, strings: &[VALUE]) -> Result<usize, Error> {
+    let mut total = 0;
+    for s in strings {
+        total += write_all(b, fd, *s, None)?;
+    }
+    Ok(total)
+}

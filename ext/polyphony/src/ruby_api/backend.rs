@@ -1,0 +1,607 @@
+#![allow(deprecated)]
+//! `Polyphony::Backend`: one per thread (`Thread#backend`), created lazily.
+//!
+//! It owns the thread's run queue, timers, in-flight operations and the
+//! selector (io_uring or epoll). Every blocking method parks only the calling
+//! fiber; other fibers of the thread run meanwhile. Every blocking method is
+//! interruptible: an exception scheduled on the fiber (`Fiber#raise`, `stop`,
+//! a timeout) cancels the kernel operation and is raised from the call. Plain
+//! (non-exception) wake-ups do not interrupt I/O operations (D10); they do end
+//! `sleep` and `wait_event`, which return the value.
+
+use std::cell::{Cell, RefCell};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::Mutex;
+
+use magnus::{
+    block::Proc, gc, method, prelude::*, typed_data::Obj, value::Opaque, DataTypeFunctions, Error, RHash, RModule,
+    Ruby, Symbol, TryConvert, TypedData, Value,
+};
+use rb_sys::VALUE;
+use slab::Slab;
+
+use crate::helpers::{
+    arg_error, duration, expect_string, io_fd, is_nil, opt_len, protect, raw, val, Dir, QNIL, QTRUE,
+};
+use crate::op::{self, OpSlot};
+use crate::runqueue::{AddrMap, RunQueue};
+use crate::selector::{Choice, Event, Selector};
+use crate::timers::Timers;
+
+/// A runner's loop frame: `child` is the fiber it resumed (0 if none).
+pub struct Frame {
+    pub runner: VALUE,
+    pub child: VALUE,
+}
+
+#[derive(TypedData)]
+#[magnus(class = "Polyphony::Backend", free_immediately, size, mark)]
+pub struct Backend {
+    pub thread: Cell<VALUE>,
+    pub rq: RefCell<RunQueue>,
+    pub inbox: Mutex<Vec<(VALUE, VALUE, bool)>>,
+    pub inbox_flag: AtomicBool,
+    pub timers: RefCell<Timers>,
+    pub ops: RefCell<Slab<OpSlot>>,
+    pub ready_waiters: RefCell<AddrMap<Vec<usize>>>,
+    pub sel: RefCell<Selector>,
+    pub runners: RefCell<Vec<Frame>>,
+    pub events_buf: RefCell<Vec<Event>>,
+    pub wake_fd: AtomicI32,
+    pub active_ops: Cell<usize>,
+    pub event_waiters: Cell<usize>,
+    pub entered: Cell<bool>,
+    pub switch_count: Cell<u64>,
+    pub op_count: Cell<u64>,
+    pub poll_count: Cell<u64>,
+    pub idle_proc: Cell<VALUE>,
+    pub idle_gc_period: Cell<f64>,
+    pub last_gc: Cell<u64>,
+    pub finalized: Cell<bool>,
+    pub choice: Cell<Choice>,
+}
+
+// Ruby objects are only touched with the GVL held; other threads only use the
+// inbox (a Mutex) and the wake-up fd.
+unsafe impl Send for Backend {}
+
+fn mark_cell<T>(cell: &RefCell<T>) -> &T {
+    match cell.try_borrow() {
+        Ok(r) => unsafe { &*(&*r as *const T) },
+        // Borrowed mutably by code that was interrupted by this GC: read it
+        // anyway (never panic in mark; the structure is consistent between
+        // statements).
+        Err(_) => unsafe { &*cell.as_ptr() },
+    }
+}
+
+impl DataTypeFunctions for Backend {
+    fn mark(&self, marker: &gc::Marker) {
+        let m = |v: VALUE| {
+            if v != 0 {
+                marker.mark(val(v));
+            }
+        };
+        m(self.thread.get());
+        m(self.idle_proc.get());
+        mark_cell(&self.rq).for_each_value(m);
+        mark_cell(&self.timers).for_each_value(m);
+        for (_, s) in mark_cell(&self.ops).iter() {
+            m(s.fiber);
+            for k in &s.keep {
+                m(*k);
+            }
+        }
+        for f in mark_cell(&self.runners).iter() {
+            m(f.runner);
+            m(f.child);
+        }
+        if let Ok(inbox) = self.inbox.try_lock() {
+            for (f, v, _) in inbox.iter() {
+                m(*f);
+                m(*v);
+            }
+        }
+    }
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        self.release_kernel_resources();
+    }
+}
+
+thread_local! {
+    static CURRENT: Cell<(VALUE, *const Backend)> = const { Cell::new((0, std::ptr::null())) };
+}
+
+impl Backend {
+    pub fn build(choice: Choice) -> Result<Backend, Error> {
+        let sel = Selector::new(choice).map_err(crate::helpers::runtime_error)?;
+        let wake = sel.wake_fd();
+        Ok(Backend {
+            thread: Cell::new(unsafe { rb_sys::rb_thread_current() }),
+            rq: RefCell::new(RunQueue::default()),
+            inbox: Mutex::new(Vec::new()),
+            inbox_flag: AtomicBool::new(false),
+            timers: RefCell::new(Timers::default()),
+            ops: RefCell::new(Slab::new()),
+            ready_waiters: RefCell::new(AddrMap::default()),
+            sel: RefCell::new(sel),
+            runners: RefCell::new(Vec::new()),
+            events_buf: RefCell::new(Vec::new()),
+            wake_fd: AtomicI32::new(wake),
+            active_ops: Cell::new(0),
+            event_waiters: Cell::new(0),
+            entered: Cell::new(false),
+            switch_count: Cell::new(0),
+            op_count: Cell::new(0),
+            poll_count: Cell::new(0),
+            idle_proc: Cell::new(QNIL),
+            idle_gc_period: Cell::new(0.0),
+            last_gc: Cell::new(crate::timers::now_ns()),
+            finalized: Cell::new(false),
+            choice: Cell::new(choice),
+        })
+    }
+
+    fn rb_new() -> Result<Obj<Backend>, Error> {
+        let choice = Choice::from_env().map_err(arg_error)?;
+        Ok(Obj::wrap(Backend::build(choice)?))
+    }
+
+    #[inline]
+    pub fn is_owner_thread(&self) -> bool {
+        self.thread.get() == unsafe { rb_sys::rb_thread_current() }
+    }
+
+    /// The current thread's backend, created on first use.
+    pub fn current() -> Result<&'static Backend, Error> {
+        let th = unsafe { rb_sys::rb_thread_current() };
+        let (cth, ptr) = CURRENT.with(|c| c.get());
+        if cth == th && !ptr.is_null() {
+            return Ok(unsafe { &*ptr });
+        }
+        let id = crate::helpers::intern("@backend");
+        let mut b = unsafe { rb_sys::rb_ivar_get(th, id) };
+        if is_nil(b) {
+            let obj = Backend::rb_new()?;
+            b = raw(obj.as_value());
+            unsafe { rb_sys::rb_ivar_set(th, id, b) };
+        }
+        let obj: Obj<Backend> = TryConvert::try_convert(val(b))?;
+        let ptr: *const Backend = &*obj;
+        CURRENT.with(|c| c.set((th, ptr)));
+        Ok(unsafe { &*ptr })
+    }
+
+    fn forget_current(&self) {
+        CURRENT.with(|c| {
+            if c.get().1 == self as *const Backend {
+                c.set((0, std::ptr::null()));
+            }
+        });
+    }
+
+    /// Cancels every in-flight io_uring operation and waits for the kernel to
+    /// report them, so no buffer is freed while the kernel may write into it.
+    fn release_kernel_resources(&self) {
+        let Ok(mut sel) = self.sel.try_borrow_mut() else { return };
+        let Ok(mut ops) = self.ops.try_borrow_mut() else { return };
+        if let Selector::Uring(u) = &mut *sel {
+            let keys: Vec<usize> = ops.iter().map(|(k, _)| k).collect();
+            for k in &keys {
+                u.cancel(*k);
+            }
+            let mut tries = 0;
+            while !ops.is_empty() && tries < 100 {
+                let mut evs = Vec::new();
+                u.drain_blocking(&mut evs);
+                for e in evs {
+                    if let Event::Op { key, more: false, .. } = e {
+                        if ops.contains(key) {
+                            ops.remove(key);
+                        }
+                    }
+                }
+                tries += 1;
+            }
+            // Anything the kernel never reported is leaked rather than freed.
+            for (_, s) in std::mem::take(&mut *ops).into_iter() {
+                std::mem::forget(s);
+            }
+        } else {
+            ops.clear();
+        }
+    }
+
+    /// epoll path: every I/O call is a switchpoint even when it completed at once.
+    pub fn switchpoint_after_sync(&self) -> Result<(), Error> {
+        if self.rq.borrow().is_empty() && !self.inbox_flag.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        self.snooze().map(|_| ())
+    }
+
+    // ---- Ruby methods ---------------------------------------------------
+
+    fn kind(&self) -> Symbol {
+        Symbol::new(self.sel.borrow().kind())
+    }
+
+    fn finalize(rb_self: Obj<Backend>) -> Obj<Backend> {
+        let b: &Backend = &rb_self;
+        if !b.finalized.replace(true) {
+            b.release_kernel_resources();
+            b.rq.borrow_mut().clear();
+            b.timers.borrow_mut().clear();
+            b.forget_current();
+        }
+        rb_self
+    }
+
+    /// Rebuilds the selector and clears all queues in a forked child. The
+    /// parent's in-flight operations are forgotten, never cancelled (the ring
+    /// is shared with the parent until closed).
+    fn post_fork(rb_self: Obj<Backend>) -> Result<Obj<Backend>, Error> {
+        let b: &Backend = &rb_self;
+        let sel = Selector::new(b.choice.get()).map_err(crate::helpers::runtime_error)?;
+        let old = b.sel.replace(sel);
+        std::mem::forget(old);
+        for (_, s) in std::mem::take(&mut *b.ops.borrow_mut()).into_iter() {
+            std::mem::forget(s);
+        }
+        b.wake_fd.store(b.sel.borrow().wake_fd(), Ordering::SeqCst);
+        b.ready_waiters.borrow_mut().clear();
+        b.rq.borrow_mut().clear();
+        b.timers.borrow_mut().clear();
+        b.inbox.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        b.runners.borrow_mut().clear();
+        b.active_ops.set(0);
+        b.event_waiters.set(0);
+        b.switch_count.set(0);
+        b.op_count.set(0);
+        b.poll_count.set(0);
+        b.thread.set(unsafe { rb_sys::rb_thread_current() });
+        b.finalized.set(false);
+        b.forget_current();
+        Ok(rb_self)
+    }
+
+    fn stats(&self) -> Result<RHash, Error> {
+        let h = RHash::new();
+        let (cap, len, hw) = {
+            let mut rq = self.rq.borrow_mut();
+            (rq.capacity(), rq.len(), rq.take_high_water())
+        };
+        h.aset(Symbol::new("runqueue_size"), cap)?;
+        h.aset(Symbol::new("runqueue_length"), len)?;
+        h.aset(Symbol::new("runqueue_max_length"), hw)?;
+        h.aset(Symbol::new("op_count"), self.op_count.replace(0))?;
+        h.aset(Symbol::new("switch_count"), self.switch_count.replace(0))?;
+        h.aset(Symbol::new("poll_count"), self.poll_count.replace(0))?;
+        h.aset(Symbol::new("pending_ops"), self.pending())?;
+        Ok(h)
+    }
+
+    /// Wakes a blocked poll from any thread. `true` (the wake-up is always
+    /// delivered, even if the thread was not polling yet).
+    fn break_(&self) -> bool {
+        crate::selector::wake(self.wake_fd.load(Ordering::SeqCst));
+        true
+    }
+
+    fn set_idle_proc(&self, p: Value) -> Value {
+        self.idle_proc.set(raw(p));
+        p
+    }
+
+    fn set_idle_gc_period(&self, p: Value) -> Result<Value, Error> {
+        let f: f64 = if p.is_nil() { 0.0 } else { TryConvert::try_convert(p)? };
+        self.idle_gc_period.set(f.max(0.0));
+        self.last_gc.set(crate::timers::now_ns());
+        Ok(p)
+    }
+
+    fn rb_poll(&self, blocking: Value) -> Result<(), Error> {
+        self.poll(blocking.to_bool())
+    }
+
+    /// `schedule(fiber, value = nil, priority = false)`: the run-queue rules of §2.3.
+    fn rb_schedule(&self, args: &[Value]) -> Result<Value, Error> {
+        if args.is_empty() || args.len() > 3 {
+            return Err(arg_error(format!("wrong number of arguments (given {}, expected 1..3)", args.len())));
+        }
+        let fiber = raw(args[0]);
+        if unsafe { rb_sys::rb_obj_is_fiber(fiber) } != QTRUE {
+            return Err(crate::helpers::type_error("not a fiber"));
+        }
+        let value = args.get(1).map(|v| raw(*v)).unwrap_or(QNIL);
+        let prio = args.get(2).map(|v| v.to_bool()).unwrap_or(false);
+        self.schedule(fiber, value, prio);
+        Ok(args[0])
+    }
+
+    fn rb_unschedule(&self, fiber: Value) -> bool {
+        self.rq.borrow_mut().remove(raw(fiber))
+    }
+
+    fn rb_runnable(&self, fiber: Value) -> bool {
+        self.rq.borrow().contains(raw(fiber))
+    }
+
+    fn rb_switch_fiber(&self) -> Result<Value, Error> {
+        self.switch_fiber().map(val)
+    }
+
+    fn rb_snooze(&self) -> Result<Value, Error> {
+        self.snooze().map(val)
+    }
+
+    fn rb_wait_event(&self, args: &[Value]) -> Result<Value, Error> {
+        let raise = args.first().map(|v| v.to_bool()).unwrap_or(false);
+        self.wait_event(raise).map(val)
+    }
+
+    fn rb_sleep(&self, d: Value) -> Result<Value, Error> {
+        let d = duration(raw(d))?;
+        op::sleep::sleep(self, d).map(val)
+    }
+
+    fn rb_timer_loop(&self, interval: Value) -> Result<Value, Error> {
+        let d = duration(raw(interval))?;
+        op::sleep::timer_loop(self, d).map(val)
+    }
+
+    fn rb_timeout(&self, args: &[Value]) -> Result<Value, Error> {
+        if args.len() < 2 || args.len() > 3 {
+            return Err(arg_error(format!("wrong number of arguments (given {}, expected 2..3)", args.len())));
+        }
+        let d = duration(raw(args[0]))?;
+        let mv = args.get(2).map(|v| raw(*v)).unwrap_or(QNIL);
+        op::timeout::timeout(self, d, raw(args[1]), mv).map(val)
+    }
+
+    fn rb_wait_io(&self, io: Value, write: Value) -> Result<Value, Error> {
+        let fd = io_fd(raw(io), if write.to_bool() { Dir::Write } else { Dir::Read })?;
+        op::poll::wait_io(self, fd, write.to_bool())?;
+        Ok(val(QTRUE))
+    }
+
+    /// `read(io, buffer, length, to_eof, pos)`.
+    fn rb_read(&self, args: &[Value]) -> Result<Value, Error> {
+        self.read_common(args, false)
+    }
+
+    /// `recv(io, buffer, length, pos)`.
+    fn rb_recv(&self, args: &[Value]) -> Result<Value, Error> {
+        if args.len() < 3 || args.len() > 4 {
+            return Err(arg_error(format!("wrong number of arguments (given {}, expected 3..4)", args.len())));
+        }
+        let pos = args.get(3).copied().unwrap_or_else(|| val(QNIL));
+        self.read_common(&[args[0], args[1], args[2], val(crate::helpers::QFALSE), pos], true)
+    }
+
+    fn read_common(&self, args: &[Value], recv: bool) -> Result<Value, Error> {
+        if args.len() < 3 || args.len() > 5 {
+            return Err(arg_error(format!("wrong number of arguments (given {}, expected 3..5)", args.len())));
+        }
+        let fd = io_fd(raw(args[0]), Dir::Read)?;
+        let mut buf = raw(args[1]);
+        if is_nil(buf) {
+            buf = op::read::new_binary_string(0);
+        } else {
+            expect_string(buf)?;
+            protect(|| unsafe {
+                rb_sys::rb_str_modify(buf);
+                QNIL
+            })?;
+        }
+        let len = opt_len(raw(args[2]), "length")?;
+        let to_eof = args.get(3).map(|v| v.to_bool()).unwrap_or(false);
+        let pos: i64 = match args.get(4) {
+            Some(v) if !v.is_nil() => TryConvert::try_convert(*v)?,
+            _ => -1,
+        };
+        op::read::read(self, fd, buf, len, to_eof, pos, recv).map(val)
+    }
+
+    /// `write(io, str, *more)` → total bytes written.
+    fn rb_write(&self, args: &[Value]) -> Result<usize, Error> {
+        if args.len() < 2 {
+            return Err(arg_error(format!("wrong number of arguments (given {}, expected 2+)", args.len())));
+        }
+        let fd = io_fd(raw(args[0]), Dir::Write)?;
+        let mut strs = Vec::with_capacity(args.len() - 1);
+        for a in &args[1..] {
+            strs.push(expect_string(raw(*a)).or_else(|_| crate::helpers::call(raw(*a), "to_s", &[]))?);
+        }
+        op::write::write(self, fd, &strs)
+    }
+
+    /// `send(io, str, flags)` → bytes sent (all of them).
+    fn rb_send(&self, args: &[Value]) -> Result<usize, Error> {
+        if args.len() < 2 || args.len() > 3 {
+            return Err(arg_error(format!("wrong number of arguments (given {}, expected 2..3)", args.len())));
+        }
+        let fd = io_fd(raw(args[0]), Dir::Write)?;
+        let s = expect_string(raw(args[1]))?;
+        let flags: i32 = match args.get(2) {
+            Some(v) if !v.is_nil() => TryConvert::try_convert(*v)?,
+            _ => 0,
+        };
+        op::send::send_all(self, fd, s, Some(flags))
+    }
+
+    fn chunk_loop(&self, args: &[Value], recv: bool) -> Result<Value, Error> {
+        if args.is_empty() || args.len() > 2 {
+            return Err(arg_error(format!("wrong number of arguments (given {}, expected 1..2)", args.len())));
+        }
+        let fd = io_fd(raw(args[0]), Dir::Read)?;
+        let maxlen = match args.get(1) {
+            Some(v) if !v.is_nil() => opt_len(raw(*v), "maxlen")?.unwrap_or(8192).max(1),
+            _ => 8192,
+        };
+        let flags = if recv { Some(0) } else { None };
+        loop {
+            let s = op::read::new_binary_string(maxlen.min(op::read::MAX_READ_CHUNK));
+            let n = op::read::read_once(self, fd, s, 0, maxlen, flags)?;
+            if n == 0 {
+                return Ok(args[0]);
+            }
+            protect(|| unsafe { rb_sys::rb_yield(s) })?;
+        }
+    }
+
+    fn rb_read_loop(&self, args: &[Value]) -> Result<Value, Error> {
+        self.chunk_loop(args, false)
+    }
+
+    fn rb_recv_loop(&self, args: &[Value]) -> Result<Value, Error> {
+        self.chunk_loop(args, true)
+    }
+
+    /// `feed_loop(io, receiver, method) { }`: `receiver.__send__(method, chunk, &block)` per chunk.
+    fn rb_feed_loop(ruby: &Ruby, rb_self: &Backend, io: Value, receiver: Value, meth: Value) -> Result<Value, Error> {
+        let fd = io_fd(raw(io), Dir::Read)?;
+        let mid = unsafe { rb_sys::rb_to_id(raw(meth)) };
+        let block: Option<Proc> = ruby.block_proc().ok();
+        let block_raw = block.map(|p| raw(p.as_value())).unwrap_or(QNIL);
+        loop {
+            let s = op::read::new_binary_string(8192);
+            let n = op::read::read_once(rb_self, fd, s, 0, 8192, None)?;
+            if n == 0 {
+                return Ok(io);
+            }
+            protect(|| unsafe { rb_sys::rb_funcall_with_block(raw(receiver), mid, 1, &s, block_raw) })?;
+            std::hint::black_box(block_raw);
+        }
+    }
+
+    fn rb_accept(&self, server: Value, klass: Value) -> Result<Value, Error> {
+        let fd = io_fd(raw(server), Dir::Read)?;
+        op::accept::accept(self, fd, raw(klass)).map(val)
+    }
+
+    fn rb_accept_loop(&self, server: Value, klass: Value) -> Result<Value, Error> {
+        let fd = io_fd(raw(server), Dir::Read)?;
+        loop {
+            let sock = op::accept::accept(self, fd, raw(klass))?;
+            protect(|| unsafe { rb_sys::rb_yield(sock) })?;
+        }
+    }
+
+    fn rb_connect(&self, sock: Value, host: Value, port: Value) -> Result<Value, Error> {
+        let fd = io_fd(raw(sock), Dir::Write)?;
+        let host: String = TryConvert::try_convert(host)?;
+        let port: i64 = TryConvert::try_convert(port)?;
+        if !(0..=65535).contains(&port) {
+            return Err(arg_error(format!("invalid port {port}")));
+        }
+        op::connect::connect(self, fd, &host, port as u16)?;
+        Ok(sock)
+    }
+
+    fn rb_splice(&self, src: Value, dest: Value, maxlen: Value) -> Result<usize, Error> {
+        let s = io_fd(raw(src), Dir::Read)?;
+        let d = io_fd(raw(dest), Dir::Write)?;
+        let m: i64 = TryConvert::try_convert(maxlen)?;
+        op::splice::splice(self, s, d, m, op::splice::Kind::Splice)
+    }
+
+    fn rb_tee(&self, src: Value, dest: Value, maxlen: Value) -> Result<usize, Error> {
+        let s = io_fd(raw(src), Dir::Read)?;
+        let d = io_fd(raw(dest), Dir::Write)?;
+        let m: i64 = TryConvert::try_convert(maxlen)?;
+        op::splice::splice(self, s, d, m, op::splice::Kind::Tee)
+    }
+
+    fn rb_double_splice(&self, src: Value, dest: Value) -> Result<usize, Error> {
+        let s = io_fd(raw(src), Dir::Read)?;
+        let d = io_fd(raw(dest), Dir::Write)?;
+        op::splice::double_splice(self, s, d)
+    }
+
+    fn rb_waitpid(&self, pid: Value) -> Result<(i32, i32), Error> {
+        let pid: i32 = TryConvert::try_convert(pid)?;
+        op::waitpid::waitpid(self, pid)
+    }
+
+    fn rb_pending_count(&self) -> usize {
+        self.pending()
+    }
+
+    fn rb_runqueue_length(&self) -> usize {
+        self.rq.borrow().len()
+    }
+}
+
+/// `Thread#backend`: the thread's backend (created lazily for the current
+/// thread; `nil` for another thread that has none yet).
+fn thread_backend(thread: Value) -> Result<Value, Error> {
+    let th = raw(thread);
+    if th == unsafe { rb_sys::rb_thread_current() } {
+        let b = Backend::current()?;
+        let _ = b;
+        return Ok(val(unsafe { rb_sys::rb_ivar_get(th, crate::helpers::intern("@backend")) }));
+    }
+    Ok(val(unsafe { rb_sys::rb_ivar_get(th, crate::helpers::intern("@backend")) }))
+}
+
+fn current_snooze() -> Result<Value, Error> {
+    Backend::current()?.snooze().map(val)
+}
+
+fn current_suspend() -> Result<Value, Error> {
+    let v = Backend::current()?.switch_fiber()?;
+    crate::helpers::raise_if_exception(v).map(val)
+}
+
+pub fn init(ruby: &Ruby, polyphony: RModule) -> Result<(), Error> {
+    let class = polyphony.define_class("Backend", ruby.class_object())?;
+    class.define_singleton_method("new", magnus::function!(Backend::rb_new, 0))?;
+    class.define_method("kind", method!(Backend::kind, 0))?;
+    class.define_method("finalize", method!(Backend::finalize, 0))?;
+    class.define_method("post_fork", method!(Backend::post_fork, 0))?;
+    class.define_method("stats", method!(Backend::stats, 0))?;
+    class.define_method("break", method!(Backend::break_, 0))?;
+    class.define_method("wakeup", method!(Backend::break_, 0))?;
+    class.define_method("idle_proc=", method!(Backend::set_idle_proc, 1))?;
+    class.define_method("idle_gc_period=", method!(Backend::set_idle_gc_period, 1))?;
+    class.define_method("poll", method!(Backend::rb_poll, 1))?;
+    class.define_method("schedule", method!(Backend::rb_schedule, -1))?;
+    class.define_method("unschedule", method!(Backend::rb_unschedule, 1))?;
+    class.define_method("runnable?", method!(Backend::rb_runnable, 1))?;
+    class.define_method("switch_fiber", method!(Backend::rb_switch_fiber, 0))?;
+    class.define_method("snooze", method!(Backend::rb_snooze, 0))?;
+    class.define_method("wait_event", method!(Backend::rb_wait_event, -1))?;
+    class.define_method("sleep", method!(Backend::rb_sleep, 1))?;
+    class.define_method("timer_loop", method!(Backend::rb_timer_loop, 1))?;
+    class.define_method("timeout", method!(Backend::rb_timeout, -1))?;
+    class.define_method("wait_io", method!(Backend::rb_wait_io, 2))?;
+    class.define_method("read", method!(Backend::rb_read, -1))?;
+    class.define_method("recv", method!(Backend::rb_recv, -1))?;
+    class.define_method("write", method!(Backend::rb_write, -1))?;
+    class.define_method("send", method!(Backend::rb_send, -1))?;
+    class.define_method("read_loop", method!(Backend::rb_read_loop, -1))?;
+    class.define_method("recv_loop", method!(Backend::rb_recv_loop, -1))?;
+    class.define_method("feed_loop", method!(Backend::rb_feed_loop, 3))?;
+    class.define_method("recv_feed_loop", method!(Backend::rb_feed_loop, 3))?;
+    class.define_method("accept", method!(Backend::rb_accept, 2))?;
+    class.define_method("accept_loop", method!(Backend::rb_accept_loop, 2))?;
+    class.define_method("connect", method!(Backend::rb_connect, 3))?;
+    class.define_method("splice", method!(Backend::rb_splice, 3))?;
+    class.define_method("tee", method!(Backend::rb_tee, 3))?;
+    class.define_method("double_splice", method!(Backend::rb_double_splice, 2))?;
+    class.define_method("waitpid", method!(Backend::rb_waitpid, 1))?;
+    class.define_method("pending_count", method!(Backend::rb_pending_count, 0))?;
+    class.define_method("runqueue_length", method!(Backend::rb_runqueue_length, 0))?;
+
+    let thread = ruby.class_thread();
+    thread.define_method("backend", method!(thread_backend, 0))?;
+    let kernel = ruby.module_kernel();
+    kernel.define_private_method("snooze", magnus::function!(current_snooze, 0))?;
+    kernel.define_private_method("suspend", magnus::function!(current_suspend, 0))?;
+    let _ = Opaque::from(val(QNIL));
+    Ok(())
+}

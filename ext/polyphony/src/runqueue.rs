@@ -1,0 +1,168 @@
+//! The per-thread run queue: a FIFO of `(fiber, resume value)` entries.
+//!
+//! Rules (spec §2.3): a fiber is queued at most once; re-scheduling a queued
+//! fiber with an exception moves it to the tail with the exception; with a
+//! plain value it is dropped if the queued entry carries an exception, else
+//! the fiber moves to the tail with the new value; a priority schedule moves
+//! it to the head whatever it carried. Removal is O(1): the queue keeps a
+//! fiber → entry map and leaves stale slots behind, skipped when popped.
+
+use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
+
+use rb_sys::VALUE;
+
+/// Multiplicative hasher for object addresses (no DoS concern: keys are ours).
+#[derive(Default)]
+pub struct AddrHasher(u64);
+
+impl Hasher for AddrHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0.rotate_left(5) ^ *b as u64).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+        }
+    }
+    fn write_usize(&mut self, i: usize) {
+        self.0 = (i as u64 >> 3).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+    fn write_u64(&mut self, i: u64) {
+        self.0 = (i >> 3).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+pub type AddrMap<V> = HashMap<VALUE, V, BuildHasherDefault<AddrHasher>>;
+
+struct Live {
+    seq: u64,
+    value: VALUE,
+    is_exception: bool,
+}
+
+#[derive(Default)]
+pub struct RunQueue {
+    slots: VecDeque<(VALUE, u64)>,
+    live: AddrMap<Live>,
+    seq: u64,
+    high_water: usize,
+}
+
+impl RunQueue {
+    /// Queues `fiber` with `value` following the rules above.
+    pub fn push(&mut self, fiber: VALUE, value: VALUE, is_exception: bool, priority: bool) {
+        if !priority {
+            if let Some(l) = self.live.get(&fiber) {
+                if l.is_exception && !is_exception {
+                    return;
+                }
+            }
+        }
+        self.seq += 1;
+        let seq = self.seq;
+        self.live.insert(fiber, Live { seq, value, is_exception });
+        if priority {
+            self.slots.push_front((fiber, seq));
+        } else {
+            self.slots.push_back((fiber, seq));
+        }
+        if self.live.len() > self.high_water {
+            self.high_water = self.live.len();
+        }
+        // Compact if stale slots dominate (many re-schedules without pops).
+        if self.slots.len() > 64 && self.slots.len() > 4 * self.live.len() {
+            let live = &self.live;
+            self.slots.retain(|(f, s)| live.get(f).map(|l| l.seq == *s).unwrap_or(false));
+        }
+    }
+
+    pub fn pop(&mut self) -> Option<(VALUE, VALUE)> {
+        while let Some((fiber, seq)) = self.slots.pop_front() {
+            if let Some(l) = self.live.get(&fiber) {
+                if l.seq == seq {
+                    let v = l.value;
+                    self.live.remove(&fiber);
+                    return Some((fiber, v));
+                }
+            }
+        }
+        None
+    }
+
+    /// The fiber at the head (after skipping stale slots).
+    pub fn peek(&mut self) -> Option<VALUE> {
+        while let Some(&(fiber, seq)) = self.slots.front() {
+            if self.live.get(&fiber).map(|l| l.seq == seq).unwrap_or(false) {
+                return Some(fiber);
+            }
+            self.slots.pop_front();
+        }
+        None
+    }
+
+    pub fn remove(&mut self, fiber: VALUE) -> bool {
+        self.live.remove(&fiber).is_some()
+    }
+
+    pub fn contains(&self, fiber: VALUE) -> bool {
+        self.live.contains_key(&fiber)
+    }
+
+    pub fn len(&self) -> usize {
+        self.live.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.live.is_empty()
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.slots.capacity()
+    }
+
+    /// High-water mark since the last call (reset on read).
+    pub fn take_high_water(&mut self) -> usize {
+        let h = self.high_water;
+        self.high_water = self.live.len();
+        h
+    }
+
+    pub fn clear(&mut self) {
+        self.slots.clear();
+        self.live.clear();
+    }
+
+    pub fn for_each_value(&self, mut f: impl FnMut(VALUE)) {
+        for (k, l) in self.live.iter() {
+            f(*k);
+            f(l.value);
+        }
+    }
+
+    /// Entries in queue order (for re-queueing deferred fibers).
+    pub fn drain_ordered(&mut self) -> Vec<(VALUE, VALUE, bool)> {
+        let mut out = Vec::with_capacity(self.live.len());
+        while let Some((fiber, seq)) = self.slots.pop_front() {
+            if let Some(l) = self.live.get(&fiber) {
+                if l.seq == seq {
+                    let l = self.live.remove(&fiber).unwrap();
+                    out.push((fiber, l.value, l.is_exception));
+                }
+            }
+        }
+        out
+    }
+}
+
+impl RunQueue {
+    /// Removes `fiber`'s entry only if it carries exactly `value`.
+    pub fn remove_if_value(&mut self, fiber: VALUE, value: VALUE) -> bool {
+        if self.live.get(&fiber).map(|l| l.value == value).unwrap_or(false) {
+            self.live.remove(&fiber);
+            true
+        } else {
+            false
+        }
+    }
+}

@@ -1,0 +1,256 @@
+//! The switch algorithm (spec §2.2) and polling.
+//!
+//! Fibers are run by *runners*: the thread's root fiber (or any fiber that was
+//! not started by a runner, such as an `Enumerator` fiber doing I/O) runs the
+//! loop below and `resume`s the next runnable fiber; a fiber started by a
+//! runner gives control back with `Fiber.yield`. Because every spun fiber is
+//! resumed, its stack goes back to Ruby's fiber pool the moment its block
+//! ends, instead of waiting for GC as with `transfer`.
+
+use magnus::Error;
+use rb_sys::VALUE;
+
+use crate::helpers::{call, is_exception, is_nil, protect, QNIL, QTRUE};
+use crate::ruby_api::backend::{Backend, Frame};
+use crate::selector::Event;
+
+impl Backend {
+    #[inline]
+    pub fn current_fiber(&self) -> VALUE {
+        unsafe { rb_sys::rb_fiber_current() }
+    }
+
+    /// Number of things that can make a fiber runnable later: in-flight
+    /// operations, timers and fibers parked in `wait_event`.
+    #[inline]
+    pub fn pending(&self) -> usize {
+        self.active_ops.get() + self.timers.borrow().len() + self.event_waiters.get()
+    }
+
+    /// Queues `fiber` to be resumed with `value` (see `RunQueue::push`). Dead
+    /// fibers are ignored. From another thread the fiber goes to the inbox and
+    /// the owning thread is woken.
+    pub fn schedule(&self, fiber: VALUE, value: VALUE, priority: bool) {
+        if !self.is_owner_thread() {
+            self.inbox.lock().unwrap_or_else(|e| e.into_inner()).push((fiber, value, priority));
+            self.inbox_flag.store(true, std::sync::atomic::Ordering::SeqCst);
+            crate::selector::wake(self.wake_fd.load(std::sync::atomic::Ordering::SeqCst));
+            return;
+        }
+        if unsafe { rb_sys::rb_fiber_alive_p(fiber) } != QTRUE {
+            return;
+        }
+        let exc = is_exception(value);
+        self.rq.borrow_mut().push(fiber, value, exc, priority);
+    }
+
+    fn drain_inbox(&self) {
+        if !self.inbox_flag.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            return;
+        }
+        let items: Vec<_> = std::mem::take(&mut *self.inbox.lock().unwrap_or_else(|e| e.into_inner()));
+        for (f, v, p) in items {
+            if unsafe { rb_sys::rb_fiber_alive_p(f) } == QTRUE {
+                let exc = is_exception(v);
+                self.rq.borrow_mut().push(f, v, exc, p);
+            }
+        }
+    }
+
+    /// Parks the current fiber until something schedules it, running other
+    /// fibers meanwhile. Returns the resume value (exceptions are returned
+    /// as values; callers decide whether to raise). Returns `nil` at once if
+    /// nothing is runnable and nothing is pending.
+    pub fn switch_fiber(&self) -> Result<VALUE, Error> {
+        let cur = self.current_fiber();
+        self.switch_count.set(self.switch_count.get() + 1);
+        let yieldable = self.runners.borrow().last().map(|f| f.child == cur).unwrap_or(false);
+        if !yieldable {
+            return self.run_loop(cur);
+        }
+        // A fiber started by the runner: handle the cheap cases here, else
+        // hand control back to the runner.
+        self.drain_inbox();
+        if self.rq.borrow().is_empty() {
+            self.run_idle()?;
+            if self.rq.borrow().is_empty() && self.pending() == 0 {
+                return Ok(QNIL);
+            }
+        }
+        if self.rq.borrow_mut().peek() == Some(cur) {
+            let (_, v) = self.rq.borrow_mut().pop().unwrap();
+            if self.pending() > 0 {
+                if let Err(e) = self.poll(false) {
+                    self.schedule(cur, v, true);
+                    return Err(e);
+                }
+            }
+            return Ok(v);
+        }
+        let v = protect(|| unsafe { rb_sys::rb_fiber_yield(1, &QNIL) });
+        self.entered.set(true);
+        v
+    }
+
+    fn run_loop(&self, cur: VALUE) -> Result<VALUE, Error> {
+        self.runners.borrow_mut().push(Frame { runner: cur, child: 0 });
+        let mut deferred: Vec<(VALUE, VALUE)> = Vec::new();
+        let result = loop {
+            let (f, v) = match self.pick_next(cur) {
+                Err(e) => break Err(e),
+                Ok(None) => break Ok(QNIL),
+                Ok(Some(x)) => x,
+            };
+            if f == cur {
+                break Ok(v);
+            }
+            if unsafe { rb_sys::rb_fiber_alive_p(f) } != QTRUE {
+                continue;
+            }
+            if self.runners.borrow().iter().any(|fr| fr.runner == f) {
+                // An outer runner: it continues when this loop ends.
+                deferred.push((f, v));
+                continue;
+            }
+            if let Some(top) = self.runners.borrow_mut().last_mut() {
+                top.child = f;
+            }
+            self.entered.set(false);
+            let r = protect(|| unsafe { rb_sys::rb_fiber_resume(f, 1, &v) });
+            if let Some(top) = self.runners.borrow_mut().last_mut() {
+                top.child = 0;
+            }
+            if let Err(e) = r {
+                if !self.entered.get() {
+                    // Could not switch (the fiber is itself resuming another
+                    // fiber): try again once this loop is done.
+                    deferred.push((f, v));
+                    if self.rq.borrow().is_empty() && self.pending() == 0 {
+                        break Ok(QNIL);
+                    }
+                    continue;
+                }
+                break Err(e);
+            }
+        };
+        self.runners.borrow_mut().pop();
+        for (f, v) in deferred.into_iter().rev() {
+            self.schedule(f, v, true);
+        }
+        result
+    }
+
+    /// Takes the next runnable fiber, polling the kernel as needed. `None`:
+    /// nothing runnable and nothing pending.
+    fn pick_next(&self, cur: VALUE) -> Result<Option<(VALUE, VALUE)>, Error> {
+        loop {
+            self.drain_inbox();
+            let next = self.rq.borrow_mut().pop();
+            if let Some((f, v)) = next {
+                let sc = self.switch_count.get();
+                if self.pending() > 0 && (sc % 64 == 0 || f == cur) {
+                    // Anti-starvation: harvest completions even when the run
+                    // queue never empties.
+                    if let Err(e) = self.poll(false) {
+                        self.schedule(f, v, true);
+                        return Err(e);
+                    }
+                }
+                return Ok(Some((f, v)));
+            }
+            self.run_idle()?;
+            if !self.rq.borrow().is_empty() {
+                continue;
+            }
+            if self.pending() == 0 && !self.inbox_flag.load(std::sync::atomic::Ordering::SeqCst) {
+                return Ok(None);
+            }
+            self.poll(true)?;
+        }
+    }
+
+    fn run_idle(&self) -> Result<(), Error> {
+        let proc_ = self.idle_proc.get();
+        if !is_nil(proc_) {
+            call(proc_, "call", &[])?;
+        }
+        let period = self.idle_gc_period.get();
+        if period > 0.0 {
+            let now = crate::timers::now_ns();
+            if now.saturating_sub(self.last_gc.get()) as f64 >= period * 1e9 {
+                self.last_gc.set(now);
+                let gc = unsafe { rb_sys::rb_const_get(rb_sys::rb_cObject, crate::helpers::intern("GC")) };
+                call(gc, "start", &[])?;
+                call(gc, "disable", &[])?;
+            }
+        }
+        Ok(())
+    }
+
+    /// One poll of the kernel: `blocking` waits (GVL released) until a
+    /// completion, a timer, or a wake-up. Wakes the fibers concerned, then
+    /// lets Ruby run pending interrupts (signal traps, Thread#raise), whose
+    /// exceptions are returned.
+    pub fn poll(&self, blocking: bool) -> Result<(), Error> {
+        self.poll_count.set(self.poll_count.get() + 1);
+        let timeout = if blocking && self.rq.borrow().is_empty() && !self.inbox_flag.load(std::sync::atomic::Ordering::SeqCst) {
+            self.timers.borrow().next_timeout()
+        } else {
+            Some(std::time::Duration::ZERO)
+        };
+        let mut events = std::mem::take(&mut *self.events_buf.borrow_mut());
+        events.clear();
+        if !(blocking && timeout.map(|d| d.is_zero()).unwrap_or(false) && self.active_ops.get() == 0) {
+            let r = self.sel.borrow_mut().wait(timeout, &mut events);
+            if let Err(e) = r {
+                *self.events_buf.borrow_mut() = events;
+                return Err(crate::helpers::errno_error(e.raw_os_error().unwrap_or(libc::EIO), "poll"));
+            }
+        }
+        let mut wake: Vec<VALUE> = Vec::new();
+        for ev in events.drain(..) {
+            match ev {
+                Event::Op { key, res, more: _ } => self.complete_op(key, res, &mut wake),
+                Event::Ready { fd, revents } => self.fd_ready(fd, revents, &mut wake),
+            }
+        }
+        *self.events_buf.borrow_mut() = events;
+        for f in wake {
+            self.schedule(f, QNIL, false);
+        }
+        let mut expired = Vec::new();
+        self.timers.borrow_mut().expire(&mut expired);
+        for t in expired {
+            self.schedule(t.fiber, t.value, false);
+        }
+        self.drain_inbox();
+        if blocking || unsafe { rb_sys::rb_thread_interrupted(rb_sys::rb_thread_current()) } != 0 {
+            protect(|| unsafe {
+                rb_sys::rb_thread_check_ints();
+                QNIL
+            })?;
+        }
+        Ok(())
+    }
+
+    /// `wait_event`: parks until scheduled; counts as pending meanwhile.
+    pub fn wait_event(&self, raise: bool) -> Result<VALUE, Error> {
+        self.event_waiters.set(self.event_waiters.get() + 1);
+        let r = self.switch_fiber();
+        self.event_waiters.set(self.event_waiters.get() - 1);
+        let v = r?;
+        if raise {
+            crate::helpers::raise_if_exception(v)
+        } else {
+            Ok(v)
+        }
+    }
+
+    /// `snooze`: requeue the current fiber at the tail and switch.
+    pub fn snooze(&self) -> Result<VALUE, Error> {
+        let cur = self.current_fiber();
+        self.rq.borrow_mut().push(cur, QNIL, false, false);
+        let v = self.switch_fiber()?;
+        crate::helpers::raise_if_exception(v)
+    }
+}

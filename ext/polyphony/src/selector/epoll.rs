@@ -1,0 +1,119 @@
+//! epoll selector, for kernels or sandboxes without io_uring. Readiness is
+//! registered one-shot per fd with the union of the waiters' interests and
+//! re-armed while waiters remain.
+
+use std::time::Duration;
+
+use super::{drain_eventfd, new_eventfd, Event};
+use crate::helpers::nogvl::without_gvl;
+use crate::runqueue::AddrMap;
+
+const WAKE_DATA: u64 = u64::MAX;
+
+pub struct Epoll {
+    epfd: i32,
+    pub wake_fd: i32,
+    /// fd → whether it is currently registered in the epoll set.
+    registered: AddrMap<bool>,
+    events: Vec<libc::epoll_event>,
+}
+
+impl Epoll {
+    pub fn new() -> std::io::Result<Epoll> {
+        let epfd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        if epfd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let wake_fd = new_eventfd()?;
+        let mut ev = libc::epoll_event { events: libc::EPOLLIN as u32, u64: WAKE_DATA };
+        if unsafe { libc::epoll_ctl(epfd, libc::EPOLL_CTL_ADD, wake_fd, &mut ev) } < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(Epoll {
+            epfd,
+            wake_fd,
+            registered: AddrMap::default(),
+            events: vec![libc::epoll_event { events: 0, u64: 0 }; 256],
+        })
+    }
+
+    /// Arms `fd` (one-shot) for `events` (EPOLLIN/EPOLLOUT bits).
+    pub fn arm(&mut self, fd: i32, events: u32) -> std::io::Result<()> {
+        let mut ev = libc::epoll_event { events: events | libc::EPOLLONESHOT as u32, u64: fd as u64 };
+        let known = self.registered.get(&(fd as rb_sys::VALUE)).copied().unwrap_or(false);
+        let first = if known { libc::EPOLL_CTL_MOD } else { libc::EPOLL_CTL_ADD };
+        let mut r = unsafe { libc::epoll_ctl(self.epfd, first, fd, &mut ev) };
+        if r < 0 {
+            let err = std::io::Error::last_os_error().raw_os_error();
+            // The fd was closed and reused, or registered behind our back.
+            let retry = match (first, err) {
+                (libc::EPOLL_CTL_MOD, Some(libc::ENOENT)) => Some(libc::EPOLL_CTL_ADD),
+                (libc::EPOLL_CTL_ADD, Some(libc::EEXIST)) => Some(libc::EPOLL_CTL_MOD),
+                _ => None,
+            };
+            if let Some(op) = retry {
+                r = unsafe { libc::epoll_ctl(self.epfd, op, fd, &mut ev) };
+            }
+        }
+        if r < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        self.registered.insert(fd as rb_sys::VALUE, true);
+        Ok(())
+    }
+
+    /// Forgets `fd` (before it is closed by us).
+    pub fn forget(&mut self, fd: i32) {
+        if self.registered.remove(&(fd as rb_sys::VALUE)).is_some() {
+            let mut ev = libc::epoll_event { events: 0, u64: 0 };
+            unsafe { libc::epoll_ctl(self.epfd, libc::EPOLL_CTL_DEL, fd, &mut ev) };
+        }
+    }
+
+    pub fn wait(&mut self, timeout: Option<Duration>, out: &mut Vec<Event>) -> std::io::Result<()> {
+        let ms: i32 = match timeout {
+            None => -1,
+            Some(d) if d.is_zero() => 0,
+            // Round up so a timer is never reported early.
+            Some(d) => d.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32,
+        };
+        let epfd = self.epfd;
+        let evs = self.events.as_mut_ptr();
+        let cap = self.events.len() as i32;
+        let n = if ms == 0 {
+            unsafe { libc::epoll_wait(epfd, evs, cap, 0) }
+        } else {
+            let evs = evs as usize;
+            without_gvl(self.wake_fd, move || unsafe {
+                libc::epoll_wait(epfd, evs as *mut libc::epoll_event, cap, ms)
+            })
+            .unwrap_or(0)
+        };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::EINTR) {
+                return Ok(());
+            }
+            return Err(e);
+        }
+        for i in 0..n as usize {
+            let ev = self.events[i];
+            let data = ev.u64;
+            if data == WAKE_DATA {
+                drain_eventfd(self.wake_fd);
+                continue;
+            }
+            out.push(Event::Ready { fd: data as i32, revents: ev.events });
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Epoll {
+    fn drop(&mut self) {
+        unsafe {
+            libc::close(self.wake_fd);
+            libc::close(self.epfd);
+        }
+    }
+}

@@ -1,0 +1,137 @@
+//! io_uring selector: one ring per thread, submissions batched until the next
+//! wait. The ring is not set up single-issuer, so a wake-up written from any
+//! thread is never lost: a multishot poll on an eventfd is always queued.
+
+use std::time::Duration;
+
+use io_uring::{opcode, squeue, types, IoUring};
+
+use super::{drain_eventfd, new_eventfd, Event};
+use crate::helpers::nogvl::without_gvl;
+
+/// User data of the eventfd poll.
+pub const WAKE_TAG: u64 = u64::MAX;
+/// User data of cancel requests and of the fallback wait timeout.
+pub const IGNORE_TAG: u64 = u64::MAX - 1;
+
+pub struct Uring {
+    ring: IoUring,
+    pub wake_fd: i32,
+    wake_armed: bool,
+    ext_arg: bool,
+    timeout_ts: types::Timespec,
+}
+
+impl Uring {
+    pub fn new() -> std::io::Result<Uring> {
+        let mut entries = 1024;
+        let ring = loop {
+            match IoUring::new(entries) {
+                Ok(r) => break r,
+                Err(e) if e.raw_os_error() == Some(libc::ENOMEM) && entries > 64 => entries /= 2,
+                Err(e) => return Err(e),
+            }
+        };
+        let ext_arg = ring.params().is_feature_ext_arg();
+        let wake_fd = new_eventfd()?;
+        let mut u = Uring { ring, wake_fd, wake_armed: false, ext_arg, timeout_ts: types::Timespec::new() };
+        u.arm_wake();
+        Ok(u)
+    }
+
+    fn arm_wake(&mut self) {
+        let e = opcode::PollAdd::new(types::Fd(self.wake_fd), libc::POLLIN as u32)
+            .multi(true)
+            .build()
+            .user_data(WAKE_TAG);
+        self.push(e);
+        self.wake_armed = true;
+    }
+
+    /// Queues a submission (flushing the submission queue if it is full).
+    pub fn push(&mut self, entry: squeue::Entry) {
+        loop {
+            let pushed = unsafe { self.ring.submission().push(&entry).is_ok() };
+            if pushed {
+                return;
+            }
+            // Queue full: hand what we have to the kernel and retry.
+            let _ = self.ring.submit();
+        }
+    }
+
+    /// Asks the kernel to cancel the operation with user data `key`. Its
+    /// completion (usually `-ECANCELED`) still arrives and must be reaped.
+    pub fn cancel(&mut self, key: usize) {
+        let e = opcode::AsyncCancel::new(key as u64).build().user_data(IGNORE_TAG);
+        self.push(e);
+    }
+
+    pub fn wait(&mut self, timeout: Option<Duration>, out: &mut Vec<Event>) -> std::io::Result<()> {
+        let nonblocking = matches!(timeout, Some(d) if d.is_zero());
+        if nonblocking || !self.ring.completion().is_empty() {
+            self.ring.submit()?;
+        } else {
+            let ring: *mut IoUring = &mut self.ring;
+            let ext_arg = self.ext_arg;
+            if let (Some(d), false) = (timeout, ext_arg) {
+                // Older kernels: a timeout operation bounds the wait.
+                self.timeout_ts = types::Timespec::new().sec(d.as_secs()).nsec(d.subsec_nanos());
+                let e = opcode::Timeout::new(&self.timeout_ts).build().user_data(IGNORE_TAG);
+                self.push(e);
+            }
+            let ts = timeout.map(|d| types::Timespec::new().sec(d.as_secs()).nsec(d.subsec_nanos()));
+            let r = without_gvl(self.wake_fd, move || unsafe {
+                let ring = &mut *ring;
+                match (ts.as_ref(), ext_arg) {
+                    (Some(ts), true) => {
+                        let args = types::SubmitArgs::new().timespec(ts);
+                        ring.submitter().submit_with_args(1, &args)
+                    }
+                    _ => ring.submitter().submit_and_wait(1),
+                }
+            });
+            match r {
+                None => {}
+                Some(Ok(_)) => {}
+                Some(Err(e)) => match e.raw_os_error() {
+                    Some(libc::ETIME) | Some(libc::EINTR) | Some(libc::EAGAIN) | Some(libc::EBUSY) => {}
+                    _ => return Err(e),
+                },
+            }
+        }
+        let mut rearm = false;
+        for cqe in self.ring.completion() {
+            let ud = cqe.user_data();
+            if ud == WAKE_TAG {
+                drain_eventfd(self.wake_fd);
+                if !io_uring::cqueue::more(cqe.flags()) {
+                    rearm = true;
+                }
+                continue;
+            }
+            if ud == IGNORE_TAG {
+                continue;
+            }
+            out.push(Event::Op { key: ud as usize, res: cqe.result(), more: io_uring::cqueue::more(cqe.flags()) });
+        }
+        if rearm {
+            self.wake_armed = false;
+            self.arm_wake();
+        }
+        Ok(())
+    }
+
+    /// Blocks (GVL held; used only while finalizing) until `n` more
+    /// completions arrived or nothing is left; reports them.
+    pub fn drain_blocking(&mut self, out: &mut Vec<Event>) {
+        let _ = self.ring.submitter().submit_and_wait(1);
+        let _ = self.wait(Some(Duration::ZERO), out);
+    }
+}
+
+impl Drop for Uring {
+    fn drop(&mut self) {
+        unsafe { libc::close(self.wake_fd) };
+    }
+}

@@ -1,0 +1,84 @@
+//! Timers shared by both selectors: an ordered map of deadlines. The blocking
+//! poll waits at most until the earliest deadline; expired timers schedule
+//! their fiber. Cancelling a timer removes it (O(log n)), so a cancelled timer
+//! can never fire into a later, unrelated wait.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use rb_sys::VALUE;
+
+pub fn now_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+pub type TimerId = (u64, u64);
+
+pub struct Timer {
+    pub fiber: VALUE,
+    pub value: VALUE,
+}
+
+#[derive(Default)]
+pub struct Timers {
+    map: BTreeMap<TimerId, Timer>,
+    seq: u64,
+}
+
+impl Timers {
+    pub fn add_at(&mut self, deadline: u64, fiber: VALUE, value: VALUE) -> TimerId {
+        self.seq += 1;
+        let id = (deadline, self.seq);
+        self.map.insert(id, Timer { fiber, value });
+        id
+    }
+
+    pub fn add(&mut self, after: Duration, fiber: VALUE, value: VALUE) -> TimerId {
+        let ns = after.as_nanos().min(u64::MAX as u128 / 2) as u64;
+        self.add_at(now_ns().saturating_add(ns), fiber, value)
+    }
+
+    pub fn cancel(&mut self, id: TimerId) -> bool {
+        self.map.remove(&id).is_some()
+    }
+
+    pub fn contains(&self, id: TimerId) -> bool {
+        self.map.contains_key(&id)
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// Time until the earliest deadline (zero if already due).
+    pub fn next_timeout(&self) -> Option<Duration> {
+        self.map.keys().next().map(|(d, _)| Duration::from_nanos(d.saturating_sub(now_ns())))
+    }
+
+    /// Removes and returns the timers due now.
+    pub fn expire(&mut self, out: &mut Vec<Timer>) {
+        if self.map.is_empty() {
+            return;
+        }
+        let now = now_ns();
+        while let Some(entry) = self.map.first_entry() {
+            if entry.key().0 > now {
+                break;
+            }
+            out.push(entry.remove());
+        }
+    }
+
+    pub fn clear(&mut self) {
+        self.map.clear();
+    }
+
+    pub fn for_each_value(&self, mut f: impl FnMut(VALUE)) {
+        for t in self.map.values() {
+            f(t.fiber);
+            f(t.value);
+        }
+    }
+}

@@ -1,0 +1,63 @@
+# frozen_string_literal: true
+
+module Polyphony
+  # Base class of the exceptions used to control fibers. They derive from
+  # Exception, not StandardError, so a bare `rescue` does not swallow them.
+  class BaseException < ::Exception
+    attr_reader :value
+
+    def initialize(value = nil)
+      @value = value
+      value.nil? ? super() : super(value)
+    end
+  end
+
+  # Stops a fiber or a scope quietly; the fiber's result is the value.
+  class MoveOn < BaseException; end
+
+  # Cancellation that propagates to the parent like an error.
+  class Cancel < BaseException; end
+
+  # Parent-driven termination (result nil unless a value is given).
+  class Terminate < BaseException; end
+
+  # Restarts the receiving fiber with `value` as its block argument.
+  class Restart < BaseException; end
+
+  # Runs a proc in the target fiber instead of raising.
+  class Interjection < BaseException
+    def initialize(proc)
+      super()
+      @proc = proc
+    end
+
+    def invoke
+      @proc.call
+    end
+  end
+
+  # Private marker delivered by Backend#timeout; recognised by identity.
+  class TimeoutException < ::Exception; end
+
+  class << self
+    # Builds the exception raised when a Backend#timeout expires.
+    def __timeout_exception__(spec)
+      case spec
+      when Class then spec.new
+      when Array then spec[0].new(spec[1])
+      when Exception then spec
+      else RuntimeError.new(spec)
+      end
+    end
+
+    # Last resort for an exception escaping a fiber's lifecycle code.
+    def __fiber_body_error__(error)
+      main = Thread.main.main_fiber
+      if main&.alive?
+        main.schedule_with_priority(error)
+      else
+        warn "polyphony: uncaught #{error.class}: #{error.message}"
+      end
+    end
+  end
+end

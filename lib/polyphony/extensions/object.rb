@@ -1,0 +1,48 @@
+# frozen_string_literal: true
+
+# The global API (spec §5): public instance methods of Object, so they can be
+# called anywhere. `snooze` and `suspend` are private Kernel methods defined
+# natively.
+class ::Object
+  # Spins a child fiber of the current fiber running the block.
+  def spin(tag = nil, &block)
+    Fiber.current.spin(tag, Kernel.caller, &block)
+  end
+
+  # Spins a fiber calling the block in a loop; `break` or StopIteration end
+  # it. With `rate:`/`interval:` the loop is throttled.
+  def spin_loop(tag = nil, rate: nil, interval: nil, &block)
+    if rate || interval
+      Fiber.current.spin(tag, Kernel.caller) do
+        Polyphony.__throttled_loop__(rate: rate, interval: interval, &block)
+      end
+    else
+      Fiber.current.spin(tag, Kernel.caller) do
+        loop(&block)
+      end
+    end
+  end
+
+  # Parks the current fiber for `duration` seconds, or until scheduled when
+  # no duration is given. Returns nil (or the value it was woken with).
+  def sleep(duration = nil)
+    backend = Thread.current.backend
+    return backend.wait_event(true) if duration.nil?
+
+    backend.sleep(duration)
+  end
+end
+
+module Polyphony
+  class << self
+    # Minimal fixed-rate loop used by spin_loop(rate:/interval:).
+    def __throttled_loop__(rate: nil, interval: nil)
+      interval ||= 1.0 / rate
+      Kernel.raise RuntimeError, "Invalid rate argument #{rate.inspect}" unless interval.positive?
+
+      Thread.current.backend.timer_loop(interval) { yield }
+    rescue StopIteration, LocalJumpError
+      nil
+    end
+  end
+end
