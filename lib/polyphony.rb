@@ -2,7 +2,7 @@
 
 require 'fiber'
 require_relative 'polyphony/version'
-require_relative 'polyphony/polyphony_ext'
+require 'polyphony/polyphony_ext'
 require_relative 'polyphony/core/exceptions'
 require_relative 'polyphony/extensions/exception'
 require_relative 'polyphony/core/queue'

@@ -23,7 +23,7 @@ class ::Fiber
 
   # Spins a child of this fiber that runs the block, and queues it. The block
   # receives the value the fiber is first resumed with.
-  def spin(tag = nil, orig_caller = Kernel.caller, &block)
+  def spin(tag = nil, orig_caller = Kernel.caller_locations(1, 1), &block)
     fiber = Polyphony.__new_fiber__
     fiber.__prepare__(tag, block, orig_caller, self)
     (@children ||= {})[fiber] = true
@@ -140,7 +140,7 @@ class ::Fiber
   end
 
   def caller
-    spin_caller = @caller || []
+    spin_caller = (@caller || []).map(&:to_s)
     @parent ? spin_caller + @parent.caller : spin_caller
   end
 

@@ -6,18 +6,18 @@
 class ::Object
   # Spins a child fiber of the current fiber running the block.
   def spin(tag = nil, &block)
-    Fiber.current.spin(tag, Kernel.caller, &block)
+    Fiber.current.spin(tag, Kernel.caller_locations(1, 1), &block)
   end
 
   # Spins a fiber calling the block in a loop; `break` or StopIteration end
   # it. With `rate:`/`interval:` the loop is throttled.
   def spin_loop(tag = nil, rate: nil, interval: nil, &block)
     if rate || interval
-      Fiber.current.spin(tag, Kernel.caller) do
+      Fiber.current.spin(tag, Kernel.caller_locations(1, 1)) do
         Polyphony.__throttled_loop__(rate: rate, interval: interval, &block)
       end
     else
-      Fiber.current.spin(tag, Kernel.caller) do
+      Fiber.current.spin(tag, Kernel.caller_locations(1, 1)) do
         loop(&block)
       end
     end
@@ -30,6 +30,21 @@ class ::Object
     return backend.wait_event(true) if duration.nil?
 
     backend.sleep(duration)
+  end
+
+  # Takes the next message from the current fiber's mailbox (blocking).
+  def receive
+    Fiber.current.receive
+  end
+
+  # Passes every received message to the block; ends only by break/stop.
+  def receive_loop(&block)
+    Fiber.current.receive_loop(&block)
+  end
+
+  # All messages currently in the mailbox, without blocking.
+  def receive_all_pending
+    Fiber.current.receive_all_pending
   end
 end
 

@@ -1,0 +1,369 @@
+# frozen_string_literal: true
+
+RSpec.describe 'Fiber API and structured concurrency (spec §3, §6)' do
+  describe 'tree' do
+    it 'records parent and children in spin order' do
+      a = spin { sleep }
+      b = spin { sleep }
+      expect(a.parent).to eq(Fiber.current)
+      expect(Fiber.current.children).to eq([a, b])
+    end
+
+    it 'spins a child of another fiber with Fiber#spin' do
+      parent = spin { sleep }
+      child = parent.spin { sleep }
+      expect(child.parent).to eq(parent)
+      expect(parent.children).to eq([child])
+    end
+
+    it 'removes a finished child from its parent' do
+      f = spin { :x }
+      f.await
+      expect(Fiber.current.children).to be_empty
+    end
+
+    it 'marks the main fiber' do
+      expect(Fiber.current.main?).to be(true)
+      expect(Fiber.current.tag).to eq(:main)
+      expect(spin { }.main?).to be_nil
+      expect(Fiber.current.inspect).to match(/\A#<Fiber main:\d+ \(root\) \(running\)>\z/)
+    end
+
+    it 'records tag and location' do
+      f = spin(:worker) { }
+      expect(f.tag).to eq(:worker)
+      expect(f.location).to include(__FILE__)
+      expect(f.inspect).to match(/#<Fiber worker:\d+ .*fiber_spec.rb:\d+.* \(runnable\)>/)
+    end
+  end
+
+  describe 'state and result' do
+    it 'goes runnable → running/waiting → dead' do
+      f = spin { Fiber.current.state.tap { sleep 0.01 } }
+      expect(f.state).to eq(:runnable)
+      expect(f.running?).to be_nil
+      snooze
+      expect(f.state).to eq(:waiting)
+      expect(f.running?).to be(true)
+      expect(f.await).to eq(:running)
+      expect(f.state).to eq(:dead)
+      expect(f.dead?).to be(true)
+      expect(f.running?).to be(false)
+      expect(f.result).to eq(:running)
+    end
+
+    it 'passes the first resume value to the block' do
+      f = spin { |v| v }
+      f.schedule(:first)
+      expect(f.await).to eq(:first)
+    end
+
+    it 'fails a fiber spun without a block with NoMethodError' do
+      f = Fiber.current.spin
+      expect { f.await }.to raise_error(NoMethodError)
+    end
+  end
+
+  describe 'await' do
+    it 'returns the result and can be called repeatedly on a dead fiber' do
+      f = spin { :v }
+      expect(f.await).to eq(:v)
+      expect(f.await).to eq(:v)
+      expect(f.join).to eq(:v)
+      expect(f.value).to eq(:v)
+    end
+
+    it 'lets several fibers await the same fiber' do
+      f = spin { sleep 0.01; :r }
+      waiters = 3.times.map { spin { f.await } }
+      expect(Fiber.await(waiters)).to eq(%i[r r r])
+    end
+
+    it 'chains awaits (overview: b awaits a)' do
+      a = spin { sleep 0.01; :foo }
+      b = spin { a.await }
+      expect(b.await).to eq(:foo)
+    end
+
+    it 'raises FiberError when a fiber awaits itself' do
+      expect { Fiber.current.await }.to raise_error(FiberError)
+    end
+
+    it 'Fiber.await returns results in argument order, [] for none' do
+      fibers = 3.times.map { |i| spin { sleep 0.001 * (3 - i); i * 10 } }
+      expect(Fiber.await(*fibers)).to eq([0, 10, 20])
+      expect(Fiber.await).to eq([])
+    end
+
+    it 'Fiber.await terminates the others on the first error' do
+      ensured = []
+      a = spin do
+        sleep 1
+      ensure
+        ensured << :a
+      end
+      b = spin { sleep 0.01; raise 'boom' }
+      expect { Fiber.await(a, b) }.to raise_error(RuntimeError, 'boom')
+      expect(a.state).to eq(:dead)
+      expect(ensured).to eq([:a])
+    end
+
+    it 'Fiber.select returns the first to finish and leaves the rest running' do
+      slow = spin { sleep 1 }
+      fast = spin { sleep 0.01; :fast }
+      expect(Fiber.select(slow, fast)).to eq([fast, :fast])
+      expect(slow.state).to eq(:waiting)
+      expect(Fiber.select).to be_nil
+    end
+
+    it 'await_all_children returns results or nil' do
+      expect(Fiber.current.await_all_children).to be_nil
+      spin { 1 }
+      spin { 2 }
+      expect(Fiber.current.await_all_children).to eq([1, 2])
+    end
+  end
+
+  describe 'stopping' do
+    it 'stop ends the fiber quietly with a value, running ensure' do
+      out = []
+      f = spin do
+        sleep 1
+      ensure
+        out << :ensure
+      end
+      snooze
+      expect(f.stop(:stopped)).to eq(f)
+      expect(f.await).to eq(:stopped)
+      expect(out).to eq([:ensure])
+      expect(f.stop).to be_nil
+    end
+
+    it 'stop before start prevents the block from running' do
+      ran = false
+      f = spin { ran = true }
+      f.interrupt
+      f.await
+      expect(ran).to be(false)
+    end
+
+    it 'terminate gives a nil result and does not propagate' do
+      f = spin { sleep 1 }
+      snooze
+      f.terminate
+      expect(f.await).to be_nil
+    end
+
+    it 'cancel propagates to the parent' do
+      f = spin { sleep 1 }
+      snooze
+      f.cancel
+      expect { f.await }.to raise_error(Polyphony::Cancel)
+    end
+
+    it 'raise supports all argument forms and is a no-op on a dead fiber' do
+      [[[], RuntimeError, 'RuntimeError'], [['msg'], RuntimeError, 'msg'],
+       [[ArgumentError], ArgumentError, 'ArgumentError'], [[ArgumentError, 'x'], ArgumentError, 'x'],
+       [[IOError.new('io')], IOError, 'io']].each do |args, klass, msg|
+        f = spin { sleep 1 }
+        snooze
+        expect(f.raise(*args)).to eq(f)
+        expect { f.await }.to raise_error(klass, msg)
+      end
+      dead = spin { }
+      dead.await
+      expect(dead.raise('x')).to eq(dead)
+    end
+
+    it 'restart re-runs a live fiber (same object) with the value' do
+      runs = []
+      f = spin { |v| runs << v; sleep 1 }
+      snooze
+      expect(f.restart(:again)).to eq(f)
+      snooze
+      f.stop
+      f.await
+      expect(runs).to eq([nil, :again])
+    end
+
+    it 'restart of a finished fiber creates a new fiber' do
+      f = spin(:t) { |v| v || :first }
+      f.await
+      g = f.restart(:second)
+      expect(g).not_to eq(f)
+      expect(g.tag).to eq(:t)
+      expect(g.await).to eq(:second)
+    end
+
+    it 'restart of the main fiber raises RuntimeError (D6)' do
+      expect { Fiber.current.restart }.to raise_error(RuntimeError, "Can't restart main fiber")
+    end
+
+    it 'reproduces the overview stop/restart sequence' do
+      out = []
+      f = spin do
+        out << 'going to sleep'
+        sleep 0.05
+        out << 'done sleeping'
+      ensure
+        out << 'stopped'
+      end
+      sleep 0.02
+      f.stop
+      f.restart
+      f.await
+      expect(out).to eq(['going to sleep', 'stopped', 'going to sleep', 'done sleeping', 'stopped'])
+    end
+  end
+
+  describe 'structured concurrency' do
+    it 'terminates children when the parent finishes, running their ensure blocks' do
+      out = []
+      parent = spin do
+        spin do
+          sleep 1
+        rescue Polyphony::Terminate
+          out << :terminated
+        ensure
+          out << :ensure
+        end
+        snooze
+        :parent_done
+      end
+      expect(parent.await).to eq(:parent_done)
+      expect(out).to eq(%i[terminated ensure])
+    end
+
+    it 'never runs children that had not started when the parent finished' do
+      ran = false
+      parent = spin { spin { ran = true }; :x }
+      parent.await
+      expect(ran).to be(false)
+    end
+
+    it 'raises a child error in the parent at its current switchpoint' do
+      x = spin { sleep 0.5 }
+      spin { sleep 0.01; raise 'y' }
+      expect { x.await }.to raise_error(RuntimeError, 'y')
+      expect(x.state).to eq(:waiting)
+    end
+
+    it 'delivers an awaited child error once, from await' do
+      f = spin { raise 'once' }
+      expect { f.await }.to raise_error(RuntimeError, 'once')
+      expect { sleep 0.01 }.not_to raise_error
+    end
+
+    it 'sets source_fiber on uncaught exceptions' do
+      f = spin { raise 'src' }
+      err = (f.await rescue $!)
+      expect(err.source_fiber).to eq(f)
+    end
+
+    it 'does not propagate MoveOn or Terminate' do
+      f = spin { raise Polyphony::MoveOn.new(:mv) }
+      expect(f.await).to eq(:mv)
+    end
+
+    it 'leaves siblings running when the parent rescues a child error' do
+      sibling = spin { sleep 1 }
+      spin { raise 'err' }
+      begin
+        sleep 0.01
+      rescue RuntimeError
+        nil
+      end
+      expect(sibling.state).to eq(:waiting)
+    end
+
+    it 'replaces the parent result with an error raised while terminating a child' do
+      parent = spin do
+        spin do
+          sleep 1
+        rescue Polyphony::Terminate
+          raise 'foo'
+        end
+        snooze
+        :ok
+      end
+      expect { parent.await }.to raise_error(RuntimeError, 'foo')
+    end
+
+    it 'propagates graceful shutdown to children' do
+      seen = nil
+      parent = spin do
+        spin do
+          sleep 1
+        ensure
+          seen = Fiber.current.graceful_shutdown?
+        end
+        sleep 1
+      end
+      snooze
+      snooze
+      parent.terminate(graceful: true)
+      parent.await
+      expect(seen).to be(true)
+    end
+
+    it 'shutdown_all_children terminates and waits' do
+      fibers = 3.times.map { spin { sleep 1 } }
+      snooze
+      Fiber.current.shutdown_all_children
+      expect(fibers.map(&:state)).to eq(%i[dead dead dead])
+    end
+
+    it 'terminate_all_children does not wait' do
+      f = spin { sleep 1 }
+      snooze
+      Fiber.current.terminate_all_children
+      expect(f.state).to eq(:runnable)
+      f.await
+    end
+  end
+
+  describe 'reparenting, monitoring and messaging' do
+    it 'detaches to the main fiber and attaches elsewhere' do
+      p1 = spin { sleep }
+      child = p1.spin { sleep }
+      child.detach
+      expect(child.parent).to eq(Fiber.current)
+      p2 = spin { sleep }
+      child.attach_to(p2)
+      expect(child.parent).to eq(p2)
+      expect(p2.children).to eq([child])
+    end
+
+    it 'delivers [fiber, result] to monitors' do
+      f = spin { sleep 0.01; :res }
+      f.monitor(Fiber.current)
+      expect(Fiber.current.monitor_mailbox.shift).to eq([f, :res])
+    end
+
+    it 'passes messages through the mailbox' do
+      f = spin { [Fiber.current.receive, Fiber.current.receive] }
+      f << :a
+      f.send(:b)
+      expect(f.await).to eq(%i[a b])
+    end
+
+    it 'returns exceptions sent as messages instead of raising them' do
+      f = spin { [Fiber.current.receive] }
+      f << RuntimeError.new('msg')
+      expect(f.await.first).to be_a(RuntimeError)
+    end
+  end
+
+  describe 'scale' do
+    it 'spins and awaits 100,000 short fibers without exhausting memory maps' do
+      fibers = 100_000.times.map { spin { :x } }
+      expect(Fiber.await(fibers).size).to eq(100_000)
+      expect(File.read('/proc/self/maps').lines.size).to be < 30_000
+    end
+
+    it 'runs 10,000 concurrently sleeping fibers' do
+      fibers = 10_000.times.map { spin { sleep 0.05; 1 } }
+      expect(Fiber.await(fibers).sum).to eq(10_000)
+    end
+  end
+end
