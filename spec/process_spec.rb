@@ -1,0 +1,175 @@
+# frozen_string_literal: true
+
+RSpec.describe 'Process-level behaviour (spec §1, §3.7, §13.4)' do
+  let(:env) { { 'POLYPHONY_BACKEND' => ENV.fetch('POLYPHONY_BACKEND', 'auto') } }
+
+  it 'prints the overview program output exactly' do
+    code = <<~RUBY
+      require 'polyphony'
+      f = spin do
+        puts "going to sleep"
+        sleep 0.2
+        puts "done sleeping"
+      ensure
+        puts "stopped"
+      end
+      sleep 0.1
+      f.stop
+      f.restart
+      f.await
+      a = spin { sleep 0.05; :foo }
+      b = spin { a.await }
+      p b.await
+      fibers = 3.times.map { |i| spin { i * 10 } }
+      p Fiber.await(*fibers)
+    RUBY
+    out, err, status = run_ruby(code, env: env)
+    expect(err).to eq('')
+    expect(status.success?).to be(true)
+    expect(out).to eq("going to sleep\nstopped\ngoing to sleep\ndone sleeping\nstopped\n:foo\n[0, 10, 20]\n")
+  end
+
+  it 'terminates child fibers at exit, running their ensure blocks' do
+    code = <<~RUBY
+      require 'polyphony'
+      spin do
+        sleep
+      rescue Polyphony::Terminate
+        puts 'got Terminate'
+      ensure
+        puts 'ensure'
+      end
+      spin { puts 'never runs' }
+      snooze
+    RUBY
+    out, _err, status = run_ruby(code.sub("spin { puts 'never runs' }\nsnooze", "snooze\nspin { puts 'never runs' }"), env: env)
+    expect(out).to eq("got Terminate\nensure\n")
+    expect(status.exitstatus).to eq(0)
+  end
+
+  it 'keeps the exit status when children are still running' do
+    out, _err, status = run_ruby("require 'polyphony'; spin { sleep }; snooze; exit 3", env: env)
+    expect(status.exitstatus).to eq(3)
+    expect(out).to eq('')
+    _, _, status = run_ruby("require 'polyphony'; spin { sleep 0.01; exit 4 }; sleep", env: env)
+    expect(status.exitstatus).to eq(4)
+  end
+
+  it 'ends with status 1 and a report when a child error reaches the main fiber' do
+    _out, err, status = run_ruby("require 'polyphony'; spin { raise 'child failed' }; sleep 1", env: env)
+    expect(status.exitstatus).to eq(1)
+    expect(err).to include('child failed')
+  end
+
+  it 'turns SIGTERM into SystemExit(0) in the main fiber, running ensure blocks' do
+    code = <<~RUBY
+      require 'polyphony'
+      spin { begin; sleep; ensure; puts 'child ensure'; end }
+      begin
+        puts 'ready'
+        $stdout.flush
+        sleep
+      ensure
+        puts 'main ensure'
+      end
+    RUBY
+    Open3.popen3(env, SpecHelpers::RUBY, '-I', SpecHelpers::LIB, '-e', code) do |_i, o, _e, t|
+      expect(o.gets).to eq("ready\n")
+      Process.kill('TERM', t.pid)
+      expect(o.read).to eq("main ensure\nchild ensure\n")
+      expect(t.value.exitstatus).to eq(0)
+    end
+  end
+
+  it 'raises Interrupt in the main fiber on SIGINT while it is blocked in the kernel' do
+    code = <<~RUBY
+      require 'polyphony'
+      begin
+        puts 'ready'
+        $stdout.flush
+        sleep 10
+      rescue Interrupt
+        puts 'interrupted'
+      end
+    RUBY
+    Open3.popen3(env, SpecHelpers::RUBY, '-I', SpecHelpers::LIB, '-e', code) do |_i, o, _e, t|
+      expect(o.gets).to eq("ready\n")
+      t0 = monotonic
+      Process.kill('INT', t.pid)
+      expect(o.read).to eq("interrupted\n")
+      expect(t.value.success?).to be(true)
+      expect(monotonic - t0).to be < 5
+    end
+  end
+
+  it 'lets Thread#raise land while the thread waits in the kernel' do
+    th = Thread.new do
+      sleep 10
+    rescue StandardError => e
+      e.message
+    end
+    sleep 0.05
+    th.raise('wake up')
+    expect(th.value).to eq('wake up')
+  end
+
+  it 'wakes a thread blocked in the kernel on a cross-thread schedule' do
+    q = Polyphony::Queue.new
+    th = Thread.new { q.shift }
+    sleep 0.05
+    q << :hello
+    expect(th.value).to eq(:hello)
+  end
+
+  it 'never loses cross-thread wake-ups under load' do
+    threads = 4.times.map do
+      Thread.new do
+        q = Polyphony::Queue.new
+        Thread.current[:q] = q
+        200.times.map { q.shift }.size
+      end
+    end
+    sleep 0.02
+    200.times { threads.each { |t| t[:q] << 1 } }
+    expect(threads.map(&:value)).to eq([200] * 4)
+  end
+
+  it 'selects the backend at run time and refuses an unknown one' do
+    out, = run_ruby("require 'polyphony'; p Thread.current.backend.kind", env: { 'POLYPHONY_BACKEND' => 'epoll' })
+    expect(out).to eq(":epoll\n")
+    out, = run_ruby("require 'polyphony'; p Thread.current.backend.kind", env: { 'POLYPHONY_BACKEND' => nil, 'POLYPHONY_LIBEV' => '1' })
+    expect(out).to eq(":epoll\n")
+    _, err, status = run_ruby("require 'polyphony'", env: { 'POLYPHONY_BACKEND' => 'bogus' })
+    expect(status.success?).to be(false)
+    expect(err).to include('POLYPHONY_BACKEND')
+  end
+
+  it 'raises a clear error at require time when io_uring is forced but unavailable' do
+    knob = '/proc/sys/kernel/io_uring_disabled'
+    skip_reason = 'needs root and the kernel.io_uring_disabled knob' unless File.writable?(knob)
+    raise skip_reason if skip_reason
+
+    old = File.read(knob)
+    require 'tempfile'
+    results = []
+    begin
+      File.write(knob, '2')
+      # No helper threads here: they would need a backend while io_uring is off.
+      [{ 'POLYPHONY_BACKEND' => 'io_uring' }, { 'POLYPHONY_BACKEND' => nil }].each do |e|
+        out = Tempfile.new('out')
+        err = Tempfile.new('err')
+        pid = Process.spawn(e, SpecHelpers::RUBY, '-I', SpecHelpers::LIB, '-e',
+                            "require 'polyphony'; p Thread.current.backend.kind", out: out.path, err: err.path)
+        _, st = Process.waitpid2(pid)
+        results << [File.read(out.path), File.read(err.path), st]
+      end
+    ensure
+      File.write(knob, old)
+    end
+    _, err, status = results[0]
+    out = results[1][0]
+    expect(status.success?).to be(false)
+    expect(err).to include('io_uring is not available')
+    expect(out).to eq(":epoll\n")
+  end
+end
