@@ -61,7 +61,14 @@ impl RunQueue {
         }
         self.seq += 1;
         let seq = self.seq;
-        self.live.insert(fiber, Live { seq, value, is_exception });
+        self.live.insert(
+            fiber,
+            Live {
+                seq,
+                value,
+                is_exception,
+            },
+        );
         if priority {
             self.slots.push_front((fiber, seq));
         } else {
@@ -73,7 +80,8 @@ impl RunQueue {
         // Compact if stale slots dominate (many re-schedules without pops).
         if self.slots.len() > 64 && self.slots.len() > 4 * self.live.len() {
             let live = &self.live;
-            self.slots.retain(|(f, s)| live.get(f).map(|l| l.seq == *s).unwrap_or(false));
+            self.slots
+                .retain(|(f, s)| live.get(f).map(|l| l.seq == *s).unwrap_or(false));
         }
     }
 
@@ -139,26 +147,17 @@ impl RunQueue {
             f(l.value);
         }
     }
-
-    /// Entries in queue order (for re-queueing deferred fibers).
-    pub fn drain_ordered(&mut self) -> Vec<(VALUE, VALUE, bool)> {
-        let mut out = Vec::with_capacity(self.live.len());
-        while let Some((fiber, seq)) = self.slots.pop_front() {
-            if let Some(l) = self.live.get(&fiber) {
-                if l.seq == seq {
-                    let l = self.live.remove(&fiber).unwrap();
-                    out.push((fiber, l.value, l.is_exception));
-                }
-            }
-        }
-        out
-    }
 }
 
 impl RunQueue {
     /// Removes `fiber`'s entry only if it carries exactly `value`.
     pub fn remove_if_value(&mut self, fiber: VALUE, value: VALUE) -> bool {
-        if self.live.get(&fiber).map(|l| l.value == value).unwrap_or(false) {
+        if self
+            .live
+            .get(&fiber)
+            .map(|l| l.value == value)
+            .unwrap_or(false)
+        {
             self.live.remove(&fiber);
             true
         } else {

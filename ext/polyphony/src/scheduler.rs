@@ -32,8 +32,12 @@ impl Backend {
     /// the owning thread is woken.
     pub fn schedule(&self, fiber: VALUE, value: VALUE, priority: bool) {
         if !self.is_owner_thread() {
-            self.inbox.lock().unwrap_or_else(|e| e.into_inner()).push((fiber, value, priority));
-            self.inbox_flag.store(true, std::sync::atomic::Ordering::SeqCst);
+            self.inbox
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push((fiber, value, priority));
+            self.inbox_flag
+                .store(true, std::sync::atomic::Ordering::SeqCst);
             crate::selector::wake(self.wake_fd.load(std::sync::atomic::Ordering::SeqCst));
             return;
         }
@@ -45,10 +49,14 @@ impl Backend {
     }
 
     fn drain_inbox(&self) {
-        if !self.inbox_flag.swap(false, std::sync::atomic::Ordering::SeqCst) {
+        if !self
+            .inbox_flag
+            .swap(false, std::sync::atomic::Ordering::SeqCst)
+        {
             return;
         }
-        let items: Vec<_> = std::mem::take(&mut *self.inbox.lock().unwrap_or_else(|e| e.into_inner()));
+        let items: Vec<_> =
+            std::mem::take(&mut *self.inbox.lock().unwrap_or_else(|e| e.into_inner()));
         for (f, v, p) in items {
             if unsafe { rb_sys::rb_fiber_alive_p(f) } == QTRUE {
                 let exc = is_exception(v);
@@ -64,7 +72,12 @@ impl Backend {
     pub fn switch_fiber(&self) -> Result<VALUE, Error> {
         let cur = self.current_fiber();
         self.switch_count.set(self.switch_count.get() + 1);
-        let yieldable = self.runners.borrow().last().map(|f| f.child == cur).unwrap_or(false);
+        let yieldable = self
+            .runners
+            .borrow()
+            .last()
+            .map(|f| f.child == cur)
+            .unwrap_or(false);
         if !yieldable {
             return self.run_loop(cur);
         }
@@ -93,7 +106,10 @@ impl Backend {
     }
 
     fn run_loop(&self, cur: VALUE) -> Result<VALUE, Error> {
-        self.runners.borrow_mut().push(Frame { runner: cur, child: 0 });
+        self.runners.borrow_mut().push(Frame {
+            runner: cur,
+            child: 0,
+        });
         let mut deferred: Vec<(VALUE, VALUE)> = Vec::new();
         let result = loop {
             let (f, v) = match self.pick_next(cur) {
@@ -148,7 +164,7 @@ impl Backend {
             let next = self.rq.borrow_mut().pop();
             if let Some((f, v)) = next {
                 let sc = self.switch_count.get();
-                if self.pending() > 0 && (sc % 64 == 0 || f == cur) {
+                if self.pending() > 0 && (sc.is_multiple_of(64) || f == cur) {
                     // Anti-starvation: harvest completions even when the run
                     // queue never empties.
                     if let Err(e) = self.poll(false) {
@@ -179,7 +195,9 @@ impl Backend {
             let now = crate::timers::now_ns();
             if now.saturating_sub(self.last_gc.get()) as f64 >= period * 1e9 {
                 self.last_gc.set(now);
-                let gc = unsafe { rb_sys::rb_const_get(rb_sys::rb_cObject, crate::helpers::intern("GC")) };
+                let gc = unsafe {
+                    rb_sys::rb_const_get(rb_sys::rb_cObject, crate::helpers::intern("GC"))
+                };
                 call(gc, "start", &[])?;
                 call(gc, "disable", &[])?;
             }
@@ -193,18 +211,27 @@ impl Backend {
     /// exceptions are returned.
     pub fn poll(&self, blocking: bool) -> Result<(), Error> {
         self.poll_count.set(self.poll_count.get() + 1);
-        let timeout = if blocking && self.rq.borrow().is_empty() && !self.inbox_flag.load(std::sync::atomic::Ordering::SeqCst) {
+        let timeout = if blocking
+            && self.rq.borrow().is_empty()
+            && !self.inbox_flag.load(std::sync::atomic::Ordering::SeqCst)
+        {
             self.timers.borrow().next_timeout()
         } else {
             Some(std::time::Duration::ZERO)
         };
         let mut events = std::mem::take(&mut *self.events_buf.borrow_mut());
         events.clear();
-        if !(blocking && timeout.map(|d| d.is_zero()).unwrap_or(false) && self.active_ops.get() == 0) {
+        if !(blocking
+            && timeout.map(|d| d.is_zero()).unwrap_or(false)
+            && self.active_ops.get() == 0)
+        {
             let r = self.sel.borrow_mut().wait(timeout, &mut events);
             if let Err(e) = r {
                 *self.events_buf.borrow_mut() = events;
-                return Err(crate::helpers::errno_error(e.raw_os_error().unwrap_or(libc::EIO), "poll"));
+                return Err(crate::helpers::errno_error(
+                    e.raw_os_error().unwrap_or(libc::EIO),
+                    "poll",
+                ));
             }
         }
         let mut wake: Vec<VALUE> = Vec::new();

@@ -9,7 +9,10 @@ use std::time::Duration;
 use rb_sys::VALUE;
 
 pub fn now_ns() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
@@ -44,17 +47,16 @@ impl Timers {
         self.map.remove(&id).is_some()
     }
 
-    pub fn contains(&self, id: TimerId) -> bool {
-        self.map.contains_key(&id)
-    }
-
     pub fn len(&self) -> usize {
         self.map.len()
     }
 
     /// Time until the earliest deadline (zero if already due).
     pub fn next_timeout(&self) -> Option<Duration> {
-        self.map.keys().next().map(|(d, _)| Duration::from_nanos(d.saturating_sub(now_ns())))
+        self.map
+            .keys()
+            .next()
+            .map(|(d, _)| Duration::from_nanos(d.saturating_sub(now_ns())))
     }
 
     /// Removes and returns the timers due now.

@@ -86,10 +86,6 @@ pub fn runtime_error(msg: impl Into<String>) -> Error {
     Error::new(ruby().exception_runtime_error(), msg.into())
 }
 
-pub fn io_error(msg: impl Into<String>) -> Error {
-    Error::new(ruby().exception_io_error(), msg.into())
-}
-
 /// Interned id for a method or ivar name.
 #[inline]
 pub fn intern(name: &str) -> rb_sys::ID {
@@ -162,7 +158,9 @@ pub fn inspect_class(v: VALUE) -> String {
         if name.is_null() {
             "object".into()
         } else {
-            std::ffi::CStr::from_ptr(name).to_string_lossy().into_owned()
+            std::ffi::CStr::from_ptr(name)
+                .to_string_lossy()
+                .into_owned()
         }
     }
 }
@@ -179,15 +177,13 @@ pub fn opt_len(v: VALUE, what: &str) -> Result<Option<usize>, Error> {
     Ok(Some(n as usize))
 }
 
-/// Largest single operation size; larger requests are split or refused.
-pub const MAX_CHUNK: usize = 1 << 30;
-
 /// Seconds (Numeric) → Duration. Negative → zero; non-numeric → TypeError.
 pub fn duration(v: VALUE) -> Result<std::time::Duration, Error> {
     unsafe {
         if !(rb_sys::FIXNUM_P(v)
             || rb_sys::RB_FLOAT_TYPE_P(v)
-            || (!rb_sys::SPECIAL_CONST_P(v) && rb_sys::rb_obj_is_kind_of(v, rb_sys::rb_cNumeric) == QTRUE))
+            || (!rb_sys::SPECIAL_CONST_P(v)
+                && rb_sys::rb_obj_is_kind_of(v, rb_sys::rb_cNumeric) == QTRUE))
         {
             return Err(type_error(format!(
                 "no implicit conversion to float from {}",
@@ -218,7 +214,9 @@ pub unsafe fn str_bytes<'a>(s: VALUE) -> &'a [u8] {
 
 pub fn expect_string(v: VALUE) -> Result<VALUE, Error> {
     unsafe {
-        if !rb_sys::SPECIAL_CONST_P(v) && rb_sys::RB_TYPE_P(v, rb_sys::ruby_value_type::RUBY_T_STRING) {
+        if !rb_sys::SPECIAL_CONST_P(v)
+            && rb_sys::RB_TYPE_P(v, rb_sys::ruby_value_type::RUBY_T_STRING)
+        {
             Ok(v)
         } else {
             Err(type_error(format!(

@@ -32,7 +32,10 @@ unsafe extern "C" fn wake_eventfd(data: *mut c_void) {
 /// them (under `rb_protect`) once its own state is consistent. Returns `None`
 /// if Ruby had an interrupt pending before the call started.
 pub fn without_gvl<F: FnOnce() -> R, R>(wake_fd: i32, f: F) -> Option<R> {
-    let mut call = Call { f: Some(f), result: None };
+    let mut call = Call {
+        f: Some(f),
+        result: None,
+    };
     unsafe {
         rb_sys::rb_thread_call_without_gvl2(
             Some(trampoline::<F, R>),

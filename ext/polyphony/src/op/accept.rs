@@ -14,9 +14,13 @@ pub fn accept_fd(b: &Backend, fd: i32) -> Result<i32, Error> {
     if b.is_uring() {
         loop {
             let (key, res) = b.submit_and_await(OpSlot::new(b.current_fiber()), |_| {
-                io_uring::opcode::Accept::new(io_uring::types::Fd(fd), std::ptr::null_mut(), std::ptr::null_mut())
-                    .flags(libc::SOCK_CLOEXEC)
-                    .build()
+                io_uring::opcode::Accept::new(
+                    io_uring::types::Fd(fd),
+                    std::ptr::null_mut(),
+                    std::ptr::null_mut(),
+                )
+                .flags(libc::SOCK_CLOEXEC)
+                .build()
             })?;
             b.free_op(key);
             if res == -libc::EAGAIN {
@@ -31,7 +35,12 @@ pub fn accept_fd(b: &Backend, fd: i32) -> Result<i32, Error> {
     }
     ensure_nonblock(fd);
     let n = retry_nonblocking(b, fd, READABLE, || unsafe {
-        libc::accept4(fd, std::ptr::null_mut(), std::ptr::null_mut(), libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK) as isize
+        libc::accept4(
+            fd,
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
+        ) as isize
     })?;
     Ok(n as i32)
 }

@@ -18,7 +18,9 @@ fn to_sockaddr(addr: std::net::SocketAddr) -> (libc::sockaddr_storage, libc::soc
             let sin = libc::sockaddr_in {
                 sin_family: libc::AF_INET as _,
                 sin_port: a.port().to_be(),
-                sin_addr: libc::in_addr { s_addr: u32::from_ne_bytes(a.ip().octets()) },
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from_ne_bytes(a.ip().octets()),
+                },
                 sin_zero: [0; 8],
             };
             unsafe { std::ptr::write(&mut ss as *mut _ as *mut libc::sockaddr_in, sin) };
@@ -29,7 +31,9 @@ fn to_sockaddr(addr: std::net::SocketAddr) -> (libc::sockaddr_storage, libc::soc
                 sin6_family: libc::AF_INET6 as _,
                 sin6_port: a.port().to_be(),
                 sin6_flowinfo: a.flowinfo(),
-                sin6_addr: libc::in6_addr { s6_addr: a.ip().octets() },
+                sin6_addr: libc::in6_addr {
+                    s6_addr: a.ip().octets(),
+                },
                 sin6_scope_id: a.scope_id(),
             };
             unsafe { std::ptr::write(&mut ss as *mut _ as *mut libc::sockaddr_in6, sin6) };
@@ -51,7 +55,12 @@ pub fn connect(b: &Backend, fd: i32, host: &str, port: u16) -> Result<(), Error>
         slot.addr = Some(Box::new(sa));
         let (key, res) = b.submit_and_await(slot, |s| {
             let a = s.addr.as_ref().unwrap();
-            io_uring::opcode::Connect::new(io_uring::types::Fd(fd), &a.0 as *const _ as *const libc::sockaddr, a.1).build()
+            io_uring::opcode::Connect::new(
+                io_uring::types::Fd(fd),
+                &a.0 as *const _ as *const libc::sockaddr,
+                a.1,
+            )
+            .build()
         })?;
         b.free_op(key);
         if res < 0 {
@@ -71,9 +80,20 @@ pub fn connect(b: &Backend, fd: i32, host: &str, port: u16) -> Result<(), Error>
     b.wait_ready(fd, WRITABLE)?;
     let mut so_err: i32 = 0;
     let mut len = std::mem::size_of::<i32>() as libc::socklen_t;
-    unsafe { libc::getsockopt(fd, libc::SOL_SOCKET, libc::SO_ERROR, &mut so_err as *mut i32 as *mut _, &mut len) };
+    unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_ERROR,
+            &mut so_err as *mut i32 as *mut _,
+            &mut len,
+        )
+    };
     if so_err != 0 {
-        return Err(errno_error(so_err, &format!("connect(2) for {host}:{port}")));
+        return Err(errno_error(
+            so_err,
+            &format!("connect(2) for {host}:{port}"),
+        ));
     }
     Ok(())
 }

@@ -37,7 +37,6 @@ pub struct OpSlot {
     pub buf: Vec<u8>,
     /// Ruby objects the kernel reads from while in flight.
     pub keep: Vec<VALUE>,
-    pub iov: Vec<libc::iovec>,
     pub addr: Option<Box<(libc::sockaddr_storage, libc::socklen_t)>>,
     /// epoll: the fd and interest of a readiness waiter.
     pub fd: i32,
@@ -46,7 +45,15 @@ pub struct OpSlot {
 
 impl OpSlot {
     pub fn new(fiber: VALUE) -> OpSlot {
-        OpSlot { fiber, result: None, buf: Vec::new(), keep: Vec::new(), iov: Vec::new(), addr: None, fd: -1, events: 0 }
+        OpSlot {
+            fiber,
+            result: None,
+            buf: Vec::new(),
+            keep: Vec::new(),
+            addr: None,
+            fd: -1,
+            events: 0,
+        }
     }
 }
 
@@ -163,7 +170,11 @@ impl Backend {
                 io_uring::opcode::PollAdd::new(io_uring::types::Fd(fd), events).build()
             })?;
             self.free_op(key);
-            return if res < 0 { Err(errno_error(-res, "poll")) } else { Ok(res) };
+            return if res < 0 {
+                Err(errno_error(-res, "poll"))
+            } else {
+                Ok(res)
+            };
         }
         let key = {
             let mut slot = OpSlot::new(self.current_fiber());
@@ -179,7 +190,10 @@ impl Backend {
         if let Err(e) = armed {
             self.free_op(key);
             self.remove_ready_waiter(fd, key);
-            return Err(errno_error(e.raw_os_error().unwrap_or(libc::EINVAL), "epoll_ctl"));
+            return Err(errno_error(
+                e.raw_os_error().unwrap_or(libc::EINVAL),
+                "epoll_ctl",
+            ));
         }
         self.active_ops.set(self.active_ops.get() + 1);
         self.op_count.set(self.op_count.get() + 1);
@@ -194,7 +208,9 @@ impl Backend {
         let list = w.entry(fd as VALUE).or_default();
         list.push(key);
         let ops = self.ops.borrow();
-        list.iter().filter_map(|k| ops.get(*k)).fold(0, |acc, s| acc | s.events)
+        list.iter()
+            .filter_map(|k| ops.get(*k))
+            .fold(0, |acc, s| acc | s.events)
     }
 
     fn remove_ready_waiter(&self, fd: i32, key: usize) {
@@ -210,12 +226,16 @@ impl Backend {
     /// epoll: `fd` reported `revents`; wake matching waiters, re-arm for the rest.
     pub fn fd_ready(&self, fd: i32, revents: u32, wake: &mut Vec<VALUE>) {
         let mut w = self.ready_waiters.borrow_mut();
-        let Some(list) = w.get_mut(&(fd as VALUE)) else { return };
+        let Some(list) = w.get_mut(&(fd as VALUE)) else {
+            return;
+        };
         let mut ops = self.ops.borrow_mut();
         let poll_rev = from_epoll(revents);
         let mut remaining = 0u32;
         list.retain(|k| {
-            let Some(slot) = ops.get_mut(*k) else { return false };
+            let Some(slot) = ops.get_mut(*k) else {
+                return false;
+            };
             if poll_rev & (slot.events | (libc::POLLERR | libc::POLLHUP) as u32) != 0 {
                 slot.result = Some(poll_rev as i32);
                 wake.push(slot.fiber);

@@ -19,7 +19,14 @@ pub const MAX_READ_CHUNK: usize = 1 << 20;
 /// Reads once from `fd` into `dest` at byte offset `pos`, at most `max`
 /// bytes. `recv_flags` `Some(f)` uses recv(2) instead of read(2). Returns the
 /// byte count (0 at EOF).
-pub fn read_once(b: &Backend, fd: i32, dest: VALUE, pos: usize, max: usize, recv_flags: Option<i32>) -> Result<usize, Error> {
+pub fn read_once(
+    b: &Backend,
+    fd: i32,
+    dest: VALUE,
+    pos: usize,
+    max: usize,
+    recv_flags: Option<i32>,
+) -> Result<usize, Error> {
     let max = max.clamp(1, MAX_READ_CHUNK);
     if b.is_uring() {
         loop {
@@ -28,8 +35,14 @@ pub fn read_once(b: &Backend, fd: i32, dest: VALUE, pos: usize, max: usize, recv
             let (key, res) = b.submit_and_await(slot, |s| {
                 let ptr = s.buf.as_mut_ptr();
                 match recv_flags {
-                    Some(flags) => io_uring::opcode::Recv::new(io_uring::types::Fd(fd), ptr, max as u32).flags(flags).build(),
-                    None => io_uring::opcode::Read::new(io_uring::types::Fd(fd), ptr, max as u32).offset(u64::MAX).build(),
+                    Some(flags) => {
+                        io_uring::opcode::Recv::new(io_uring::types::Fd(fd), ptr, max as u32)
+                            .flags(flags)
+                            .build()
+                    }
+                    None => io_uring::opcode::Read::new(io_uring::types::Fd(fd), ptr, max as u32)
+                        .offset(u64::MAX)
+                        .build(),
                 }
             })?;
             let slot = b.free_op(key);
@@ -38,7 +51,10 @@ pub fn read_once(b: &Backend, fd: i32, dest: VALUE, pos: usize, max: usize, recv
                 continue;
             }
             if res < 0 {
-                return Err(errno_error(-res, if recv_flags.is_some() { "recv" } else { "read" }));
+                return Err(errno_error(
+                    -res,
+                    if recv_flags.is_some() { "recv" } else { "read" },
+                ));
             }
             let n = res as usize;
             if n > 0 {
@@ -80,10 +96,22 @@ pub fn read_once(b: &Backend, fd: i32, dest: VALUE, pos: usize, max: usize, recv
 }
 
 /// `Backend#read`: see the Ruby-facing documentation in `ruby_api/backend.rs`.
-pub fn read(b: &Backend, fd: i32, buffer: VALUE, length: Option<usize>, to_eof: bool, pos: i64, recv: bool) -> Result<VALUE, Error> {
+pub fn read(
+    b: &Backend,
+    fd: i32,
+    buffer: VALUE,
+    length: Option<usize>,
+    to_eof: bool,
+    pos: i64,
+    recv: bool,
+) -> Result<VALUE, Error> {
     let flags = if recv { Some(0) } else { None };
     let cur_len = unsafe { rb_sys::RSTRING_LEN(buffer) as usize };
-    let mut pos = if pos < 0 || pos as usize > cur_len { cur_len } else { pos as usize };
+    let mut pos = if pos < 0 || pos as usize > cur_len {
+        cur_len
+    } else {
+        pos as usize
+    };
     if pos < cur_len {
         unsafe { rb_sys::rb_str_set_len(buffer, pos as _) };
     }

@@ -23,7 +23,10 @@ pub fn sleep_until(b: &Backend, deadline: u64) -> Result<VALUE, Error> {
 }
 
 pub fn sleep(b: &Backend, d: Duration) -> Result<VALUE, Error> {
-    sleep_until(b, now_ns().saturating_add(d.as_nanos().min(u64::MAX as u128 / 2) as u64))
+    sleep_until(
+        b,
+        now_ns().saturating_add(d.as_nanos().min(u64::MAX as u128 / 2) as u64),
+    )
 }
 
 /// Calls the block every `interval`, on a fixed grid: if the block overruns,

@@ -22,12 +22,24 @@ fn once(b: &Backend, src: i32, dest: i32, len: usize, kind: Kind) -> Result<usiz
     let len = len.min(1 << 30) as u32;
     if b.is_uring() {
         loop {
-            let (key, res) = b.submit_and_await(OpSlot::new(b.current_fiber()), |_| match kind {
-                Kind::Splice => io_uring::opcode::Splice::new(io_uring::types::Fd(src), -1, io_uring::types::Fd(dest), -1, len)
+            let (key, res) =
+                b.submit_and_await(OpSlot::new(b.current_fiber()), |_| match kind {
+                    Kind::Splice => io_uring::opcode::Splice::new(
+                        io_uring::types::Fd(src),
+                        -1,
+                        io_uring::types::Fd(dest),
+                        -1,
+                        len,
+                    )
                     .flags(libc::SPLICE_F_MOVE)
                     .build(),
-                Kind::Tee => io_uring::opcode::Tee::new(io_uring::types::Fd(src), io_uring::types::Fd(dest), len).build(),
-            })?;
+                    Kind::Tee => io_uring::opcode::Tee::new(
+                        io_uring::types::Fd(src),
+                        io_uring::types::Fd(dest),
+                        len,
+                    )
+                    .build(),
+                })?;
             b.free_op(key);
             if res == -libc::EAGAIN {
                 b.wait_ready(src, READABLE)?;
@@ -35,7 +47,10 @@ fn once(b: &Backend, src: i32, dest: i32, len: usize, kind: Kind) -> Result<usiz
                 continue;
             }
             if res < 0 {
-                return Err(errno_error(-res, if kind == Kind::Tee { "tee" } else { "splice" }));
+                return Err(errno_error(
+                    -res,
+                    if kind == Kind::Tee { "tee" } else { "splice" },
+                ));
             }
             return Ok(res as usize);
         }
@@ -46,7 +61,14 @@ fn once(b: &Backend, src: i32, dest: i32, len: usize, kind: Kind) -> Result<usiz
     loop {
         let n = unsafe {
             match kind {
-                Kind::Splice => libc::splice(src, std::ptr::null_mut(), dest, std::ptr::null_mut(), len as usize, libc::SPLICE_F_NONBLOCK | libc::SPLICE_F_MOVE),
+                Kind::Splice => libc::splice(
+                    src,
+                    std::ptr::null_mut(),
+                    dest,
+                    std::ptr::null_mut(),
+                    len as usize,
+                    libc::SPLICE_F_NONBLOCK | libc::SPLICE_F_MOVE,
+                ),
                 Kind::Tee => libc::tee(src, dest, len as usize, libc::SPLICE_F_NONBLOCK),
             }
         };
@@ -64,7 +86,12 @@ fn once(b: &Backend, src: i32, dest: i32, len: usize, kind: Kind) -> Result<usiz
                 wait_dest = !wait_dest;
             }
             libc::EINTR => {}
-            e => return Err(errno_error(e, if kind == Kind::Tee { "tee" } else { "splice" })),
+            e => {
+                return Err(errno_error(
+                    e,
+                    if kind == Kind::Tee { "tee" } else { "splice" },
+                ))
+            }
         }
     }
 }

@@ -12,7 +12,12 @@ use rb_sys::VALUE;
 use crate::helpers::{call, protect, raw, QNIL};
 use crate::ruby_api::backend::Backend;
 
-pub fn timeout(b: &Backend, d: Duration, spec: VALUE, move_on_value: VALUE) -> Result<VALUE, Error> {
+pub fn timeout(
+    b: &Backend,
+    d: Duration,
+    spec: VALUE,
+    move_on_value: VALUE,
+) -> Result<VALUE, Error> {
     let fiber = b.current_fiber();
     let marker_class = crate::ruby_api::timeout_exception_class();
     let marker = call(marker_class, "new", &[])?;
@@ -31,8 +36,14 @@ pub fn timeout(b: &Backend, d: Duration, spec: VALUE, move_on_value: VALUE) -> R
             if crate::helpers::is_nil(spec) {
                 return Ok(move_on_value);
             }
-            let exc = call(crate::ruby_api::polyphony_module(), "__timeout_exception__", &[spec])?;
-            Err(Error::from(magnus::Exception::from_value(crate::helpers::val(exc)).unwrap()))
+            let exc = call(
+                crate::ruby_api::polyphony_module(),
+                "__timeout_exception__",
+                &[spec],
+            )?;
+            Err(Error::from(
+                magnus::Exception::from_value(crate::helpers::val(exc)).unwrap(),
+            ))
         }
     }
 }

@@ -29,12 +29,16 @@ pub fn write_all(b: &Backend, fd: i32, s: VALUE, send_flags: Option<i32>) -> Res
             let (key, res) = b.submit_and_await(slot, |_| unsafe {
                 let ptr = (rb_sys::RSTRING_PTR(frozen) as *const u8).add(off);
                 match send_flags {
-                    Some(f) => io_uring::opcode::Send::new(io_uring::types::Fd(fd), ptr, chunk as u32)
-                        .flags(f | libc::MSG_NOSIGNAL)
-                        .build(),
-                    None => io_uring::opcode::Write::new(io_uring::types::Fd(fd), ptr, chunk as u32)
-                        .offset(u64::MAX)
-                        .build(),
+                    Some(f) => {
+                        io_uring::opcode::Send::new(io_uring::types::Fd(fd), ptr, chunk as u32)
+                            .flags(f | libc::MSG_NOSIGNAL)
+                            .build()
+                    }
+                    None => {
+                        io_uring::opcode::Write::new(io_uring::types::Fd(fd), ptr, chunk as u32)
+                            .offset(u64::MAX)
+                            .build()
+                    }
                 }
             })?;
             b.free_op(key);
@@ -43,7 +47,14 @@ pub fn write_all(b: &Backend, fd: i32, s: VALUE, send_flags: Option<i32>) -> Res
                 continue;
             }
             if res < 0 {
-                return Err(errno_error(-res, if send_flags.is_some() { "send" } else { "write" }));
+                return Err(errno_error(
+                    -res,
+                    if send_flags.is_some() {
+                        "send"
+                    } else {
+                        "write"
+                    },
+                ));
             }
             res as usize
         } else {
@@ -51,7 +62,12 @@ pub fn write_all(b: &Backend, fd: i32, s: VALUE, send_flags: Option<i32>) -> Res
                 let bytes = str_bytes(frozen);
                 let ptr = bytes.as_ptr().add(off);
                 match send_flags {
-                    Some(f) => libc::send(fd, ptr as *const _, chunk, f | libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL),
+                    Some(f) => libc::send(
+                        fd,
+                        ptr as *const _,
+                        chunk,
+                        f | libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+                    ),
                     None => libc::write(fd, ptr as *const _, chunk),
                 }
             })?;

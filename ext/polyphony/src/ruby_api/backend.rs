@@ -14,8 +14,8 @@ use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::Mutex;
 
 use magnus::{
-    block::Proc, gc, method, prelude::*, typed_data::Obj, value::Opaque, DataTypeFunctions, Error, RHash, RModule,
-    Ruby, Symbol, TryConvert, TypedData, Value,
+    block::Proc, gc, method, prelude::*, typed_data::Obj, value::Opaque, DataTypeFunctions, Error,
+    RHash, RModule, Ruby, Symbol, TryConvert, TypedData, Value,
 };
 use rb_sys::VALUE;
 use slab::Slab;
@@ -177,7 +177,7 @@ impl Backend {
 
     fn forget_current(&self) {
         CURRENT.with(|c| {
-            if c.get().1 == self as *const Backend {
+            if std::ptr::eq(c.get().1, self) {
                 c.set((0, std::ptr::null()));
             }
         });
@@ -186,8 +186,12 @@ impl Backend {
     /// Cancels every in-flight io_uring operation and waits for the kernel to
     /// report them, so no buffer is freed while the kernel may write into it.
     fn release_kernel_resources(&self) {
-        let Ok(mut sel) = self.sel.try_borrow_mut() else { return };
-        let Ok(mut ops) = self.ops.try_borrow_mut() else { return };
+        let Ok(mut sel) = self.sel.try_borrow_mut() else {
+            return;
+        };
+        let Ok(mut ops) = self.ops.try_borrow_mut() else {
+            return;
+        };
         if let Selector::Uring(u) = &mut *sel {
             let keys: Vec<usize> = ops.iter().map(|(k, _)| k).collect();
             for k in &keys {
@@ -198,7 +202,10 @@ impl Backend {
                 let mut evs = Vec::new();
                 u.drain_blocking(&mut evs);
                 for e in evs {
-                    if let Event::Op { key, more: false, .. } = e {
+                    if let Event::Op {
+                        key, more: false, ..
+                    } = e
+                    {
                         if ops.contains(key) {
                             ops.remove(key);
                         }
@@ -297,7 +304,11 @@ impl Backend {
     }
 
     fn set_idle_gc_period(&self, p: Value) -> Result<Value, Error> {
-        let f: f64 = if p.is_nil() { 0.0 } else { TryConvert::try_convert(p)? };
+        let f: f64 = if p.is_nil() {
+            0.0
+        } else {
+            TryConvert::try_convert(p)?
+        };
         self.idle_gc_period.set(f.max(0.0));
         self.last_gc.set(crate::timers::now_ns());
         Ok(p)
@@ -310,7 +321,10 @@ impl Backend {
     /// `schedule(fiber, value = nil, priority = false)`: the run-queue rules of §2.3.
     fn rb_schedule(&self, args: &[Value]) -> Result<Value, Error> {
         if args.is_empty() || args.len() > 3 {
-            return Err(arg_error(format!("wrong number of arguments (given {}, expected 1..3)", args.len())));
+            return Err(arg_error(format!(
+                "wrong number of arguments (given {}, expected 1..3)",
+                args.len()
+            )));
         }
         let fiber = raw(args[0]);
         if unsafe { rb_sys::rb_obj_is_fiber(fiber) } != QTRUE {
@@ -355,7 +369,10 @@ impl Backend {
 
     fn rb_timeout(&self, args: &[Value]) -> Result<Value, Error> {
         if args.len() < 2 || args.len() > 3 {
-            return Err(arg_error(format!("wrong number of arguments (given {}, expected 2..3)", args.len())));
+            return Err(arg_error(format!(
+                "wrong number of arguments (given {}, expected 2..3)",
+                args.len()
+            )));
         }
         let d = duration(raw(args[0]))?;
         let mv = args.get(2).map(|v| raw(*v)).unwrap_or(QNIL);
@@ -363,7 +380,14 @@ impl Backend {
     }
 
     fn rb_wait_io(&self, io: Value, write: Value) -> Result<Value, Error> {
-        let fd = io_fd(raw(io), if write.to_bool() { Dir::Write } else { Dir::Read })?;
+        let fd = io_fd(
+            raw(io),
+            if write.to_bool() {
+                Dir::Write
+            } else {
+                Dir::Read
+            },
+        )?;
         op::poll::wait_io(self, fd, write.to_bool())?;
         Ok(val(QTRUE))
     }
@@ -376,15 +400,24 @@ impl Backend {
     /// `recv(io, buffer, length, pos)`.
     fn rb_recv(&self, args: &[Value]) -> Result<Value, Error> {
         if args.len() < 3 || args.len() > 4 {
-            return Err(arg_error(format!("wrong number of arguments (given {}, expected 3..4)", args.len())));
+            return Err(arg_error(format!(
+                "wrong number of arguments (given {}, expected 3..4)",
+                args.len()
+            )));
         }
         let pos = args.get(3).copied().unwrap_or_else(|| val(QNIL));
-        self.read_common(&[args[0], args[1], args[2], val(crate::helpers::QFALSE), pos], true)
+        self.read_common(
+            &[args[0], args[1], args[2], val(crate::helpers::QFALSE), pos],
+            true,
+        )
     }
 
     fn read_common(&self, args: &[Value], recv: bool) -> Result<Value, Error> {
         if args.len() < 3 || args.len() > 5 {
-            return Err(arg_error(format!("wrong number of arguments (given {}, expected 3..5)", args.len())));
+            return Err(arg_error(format!(
+                "wrong number of arguments (given {}, expected 3..5)",
+                args.len()
+            )));
         }
         let fd = io_fd(raw(args[0]), Dir::Read)?;
         let mut buf = raw(args[1]);
@@ -409,12 +442,17 @@ impl Backend {
     /// `write(io, str, *more)` → total bytes written.
     fn rb_write(&self, args: &[Value]) -> Result<usize, Error> {
         if args.len() < 2 {
-            return Err(arg_error(format!("wrong number of arguments (given {}, expected 2+)", args.len())));
+            return Err(arg_error(format!(
+                "wrong number of arguments (given {}, expected 2+)",
+                args.len()
+            )));
         }
         let fd = io_fd(raw(args[0]), Dir::Write)?;
         let mut strs = Vec::with_capacity(args.len() - 1);
         for a in &args[1..] {
-            strs.push(expect_string(raw(*a)).or_else(|_| crate::helpers::call(raw(*a), "to_s", &[]))?);
+            strs.push(
+                expect_string(raw(*a)).or_else(|_| crate::helpers::call(raw(*a), "to_s", &[]))?,
+            );
         }
         op::write::write(self, fd, &strs)
     }
@@ -422,7 +460,10 @@ impl Backend {
     /// `send(io, str, flags)` → bytes sent (all of them).
     fn rb_send(&self, args: &[Value]) -> Result<usize, Error> {
         if args.len() < 2 || args.len() > 3 {
-            return Err(arg_error(format!("wrong number of arguments (given {}, expected 2..3)", args.len())));
+            return Err(arg_error(format!(
+                "wrong number of arguments (given {}, expected 2..3)",
+                args.len()
+            )));
         }
         let fd = io_fd(raw(args[0]), Dir::Write)?;
         let s = expect_string(raw(args[1]))?;
@@ -435,7 +476,10 @@ impl Backend {
 
     fn chunk_loop(&self, args: &[Value], recv: bool) -> Result<Value, Error> {
         if args.is_empty() || args.len() > 2 {
-            return Err(arg_error(format!("wrong number of arguments (given {}, expected 1..2)", args.len())));
+            return Err(arg_error(format!(
+                "wrong number of arguments (given {}, expected 1..2)",
+                args.len()
+            )));
         }
         let fd = io_fd(raw(args[0]), Dir::Read)?;
         let maxlen = match args.get(1) {
@@ -462,7 +506,13 @@ impl Backend {
     }
 
     /// `feed_loop(io, receiver, method) { }`: `receiver.__send__(method, chunk, &block)` per chunk.
-    fn rb_feed_loop(ruby: &Ruby, rb_self: &Backend, io: Value, receiver: Value, meth: Value) -> Result<Value, Error> {
+    fn rb_feed_loop(
+        ruby: &Ruby,
+        rb_self: &Backend,
+        io: Value,
+        receiver: Value,
+        meth: Value,
+    ) -> Result<Value, Error> {
         let fd = io_fd(raw(io), Dir::Read)?;
         let mid = unsafe { rb_sys::rb_to_id(raw(meth)) };
         let block: Option<Proc> = ruby.block_proc().ok();
@@ -473,7 +523,9 @@ impl Backend {
             if n == 0 {
                 return Ok(io);
             }
-            protect(|| unsafe { rb_sys::rb_funcall_with_block(raw(receiver), mid, 1, &s, block_raw) })?;
+            protect(|| unsafe {
+                rb_sys::rb_funcall_with_block(raw(receiver), mid, 1, &s, block_raw)
+            })?;
             std::hint::black_box(block_raw);
         }
     }
@@ -543,9 +595,13 @@ fn thread_backend(thread: Value) -> Result<Value, Error> {
     if th == unsafe { rb_sys::rb_thread_current() } {
         let b = Backend::current()?;
         let _ = b;
-        return Ok(val(unsafe { rb_sys::rb_ivar_get(th, crate::helpers::intern("@backend")) }));
+        return Ok(val(unsafe {
+            rb_sys::rb_ivar_get(th, crate::helpers::intern("@backend"))
+        }));
     }
-    Ok(val(unsafe { rb_sys::rb_ivar_get(th, crate::helpers::intern("@backend")) }))
+    Ok(val(unsafe {
+        rb_sys::rb_ivar_get(th, crate::helpers::intern("@backend"))
+    }))
 }
 
 fn current_snooze() -> Result<Value, Error> {

@@ -30,7 +30,11 @@ unsafe extern "C" fn fiber_body(
             Ok(v) => v,
             Err(e) => {
                 if let Some(exc) = e.value() {
-                    let _ = call(crate::ruby_api::polyphony_module(), "__fiber_body_error__", &[raw(exc)]);
+                    let _ = call(
+                        crate::ruby_api::polyphony_module(),
+                        "__fiber_body_error__",
+                        &[raw(exc)],
+                    );
                 }
                 QNIL
             }

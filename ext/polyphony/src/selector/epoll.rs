@@ -25,7 +25,10 @@ impl Epoll {
             return Err(std::io::Error::last_os_error());
         }
         let wake_fd = new_eventfd()?;
-        let mut ev = libc::epoll_event { events: libc::EPOLLIN as u32, u64: WAKE_DATA };
+        let mut ev = libc::epoll_event {
+            events: libc::EPOLLIN as u32,
+            u64: WAKE_DATA,
+        };
         if unsafe { libc::epoll_ctl(epfd, libc::EPOLL_CTL_ADD, wake_fd, &mut ev) } < 0 {
             return Err(std::io::Error::last_os_error());
         }
@@ -39,9 +42,20 @@ impl Epoll {
 
     /// Arms `fd` (one-shot) for `events` (EPOLLIN/EPOLLOUT bits).
     pub fn arm(&mut self, fd: i32, events: u32) -> std::io::Result<()> {
-        let mut ev = libc::epoll_event { events: events | libc::EPOLLONESHOT as u32, u64: fd as u64 };
-        let known = self.registered.get(&(fd as rb_sys::VALUE)).copied().unwrap_or(false);
-        let first = if known { libc::EPOLL_CTL_MOD } else { libc::EPOLL_CTL_ADD };
+        let mut ev = libc::epoll_event {
+            events: events | libc::EPOLLONESHOT as u32,
+            u64: fd as u64,
+        };
+        let known = self
+            .registered
+            .get(&(fd as rb_sys::VALUE))
+            .copied()
+            .unwrap_or(false);
+        let first = if known {
+            libc::EPOLL_CTL_MOD
+        } else {
+            libc::EPOLL_CTL_ADD
+        };
         let mut r = unsafe { libc::epoll_ctl(self.epfd, first, fd, &mut ev) };
         if r < 0 {
             let err = std::io::Error::last_os_error().raw_os_error();
@@ -60,14 +74,6 @@ impl Epoll {
         }
         self.registered.insert(fd as rb_sys::VALUE, true);
         Ok(())
-    }
-
-    /// Forgets `fd` (before it is closed by us).
-    pub fn forget(&mut self, fd: i32) {
-        if self.registered.remove(&(fd as rb_sys::VALUE)).is_some() {
-            let mut ev = libc::epoll_event { events: 0, u64: 0 };
-            unsafe { libc::epoll_ctl(self.epfd, libc::EPOLL_CTL_DEL, fd, &mut ev) };
-        }
     }
 
     pub fn wait(&mut self, timeout: Option<Duration>, out: &mut Vec<Event>) -> std::io::Result<()> {
@@ -103,7 +109,10 @@ impl Epoll {
                 drain_eventfd(self.wake_fd);
                 continue;
             }
-            out.push(Event::Ready { fd: data as i32, revents: ev.events });
+            out.push(Event::Ready {
+                fd: data as i32,
+                revents: ev.events,
+            });
         }
         Ok(())
     }

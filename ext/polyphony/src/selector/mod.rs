@@ -19,6 +19,8 @@ pub enum Event {
     Ready { fd: i32, revents: u32 },
 }
 
+// One selector per thread: the size difference does not matter.
+#[allow(clippy::large_enum_variant)]
 pub enum Selector {
     Uring(uring::Uring),
     Epoll(epoll::Epoll),

@@ -34,7 +34,13 @@ impl Uring {
         };
         let ext_arg = ring.params().is_feature_ext_arg();
         let wake_fd = new_eventfd()?;
-        let mut u = Uring { ring, wake_fd, wake_armed: false, ext_arg, timeout_ts: types::Timespec::new() };
+        let mut u = Uring {
+            ring,
+            wake_fd,
+            wake_armed: false,
+            ext_arg,
+            timeout_ts: types::Timespec::new(),
+        };
         u.arm_wake();
         Ok(u)
     }
@@ -63,7 +69,9 @@ impl Uring {
     /// Asks the kernel to cancel the operation with user data `key`. Its
     /// completion (usually `-ECANCELED`) still arrives and must be reaped.
     pub fn cancel(&mut self, key: usize) {
-        let e = opcode::AsyncCancel::new(key as u64).build().user_data(IGNORE_TAG);
+        let e = opcode::AsyncCancel::new(key as u64)
+            .build()
+            .user_data(IGNORE_TAG);
         self.push(e);
     }
 
@@ -76,11 +84,19 @@ impl Uring {
             let ext_arg = self.ext_arg;
             if let (Some(d), false) = (timeout, ext_arg) {
                 // Older kernels: a timeout operation bounds the wait.
-                self.timeout_ts = types::Timespec::new().sec(d.as_secs()).nsec(d.subsec_nanos());
-                let e = opcode::Timeout::new(&self.timeout_ts).build().user_data(IGNORE_TAG);
+                self.timeout_ts = types::Timespec::new()
+                    .sec(d.as_secs())
+                    .nsec(d.subsec_nanos());
+                let e = opcode::Timeout::new(&self.timeout_ts)
+                    .build()
+                    .user_data(IGNORE_TAG);
                 self.push(e);
             }
-            let ts = timeout.map(|d| types::Timespec::new().sec(d.as_secs()).nsec(d.subsec_nanos()));
+            let ts = timeout.map(|d| {
+                types::Timespec::new()
+                    .sec(d.as_secs())
+                    .nsec(d.subsec_nanos())
+            });
             let r = without_gvl(self.wake_fd, move || unsafe {
                 let ring = &mut *ring;
                 match (ts.as_ref(), ext_arg) {
@@ -95,7 +111,8 @@ impl Uring {
                 None => {}
                 Some(Ok(_)) => {}
                 Some(Err(e)) => match e.raw_os_error() {
-                    Some(libc::ETIME) | Some(libc::EINTR) | Some(libc::EAGAIN) | Some(libc::EBUSY) => {}
+                    Some(libc::ETIME) | Some(libc::EINTR) | Some(libc::EAGAIN)
+                    | Some(libc::EBUSY) => {}
                     _ => return Err(e),
                 },
             }
@@ -113,7 +130,11 @@ impl Uring {
             if ud == IGNORE_TAG {
                 continue;
             }
-            out.push(Event::Op { key: ud as usize, res: cqe.result(), more: io_uring::cqueue::more(cqe.flags()) });
+            out.push(Event::Op {
+                key: ud as usize,
+                res: cqe.result(),
+                more: io_uring::cqueue::more(cqe.flags()),
+            });
         }
         if rearm {
             self.wake_armed = false;
