@@ -354,6 +354,49 @@ RSpec.describe 'Fiber API and structured concurrency (spec §3, §6)' do
     end
   end
 
+  describe 'spin_loop' do
+    it 'loops until break' do
+      count = 0
+      f = spin_loop do
+        count += 1
+        break if count == 5
+
+        snooze
+      end
+      expect(f.await).to be_nil
+      expect(count).to eq(5)
+    end
+
+    it 'is throttled with rate:' do
+      count = 0
+      f = spin_loop(rate: 100) { count += 1 }
+      sleep 0.055
+      f.stop
+      expect(count).to be_between(2, 7)
+    end
+  end
+
+  describe 'fork' do
+    it 'gives a forked child a working backend after post_fork' do
+      r, w = IO.pipe
+      pid = fork do
+        r.close
+        Thread.current.backend.post_fork
+        res = Fiber.await(3.times.map { |i| spin { sleep 0.01; i } })
+        w.write(res.inspect)
+        w.close
+        exit!(0)
+      end
+      w.close
+      _, status = backend.waitpid(pid)
+      expect(status).to eq(0)
+      expect(backend.read(r, +'', nil, true, 0)).to eq('[0, 1, 2]')
+    ensure
+      r&.close
+      w&.close unless w&.closed?
+    end
+  end
+
   describe 'scale' do
     it 'spins and awaits 100,000 short fibers without exhausting memory maps' do
       fibers = 100_000.times.map { spin { :x } }

@@ -19,6 +19,9 @@ class ::Object
     else
       Fiber.current.spin(tag, Kernel.caller_locations(1, 1)) do
         loop(&block)
+      rescue LocalJumpError, StopIteration
+        # `break` in the block: its home frame is gone, so it surfaces here.
+        nil
       end
     end
   end
