@@ -39,10 +39,10 @@ RSpec.describe 'Process-level behaviour (spec §1, §3.7, §13.4)' do
       ensure
         puts 'ensure'
       end
-      spin { puts 'never runs' }
       snooze
+      spin { puts 'never runs' }
     RUBY
-    out, _err, status = run_ruby(code.sub("spin { puts 'never runs' }\nsnooze", "snooze\nspin { puts 'never runs' }"), env: env)
+    out, _err, status = run_ruby(code, env: env)
     expect(out).to eq("got Terminate\nensure\n")
     expect(status.exitstatus).to eq(0)
   end

@@ -42,12 +42,12 @@ RSpec.describe 'Scheduling (spec §2)' do
     expect(out).to eq(%i[b a])
   end
 
-  it 'returns nil from suspend when nothing is runnable or pending' do
+  it 'returns nil from suspend when nothing is runnable and nothing waits on the kernel' do
     spin { suspend }
     expect(suspend).to be_nil
   end
 
-  it 'keeps suspend blocking while a fiber sleeps (a pending timer)' do
+  it 'keeps suspend blocking while a fiber sleeps (its timer counts)' do
     f = spin { sleep 0.05; Fiber.current.parent.schedule(:woke) }
     expect(suspend).to eq(:woke)
     f.await

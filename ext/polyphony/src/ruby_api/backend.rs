@@ -14,8 +14,8 @@ use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::Mutex;
 
 use magnus::{
-    block::Proc, gc, method, prelude::*, typed_data::Obj, value::Opaque, DataTypeFunctions, Error,
-    RHash, RModule, Ruby, Symbol, TryConvert, TypedData, Value,
+    block::Proc, gc, method, prelude::*, typed_data::Obj, DataTypeFunctions, Error, RHash, RModule,
+    Ruby, Symbol, TryConvert, TypedData, Value,
 };
 use rb_sys::VALUE;
 use slab::Slab;
@@ -593,11 +593,7 @@ impl Backend {
 fn thread_backend(thread: Value) -> Result<Value, Error> {
     let th = raw(thread);
     if th == unsafe { rb_sys::rb_thread_current() } {
-        let b = Backend::current()?;
-        let _ = b;
-        return Ok(val(unsafe {
-            rb_sys::rb_ivar_get(th, crate::helpers::intern("@backend"))
-        }));
+        Backend::current()?; // creates it on first use
     }
     Ok(val(unsafe {
         rb_sys::rb_ivar_get(th, crate::helpers::intern("@backend"))
@@ -658,6 +654,5 @@ pub fn init(ruby: &Ruby, polyphony: RModule) -> Result<(), Error> {
     let kernel = ruby.module_kernel();
     kernel.define_private_method("snooze", magnus::function!(current_snooze, 0))?;
     kernel.define_private_method("suspend", magnus::function!(current_suspend, 0))?;
-    let _ = Opaque::from(val(QNIL));
     Ok(())
 }
