@@ -1,6 +1,5 @@
 # frozen_string_literal: true
 
-require 'fiber'
 require_relative 'polyphony/version'
 require 'polyphony/polyphony_ext'
 require_relative 'polyphony/core/exceptions'

@@ -118,7 +118,7 @@ RSpec.describe Polyphony::Backend do
 
     it 'raises FrozenError for a frozen buffer' do
       r, = pipe
-      expect { backend.read(r, 'frozen'.freeze, 1, false, 0) }.to raise_error(FrozenError)
+      expect { backend.read(r, 'frozen', 1, false, 0) }.to raise_error(FrozenError)
     end
 
     it 'raises Errno::EBADF for a bad fd number' do
@@ -351,7 +351,7 @@ RSpec.describe Polyphony::Backend do
     end
 
     it 'raises for a pid that is not a child' do
-      expect { backend.waitpid(2**22 + 12_345) }.to raise_error(SystemCallError)
+      expect { backend.waitpid((2**22) + 12_345) }.to raise_error(SystemCallError)
     end
   end
 

@@ -256,12 +256,16 @@ RSpec.describe 'Fiber API and structured concurrency (spec §3, §6)' do
 
     it 'sets source_fiber on uncaught exceptions' do
       f = spin { raise 'src' }
-      err = (f.await rescue $!)
+      err = begin
+        f.await
+      rescue StandardError
+        $!
+      end
       expect(err.source_fiber).to eq(f)
     end
 
     it 'does not propagate MoveOn or Terminate' do
-      f = spin { raise Polyphony::MoveOn.new(:mv) }
+      f = spin { raise Polyphony::MoveOn, :mv }
       expect(f.await).to eq(:mv)
     end
 
@@ -394,6 +398,145 @@ RSpec.describe 'Fiber API and structured concurrency (spec §3, §6)' do
     ensure
       r&.close
       w&.close unless w&.closed?
+    end
+  end
+
+  describe 'native fiber state' do
+    it 'keeps its state out of instance_variables' do
+      f = spin(:t) { }
+      expect(f.instance_variables).to eq([])
+      f.await
+      expect(f.instance_variables).to eq([])
+    end
+
+    it 'records the caller of spin_loop and keeps the spin site on restart' do
+      line = __LINE__ + 1
+      f = spin_loop { sleep }
+      expect(f.location).to include("#{__FILE__}:#{line}")
+      f.stop
+      g = spin { :a }
+      g.await
+      h = g.restart
+      expect(h.location).to eq(g.location)
+      expect(h.await).to eq(:a)
+    end
+
+    it 'builds caller from the spin sites of the fiber and its ancestors' do
+      inner = nil
+      outer = spin { inner = spin { sleep }; sleep }
+      snooze
+      expect(inner.caller.size).to eq(2)
+      expect(inner.caller.last).to eq(outer.location)
+      outer.set_caller(%w[a b])
+      expect(inner.caller.last(2)).to eq(%w[a b])
+      expect(outer.location).to eq('a')
+    end
+
+    it 'rejects bad arguments with clear errors' do
+      expect { Fiber.current.spin(1, 2, 3) { } }.to raise_error(ArgumentError)
+      expect { spin(1, 2) { } }.to raise_error(ArgumentError)
+      expect { Fiber.current.spin(nil, -1) { } }.to raise_error(ArgumentError)
+      expect { Fiber.current.add_child(:x) }.to raise_error(TypeError)
+      expect { Fiber.current.monitor(1) }.to raise_error(TypeError)
+      f = spin { }
+      expect { f.parent = 'x' }.to raise_error(TypeError)
+      expect { f.schedule(1, 2) }.to raise_error(ArgumentError)
+    end
+
+    it 'survives GC.stress while fibers spin, monitor, message and finish' do
+      GC.stress = true
+      begin
+        fibers = 5.times.map do |i|
+          spin do
+            c = spin { 2 * Fiber.current.receive }
+            c << i
+            c.await
+          end
+        end
+        results = Fiber.await(fibers)
+      ensure
+        GC.stress = false
+      end
+      expect(results).to eq([0, 2, 4, 6, 8])
+    end
+  end
+
+  describe 'fibers that never start' do
+    it 'ends a fiber raised into before it started, reporting to the parent' do
+      ran = false
+      f = spin { ran = true }
+      f.raise(ArgumentError, 'early')
+      expect { f.await }.to raise_error(ArgumentError, 'early')
+      expect(ran).to be(false)
+      expect(f.state).to eq(:dead)
+    end
+
+    it 'terminates thousands of unstarted fibers without allocating stacks' do
+      maps = File.read('/proc/self/maps').lines.size
+      fibers = 20_000.times.map { spin { :never } }
+      fibers.each(&:terminate)
+      expect(Fiber.await(fibers).uniq).to eq([nil])
+      expect(File.read('/proc/self/maps').lines.size).to be < maps + 1000
+    end
+
+    it 'fails a fiber whose stack cannot be allocated with FiberError, promptly' do
+      out, err, = run_ruby(<<~'RUBY')
+        require 'polyphony'
+        # Pre-grow the Ruby heap so that only fiber stacks hit the limit.
+        junk = Array.new(300_000) { Object.new }
+        junk = nil
+        GC.start
+        used = File.read('/proc/self/status')[/VmSize:\s+(\d+)/, 1].to_i * 1024
+        Process.setrlimit(:AS, used + 1000 * 1024 * 1024)
+        t = Process.clock_gettime(Process::CLOCK_MONOTONIC)
+        fibers = 3000.times.map { spin { sleep } }
+        begin
+          Fiber.await(fibers)
+        rescue FiberError
+          puts "FiberError #{fibers.count(&:dead?)}"
+        end
+        puts Process.clock_gettime(Process::CLOCK_MONOTONIC) - t < 10
+      RUBY
+      expect(err).to eq('')
+      expect(out).to eq("FiberError 3000\ntrue\n")
+    end
+  end
+
+  describe 'interject' do
+    it 'runs the block in the target fiber; the blocking call returns the interjection' do
+      seen = nil
+      f = spin do
+        r = sleep 1
+        [r.class, Fiber.current]
+      end
+      snooze
+      f.interject { seen = Fiber.current }
+      klass, fiber = f.await
+      expect(klass).to eq(Polyphony::Interjection)
+      expect(fiber).to eq(f)
+      expect(seen).to eq(f)
+    end
+
+    it 'lets an I/O operation continue after the block runs' do
+      r, w = IO.pipe
+      n = 0
+      f = spin { backend.read(r, +'', 5, true, 0) }
+      snooze
+      f.interject { n += 1 }
+      snooze
+      w << 'hello'
+      expect(f.await).to eq('hello')
+      expect(n).to eq(1)
+    ensure
+      r&.close
+      w&.close
+    end
+
+    it 'raises an error raised by the block in the target' do
+      f = spin { sleep 1 }
+      snooze
+      f.interject { raise 'boom' }
+      expect { f.await }.to raise_error(RuntimeError, 'boom')
     end
   end
 

@@ -47,6 +47,29 @@ RSpec.describe 'Process-level behaviour (spec §1, §3.7, §13.4)' do
     expect(status.exitstatus).to eq(0)
   end
 
+  it 'finalizes thread backends at thread end under GC.stress' do
+    out, err, status = run_ruby(<<~'RUBY')
+      require 'polyphony'
+      GC.stress = true
+      threads = 2.times.map do |i|
+        Thread.new do
+          r, w = IO.pipe
+          spin { Thread.current.backend.read(r, +'', 10, true, 0) }
+          spin { sleep 10 }
+          sleep 0.01
+          w.close
+          i
+        end
+      end
+      p threads.map(&:value)
+      GC.stress = false
+      GC.start
+    RUBY
+    expect(err).to eq('')
+    expect(out).to eq("[0, 1]\n")
+    expect(status.success?).to be(true)
+  end
+
   it 'keeps the exit status when children are still running' do
     out, _err, status = run_ruby("require 'polyphony'; spin { sleep }; snooze; exit 3", env: env)
     expect(status.exitstatus).to eq(3)
@@ -137,7 +160,8 @@ RSpec.describe 'Process-level behaviour (spec §1, §3.7, §13.4)' do
   it 'selects the backend at run time and refuses an unknown one' do
     out, = run_ruby("require 'polyphony'; p Thread.current.backend.kind", env: { 'POLYPHONY_BACKEND' => 'epoll' })
     expect(out).to eq(":epoll\n")
-    out, = run_ruby("require 'polyphony'; p Thread.current.backend.kind", env: { 'POLYPHONY_BACKEND' => nil, 'POLYPHONY_LIBEV' => '1' })
+    out, = run_ruby("require 'polyphony'; p Thread.current.backend.kind",
+                    env: { 'POLYPHONY_BACKEND' => nil, 'POLYPHONY_LIBEV' => '1' })
     expect(out).to eq(":epoll\n")
     _, err, status = run_ruby("require 'polyphony'", env: { 'POLYPHONY_BACKEND' => 'bogus' })
     expect(status.success?).to be(false)

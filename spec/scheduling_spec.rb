@@ -93,6 +93,21 @@ RSpec.describe 'Scheduling (spec §2)' do
     expect(count).to be >= 1
   end
 
+  it 'runs GC when idle with idle_gc_period, then disables GC (D15)' do
+    backend.idle_gc_period = 0.01
+    before = GC.count
+    3.times { sleep 0.02 }
+    expect(GC.count).to be > before
+    expect(GC.enable).to be(true) # true: GC was disabled
+  ensure
+    backend.idle_gc_period = 0
+    GC.enable
+  end
+
+  it 'rejects a non-numeric idle_gc_period' do
+    expect { backend.idle_gc_period = 'x' }.to raise_error(TypeError)
+  end
+
   it 'reports stats and resets the counters' do
     3.times { snooze }
     s = backend.stats

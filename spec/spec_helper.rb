@@ -11,10 +11,17 @@ module SpecHelpers
 
   # Runs `code` in a child Ruby with polyphony loaded (same backend as this
   # run); returns [stdout, stderr, status].
+  # A child still running after `timeout` seconds is killed (its status
+  # then reports the signal).
   def run_ruby(code, env: {}, stdin: '', timeout: 30)
-    Open3.capture3(env, RUBY, '-I', LIB, '-e', code, stdin_data: stdin)
-  ensure
-    nil
+    Open3.popen3(env, RUBY, '-I', LIB, '-e', code) do |i, o, e, t|
+      out = Thread.new { o.read }
+      err = Thread.new { e.read }
+      i.write(stdin)
+      i.close
+      Process.kill(:KILL, t.pid) unless t.join(timeout)
+      [out.value, err.value, t.value]
+    end
   end
 
   def backend
@@ -39,7 +46,7 @@ RSpec.configure do |config|
     # Nothing may leak from one example into the next.
     Fiber.current.shutdown_all_children
     Fiber.current.receive_all_pending
-    Fiber.current.instance_variable_set(:@monitor_mailbox, nil)
+    Fiber.current.__reset_monitor_mailbox__
     backend.idle_proc = nil
   end
 end

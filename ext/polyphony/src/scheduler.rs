@@ -10,7 +10,7 @@
 use magnus::Error;
 use rb_sys::VALUE;
 
-use crate::helpers::{call, is_exception, is_nil, protect, QNIL, QTRUE};
+use crate::helpers::{call, is_exception, is_nil, protect, raw, QNIL, QTRUE};
 use crate::ruby_api::backend::{Backend, Frame};
 use crate::selector::Event;
 
@@ -112,8 +112,18 @@ impl Backend {
             runner: cur,
             child: 0,
         });
-        let mut deferred: Vec<(VALUE, VALUE)> = Vec::new();
+        let deferred_base = self.deferred.borrow().len();
+        let held_base = self.held.borrow().len();
+        // After a fiber failed to start (no stack could be allocated), fibers
+        // that have not started yet wait in `held` while started ones run:
+        // they are the ones that can finish and free stacks, and trying to
+        // allocate again costs Ruby milliseconds each time.
+        let mut start_failed = false;
         let result = loop {
+            if start_failed && self.rq.borrow().is_empty() {
+                start_failed = false;
+                self.release_held(held_base);
+            }
             let (f, v) = match self.pick_next(cur) {
                 Err(e) => break Err(e),
                 Ok(None) => break Ok(QNIL),
@@ -127,7 +137,16 @@ impl Backend {
             }
             if self.runners.borrow().iter().any(|fr| fr.runner == f) {
                 // An outer runner: it continues when this loop ends.
-                deferred.push((f, v));
+                self.deferred.borrow_mut().push((f, v));
+                continue;
+            }
+            match crate::ruby_api::fiber::end_unstarted(f, v) {
+                Ok(true) => continue,
+                Ok(false) => {}
+                Err(e) => break Err(e),
+            }
+            if start_failed && crate::ruby_api::fiber::is_unstarted(f) {
+                self.held.borrow_mut().push((f, v));
                 continue;
             }
             if let Some(top) = self.runners.borrow_mut().last_mut() {
@@ -140,9 +159,21 @@ impl Backend {
             }
             if let Err(e) = r {
                 if !self.entered.get() {
+                    if let Some(exc) = e.value() {
+                        // A fiber that could not even start (Ruby could not
+                        // allocate its stack): it ends with that error.
+                        match crate::ruby_api::fiber::fail_to_start(f, raw(exc)) {
+                            Ok(true) => {
+                                start_failed = true;
+                                continue;
+                            }
+                            Ok(false) => {}
+                            Err(e) => break Err(e),
+                        }
+                    }
                     // Could not switch (the fiber is itself resuming another
                     // fiber): try again once this loop is done.
-                    deferred.push((f, v));
+                    self.deferred.borrow_mut().push((f, v));
                     if self.rq.borrow().is_empty() && self.pending() == 0 {
                         break Ok(QNIL);
                     }
@@ -152,10 +183,20 @@ impl Backend {
             }
         };
         self.runners.borrow_mut().pop();
+        self.release_held(held_base);
+        let deferred: Vec<_> = self.deferred.borrow_mut().drain(deferred_base..).collect();
         for (f, v) in deferred.into_iter().rev() {
             self.schedule(f, v, true);
         }
         result
+    }
+
+    /// Puts the fibers this loop held back into the run queue, in order.
+    fn release_held(&self, base: usize) {
+        let held: Vec<_> = self.held.borrow_mut().drain(base..).collect();
+        for (f, v) in held {
+            self.schedule(f, v, false);
+        }
     }
 
     /// Takes the next runnable fiber, polling the kernel as needed. `None`:

@@ -1,5 +1,7 @@
 # frozen_string_literal: true
 
+# `Polyphony.backend_*`: the current thread's backend operations as module
+# functions.
 module Polyphony
   # Names of the backend operations exposed as `Polyphony.backend_NAME`,
   # each exactly `Thread.current.backend.NAME(...)`.

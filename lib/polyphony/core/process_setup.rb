@@ -1,5 +1,6 @@
 # frozen_string_literal: true
 
+# Process-level set-up done once by `require 'polyphony'`.
 module Polyphony
   class << self
     attr_accessor :original_pid

@@ -76,8 +76,8 @@ module Polyphony
       @waiters.size
     end
 
-    def cap(n)
-      @cap = n
+    def cap(size)
+      @cap = size
       self
     end
 

@@ -4,20 +4,17 @@
 # called anywhere. `snooze` and `suspend` are private Kernel methods defined
 # natively.
 class ::Object
-  # Spins a child fiber of the current fiber running the block.
-  def spin(tag = nil, &block)
-    Fiber.current.spin(tag, Kernel.caller_locations(1, 1), &block)
-  end
+  # `spin(tag = nil) { |v| }` (a child of the current fiber) is native.
 
   # Spins a fiber calling the block in a loop; `break` or StopIteration end
   # it. With `rate:`/`interval:` the loop is throttled.
   def spin_loop(tag = nil, rate: nil, interval: nil, &block)
     if rate || interval
-      Fiber.current.spin(tag, Kernel.caller_locations(1, 1)) do
+      Fiber.current.spin(tag, 1) do
         Polyphony.__throttled_loop__(rate: rate, interval: interval, &block)
       end
     else
-      Fiber.current.spin(tag, Kernel.caller_locations(1, 1)) do
+      Fiber.current.spin(tag, 1) do
         loop(&block)
       rescue LocalJumpError, StopIteration
         # `break` in the block: its home frame is gone, so it surfaces here.
@@ -41,8 +38,8 @@ class ::Object
   end
 
   # Passes every received message to the block; ends only by break/stop.
-  def receive_loop(&block)
-    Fiber.current.receive_loop(&block)
+  def receive_loop(&)
+    Fiber.current.receive_loop(&)
   end
 
   # All messages currently in the mailbox, without blocking.
@@ -51,14 +48,15 @@ class ::Object
   end
 end
 
+# Helpers behind the global API.
 module Polyphony
   class << self
     # Minimal fixed-rate loop used by spin_loop(rate:/interval:).
-    def __throttled_loop__(rate: nil, interval: nil)
+    def __throttled_loop__(rate: nil, interval: nil, &block)
       interval ||= 1.0 / rate
       Kernel.raise RuntimeError, "Invalid rate argument #{rate.inspect}" unless interval.positive?
 
-      Thread.current.backend.timer_loop(interval) { yield }
+      Thread.current.backend.timer_loop(interval, &block)
     rescue StopIteration, LocalJumpError
       nil
     end

@@ -3,8 +3,6 @@
 # Per-thread set-up: every thread has its own backend and main fiber; when a
 # thread's block ends, its main fiber's children are shut down first.
 class ::Thread
-  attr_reader :main_fiber
-
   alias orig_initialize initialize
 
   def initialize(*args, &block)

@@ -53,14 +53,20 @@ pub fn is_exception(v: VALUE) -> bool {
     }
 }
 
-/// Turns a resume value into `Err` when it is an exception.
+/// Turns a resume value into `Err` when it is an exception. A
+/// `Polyphony::Interjection` is not raised: its block runs here, in the
+/// receiving fiber, and the switchpoint returns the interjection (errors
+/// raised by the block propagate).
 #[inline]
 pub fn raise_if_exception(v: VALUE) -> Result<VALUE, Error> {
-    if is_exception(v) {
-        Err(Error::from(magnus::Exception::from_value(val(v)).unwrap()))
-    } else {
-        Ok(v)
+    if !is_exception(v) {
+        return Ok(v);
     }
+    if crate::ruby_api::fiber::is_interjection(v) {
+        call(v, "invoke", &[])?;
+        return Ok(v);
+    }
+    Err(Error::from(magnus::Exception::from_value(val(v)).unwrap()))
 }
 
 /// `SystemCallError` for an errno value (gives the right `Errno::*` class).
@@ -224,5 +230,14 @@ pub fn expect_string(v: VALUE) -> Result<VALUE, Error> {
                 inspect_class(v)
             )))
         }
+    }
+}
+
+/// A Ruby String's bytes as a Rust string (invalid UTF-8 replaced).
+pub fn str_lossy(s: VALUE) -> String {
+    unsafe {
+        let ptr = rb_sys::RSTRING_PTR(s) as *const u8;
+        let len = rb_sys::RSTRING_LEN(s) as usize;
+        String::from_utf8_lossy(std::slice::from_raw_parts(ptr, len)).into_owned()
     }
 }

@@ -105,6 +105,20 @@ impl Backend {
                     return Err(e);
                 }
                 Ok(v) => {
+                    if is_exception(v) && crate::ruby_api::fiber::is_interjection(v) {
+                        // Run the block in this fiber; the operation goes on
+                        // unless the block raises.
+                        if let Err(e) = crate::helpers::call(v, "invoke", &[]) {
+                            let done = self.ops.borrow().get(key).and_then(|s| s.result);
+                            self.abandon(key, done.is_some());
+                            return Err(e);
+                        }
+                        let done = self.ops.borrow().get(key).and_then(|s| s.result);
+                        if let Some(res) = done {
+                            return Ok(res);
+                        }
+                        continue;
+                    }
                     if is_exception(v) {
                         self.abandon(key, done.is_some());
                         return raise_if_exception(v).map(|_| 0);

@@ -46,6 +46,10 @@ pub struct Backend {
     pub ready_waiters: RefCell<AddrMap<Vec<usize>>>,
     pub sel: RefCell<Selector>,
     pub runners: RefCell<Vec<Frame>>,
+    /// Fibers a runner's loop set aside (see `run_loop`): kept here so they
+    /// and their resume values are marked.
+    pub deferred: RefCell<Vec<(VALUE, VALUE)>>,
+    pub held: RefCell<Vec<(VALUE, VALUE)>>,
     pub events_buf: RefCell<Vec<Event>>,
     pub wake_fd: AtomicI32,
     pub active_ops: Cell<usize>,
@@ -92,6 +96,13 @@ impl DataTypeFunctions for Backend {
                 m(*k);
             }
         }
+        for (f, v) in mark_cell(&self.deferred)
+            .iter()
+            .chain(mark_cell(&self.held).iter())
+        {
+            m(*f);
+            m(*v);
+        }
         for f in mark_cell(&self.runners).iter() {
             m(f.runner);
             m(f.child);
@@ -129,6 +140,8 @@ impl Backend {
             ready_waiters: RefCell::new(AddrMap::default()),
             sel: RefCell::new(sel),
             runners: RefCell::new(Vec::new()),
+            deferred: RefCell::new(Vec::new()),
+            held: RefCell::new(Vec::new()),
             events_buf: RefCell::new(Vec::new()),
             wake_fd: AtomicI32::new(wake),
             active_ops: Cell::new(0),
@@ -173,6 +186,23 @@ impl Backend {
         let ptr: *const Backend = &*obj;
         CURRENT.with(|c| c.set((th, ptr)));
         Ok(unsafe { &*ptr })
+    }
+
+    /// The backend of `thread` (the current thread's is created on first
+    /// use; another thread's may not exist yet → None).
+    pub fn of_thread(thread: VALUE) -> Result<Option<&'static Backend>, Error> {
+        let cur = unsafe { rb_sys::rb_thread_current() };
+        if is_nil(thread) || thread == cur {
+            return Backend::current().map(Some);
+        }
+        let b = unsafe { rb_sys::rb_ivar_get(thread, crate::helpers::intern("@backend")) };
+        if is_nil(b) {
+            return Ok(None);
+        }
+        let obj: Obj<Backend> = TryConvert::try_convert(val(b))?;
+        let ptr: *const Backend = &*obj;
+        // Held by the thread object, which outlives this call.
+        Ok(Some(unsafe { &*ptr }))
     }
 
     fn forget_current(&self) {

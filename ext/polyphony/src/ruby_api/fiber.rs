@@ -1,17 +1,340 @@
-//! Native helpers for `Fiber`: creating Polyphony fibers.
+//! Polyphony's per-fiber state and the native parts of `Fiber` (spec §3, §6).
 //!
-//! A Polyphony fiber's body is native: it calls `Fiber#__run__(value)` (the
-//! Ruby layer's lifecycle: run the block, finalize children, inform monitors)
-//! under `rb_protect`, so no exception can escape into the runner that
-//! resumed it. If one does (a bug in the Ruby layer), it is handed to
-//! `Polyphony.__fiber_body_error__`.
+//! Every fiber Polyphony knows about carries one hidden instance variable
+//! holding a [`FiberState`]: thread, parent, tag, block, spin location,
+//! result, children, monitors and mailboxes. Keeping them in one native
+//! object (instead of a dozen Ruby instance variables) is what makes `spin`
+//! cheap: a spin allocates the fiber, its block's proc and this state, and
+//! nothing else.
+//!
+//! The lifecycle of a spun fiber is native too ([`fiber_body`]): run the
+//! block (again on `Polyphony::Restart`), turn `MoveOn`/`Terminate` into a
+//! quiet result, shut down the children still running (Ruby's
+//! `Fiber#__finalize_children__`, which may switch fibers), inform monitors,
+//! leave the parent and hand an uncaught error to it. Everything that can
+//! raise runs under `rb_protect`; nothing unwinds over Rust frames.
+//!
+//! The rest of the fiber API (stop, cancel, await, restart, messaging
+//! helpers) is Ruby, in `lib/polyphony/extensions/fiber.rb`, built on the
+//! accessors defined here.
 
-use magnus::{function, Error, RModule, Ruby, Value};
+use std::cell::Cell;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use magnus::{
+    gc, method, prelude::*, typed_data::Obj, DataTypeFunctions, Error, RModule, Ruby, TryConvert,
+    TypedData, Value,
+};
 use rb_sys::VALUE;
 
-use crate::helpers::{call, intern, protect, raw, val, QNIL};
+use crate::helpers::{arg_error, call, intern, is_nil, protect, raw, type_error, val, QNIL, QTRUE};
 use crate::ruby_api::backend::Backend;
 
+const NOT_STARTED: u8 = 0;
+const RUNNING: u8 = 1;
+const FINISHED: u8 = 2;
+
+/// The Polyphony state of one fiber. Created by `spin`, or lazily for fibers
+/// Polyphony did not create (main fibers, `Enumerator` fibers, `Fiber.new`).
+#[derive(TypedData)]
+#[magnus(class = "Polyphony::FiberState", free_immediately, size, mark)]
+pub struct FiberState {
+    thread: Cell<VALUE>,
+    parent: Cell<VALUE>,
+    tag: Cell<VALUE>,
+    block: Cell<VALUE>,
+    /// An explicit spin-site backtrace (`set_caller`, `spin(tag, array)`).
+    caller: Cell<VALUE>,
+    /// The spin site as recorded by `rb_profile_frames` (an iseq or method
+    /// entry, formatted only when asked for), and its line.
+    frame: Cell<VALUE>,
+    line: Cell<i32>,
+    result: Cell<VALUE>,
+    /// `{child => true}` in spin order, or nil.
+    children: Cell<VALUE>,
+    /// The first monitor inline (the common case: one awaiting fiber), the
+    /// others in a Hash.
+    monitor: Cell<VALUE>,
+    monitors: Cell<VALUE>,
+    mailbox: Cell<VALUE>,
+    monitor_mailbox: Cell<VALUE>,
+    running: Cell<u8>,
+    main: Cell<bool>,
+    graceful: Cell<bool>,
+    supervise: Cell<bool>,
+}
+
+impl DataTypeFunctions for FiberState {
+    fn mark(&self, marker: &gc::Marker) {
+        for c in [
+            &self.thread,
+            &self.parent,
+            &self.tag,
+            &self.block,
+            &self.caller,
+            &self.frame,
+            &self.result,
+            &self.children,
+            &self.monitor,
+            &self.monitors,
+            &self.mailbox,
+            &self.monitor_mailbox,
+        ] {
+            let v = c.get();
+            if !rb_sys::SPECIAL_CONST_P(v) {
+                marker.mark(val(v));
+            }
+        }
+    }
+}
+
+impl FiberState {
+    fn new(thread: VALUE) -> Self {
+        FiberState {
+            thread: Cell::new(thread),
+            parent: Cell::new(QNIL),
+            tag: Cell::new(QNIL),
+            block: Cell::new(QNIL),
+            caller: Cell::new(QNIL),
+            frame: Cell::new(QNIL),
+            line: Cell::new(0),
+            result: Cell::new(QNIL),
+            children: Cell::new(QNIL),
+            monitor: Cell::new(QNIL),
+            monitors: Cell::new(QNIL),
+            mailbox: Cell::new(QNIL),
+            monitor_mailbox: Cell::new(QNIL),
+            running: Cell::new(NOT_STARTED),
+            main: Cell::new(false),
+            graceful: Cell::new(false),
+            supervise: Cell::new(false),
+        }
+    }
+
+    fn finished(&self) -> bool {
+        self.running.get() == FINISHED
+    }
+
+    fn each_monitor(&self, mut f: impl FnMut(VALUE)) {
+        let m = self.monitor.get();
+        if !is_nil(m) {
+            f(m);
+        }
+        let h = self.monitors.get();
+        if !is_nil(h) {
+            for k in hash_keys(h) {
+                f(k);
+            }
+        }
+    }
+
+    fn has_monitor(&self, fiber: VALUE) -> bool {
+        if self.monitor.get() == fiber {
+            return true;
+        }
+        let h = self.monitors.get();
+        !is_nil(h) && unsafe { rb_sys::rb_hash_lookup2(h, fiber, QNIL) } != QNIL
+    }
+
+    fn add_monitor(&self, fiber: VALUE) {
+        if self.has_monitor(fiber) {
+            return;
+        }
+        let h = self.monitors.get();
+        let hash_empty = is_nil(h) || hash_size(h) == 0;
+        if is_nil(self.monitor.get()) && hash_empty {
+            self.monitor.set(fiber);
+        } else {
+            let h = if is_nil(h) {
+                let h = unsafe { rb_sys::rb_hash_new() };
+                self.monitors.set(h);
+                h
+            } else {
+                h
+            };
+            unsafe { rb_sys::rb_hash_aset(h, fiber, QTRUE) };
+        }
+    }
+
+    fn remove_monitor(&self, fiber: VALUE) {
+        if self.monitor.get() == fiber {
+            self.monitor.set(QNIL);
+        }
+        let h = self.monitors.get();
+        if !is_nil(h) {
+            unsafe { rb_sys::rb_hash_delete(h, fiber) };
+        }
+    }
+
+    fn add_child(&self, child: VALUE) {
+        let mut h = self.children.get();
+        if is_nil(h) {
+            h = unsafe { rb_sys::rb_hash_new() };
+            self.children.set(h);
+        }
+        unsafe { rb_sys::rb_hash_aset(h, child, QTRUE) };
+    }
+
+    fn remove_child(&self, child: VALUE) {
+        let h = self.children.get();
+        if !is_nil(h) {
+            unsafe { rb_sys::rb_hash_delete(h, child) };
+        }
+    }
+
+    fn has_children(&self) -> bool {
+        let h = self.children.get();
+        !is_nil(h) && hash_size(h) > 0
+    }
+}
+
+fn hash_size(h: VALUE) -> usize {
+    unsafe { rb_sys::rb_num2long(rb_sys::rb_hash_size(h)) as usize }
+}
+
+fn hash_keys(h: VALUE) -> Vec<VALUE> {
+    let keys = unsafe { rb_sys::rb_funcallv(h, intern("keys"), 0, std::ptr::null()) };
+    array_to_vec(keys)
+}
+
+fn array_to_vec(a: VALUE) -> Vec<VALUE> {
+    let n = unsafe { rb_sys::RARRAY_LEN(a) };
+    (0..n)
+        .map(|i| unsafe { rb_sys::rb_ary_entry(a, i) })
+        .collect()
+}
+
+fn state_id() -> rb_sys::ID {
+    static ID: AtomicU64 = AtomicU64::new(0);
+    let v = ID.load(Ordering::Relaxed);
+    if v != 0 {
+        return v as rb_sys::ID;
+    }
+    // No leading `@`: a hidden instance variable, invisible to
+    // `instance_variables` and `instance_variable_get`.
+    let id = intern("__polyphony_state__");
+    ID.store(id as u64, Ordering::Relaxed);
+    id
+}
+
+/// The state of `fiber`, if it has one.
+fn try_state(fiber: VALUE) -> Option<&'static FiberState> {
+    let v = unsafe { rb_sys::rb_ivar_get(fiber, state_id()) };
+    if is_nil(v) {
+        return None;
+    }
+    let obj: Obj<FiberState> = TryConvert::try_convert(val(v)).ok()?;
+    let ptr: *const FiberState = &*obj;
+    // The state object lives as long as the fiber, which the caller holds.
+    Some(unsafe { &*ptr })
+}
+
+/// The state of `fiber`, created (unadopted: no thread, not started) if
+/// missing. `fiber` must be a Fiber.
+fn state(fiber: VALUE) -> &'static FiberState {
+    if let Some(s) = try_state(fiber) {
+        return s;
+    }
+    attach_state(fiber, FiberState::new(QNIL))
+}
+
+fn attach_state(fiber: VALUE, st: FiberState) -> &'static FiberState {
+    let obj = crate::helpers::ruby().obj_wrap(st);
+    unsafe { rb_sys::rb_ivar_set(fiber, state_id(), raw(obj.as_value())) };
+    let ptr: *const FiberState = &*obj;
+    unsafe { &*ptr }
+}
+
+fn expect_fiber(v: VALUE) -> Result<VALUE, Error> {
+    if unsafe { rb_sys::rb_obj_is_fiber(v) } == QTRUE {
+        Ok(v)
+    } else {
+        Err(type_error(format!(
+            "expected a Fiber, got {}",
+            crate::helpers::inspect_class(v)
+        )))
+    }
+}
+
+/// Cached constants of the Ruby layer (constants are never collected).
+fn constant(slot: &'static AtomicU64, name: &str) -> VALUE {
+    let v = slot.load(Ordering::Relaxed);
+    if v != 0 {
+        return v as VALUE;
+    }
+    let c = unsafe { rb_sys::rb_const_get(crate::ruby_api::polyphony_module(), intern(name)) };
+    slot.store(c as u64, Ordering::Relaxed);
+    c
+}
+
+fn fiber_class() -> VALUE {
+    static C: AtomicU64 = AtomicU64::new(0);
+    let v = C.load(Ordering::Relaxed);
+    if v != 0 {
+        return v as VALUE;
+    }
+    let c = unsafe { rb_sys::rb_const_get(rb_sys::rb_cObject, intern("Fiber")) };
+    C.store(c as u64, Ordering::Relaxed);
+    c
+}
+
+fn restart_class() -> VALUE {
+    static C: AtomicU64 = AtomicU64::new(0);
+    constant(&C, "Restart")
+}
+
+fn move_on_class() -> VALUE {
+    static C: AtomicU64 = AtomicU64::new(0);
+    constant(&C, "MoveOn")
+}
+
+fn terminate_class() -> VALUE {
+    static C: AtomicU64 = AtomicU64::new(0);
+    constant(&C, "Terminate")
+}
+
+fn interjection_class() -> VALUE {
+    static C: AtomicU64 = AtomicU64::new(0);
+    constant(&C, "Interjection")
+}
+
+/// True if `v` is a `Polyphony::Interjection`.
+pub fn is_interjection(v: VALUE) -> bool {
+    kind_of(v, interjection_class())
+}
+
+fn queue_class() -> VALUE {
+    static C: AtomicU64 = AtomicU64::new(0);
+    constant(&C, "Queue")
+}
+
+fn kind_of(v: VALUE, class: VALUE) -> bool {
+    unsafe { rb_sys::rb_obj_is_kind_of(v, class) == QTRUE }
+}
+
+/// The one proc every Polyphony fiber is created with: its body is
+/// [`fiber_body`]. Sharing it saves two allocations per spin.
+fn body_proc() -> VALUE {
+    static PROC: AtomicU64 = AtomicU64::new(0);
+    let v = PROC.load(Ordering::Relaxed);
+    if v != 0 {
+        return v as VALUE;
+    }
+    let p = unsafe { rb_sys::rb_proc_new(Some(fiber_body), QNIL) };
+    unsafe { rb_sys::rb_gc_register_mark_object(p) };
+    PROC.store(p as u64, Ordering::Relaxed);
+    p
+}
+
+// ---- lifecycle -------------------------------------------------------------
+
+enum Outcome {
+    Done,
+    /// A non-exception jump (thread kill): resumed once the fiber is tidied.
+    Jump(i32),
+}
+
+/// Body of every spun fiber. `arg` is the value of its first resume.
 unsafe extern "C" fn fiber_body(
     arg: VALUE,
     _callback: VALUE,
@@ -24,32 +347,648 @@ unsafe extern "C" fn fiber_body(
             b.entered.set(true);
         }
         let fiber = rb_sys::rb_fiber_current();
-        let id = intern("__run__");
-        let res = protect(|| rb_sys::rb_funcallv(fiber, id, 1, &arg));
-        match res {
-            Ok(v) => v,
-            Err(e) => {
-                if let Some(exc) = e.value() {
-                    let _ = call(
-                        crate::ruby_api::polyphony_module(),
-                        "__fiber_body_error__",
-                        &[raw(exc)],
-                    );
-                }
-                QNIL
-            }
-        }
+        run(fiber, arg)
     });
-    r.unwrap_or(QNIL)
+    match r {
+        Ok(Outcome::Jump(tag)) => rb_sys::rb_jump_tag(tag),
+        _ => QNIL,
+    }
 }
 
-/// `Polyphony.__new_fiber__` → a new, unstarted fiber whose body runs `__run__`.
-fn new_fiber() -> Result<Value, Error> {
-    let f = crate::helpers::protect(|| unsafe { rb_sys::rb_fiber_new(Some(fiber_body), QNIL) })?;
-    Ok(val(f))
+fn run(fiber: VALUE, value: VALUE) -> Outcome {
+    let st = state(fiber);
+    st.running.set(RUNNING);
+    let (result, uncaught, jump) = run_block(fiber, st, value);
+    if let Err(e) = finalize(fiber, st, result, uncaught, jump.is_some()) {
+        if let Some(exc) = e.value() {
+            let _ = call(
+                crate::ruby_api::polyphony_module(),
+                "__fiber_body_error__",
+                &[raw(exc)],
+            );
+        }
+    }
+    match jump {
+        Some(tag) => Outcome::Jump(tag),
+        None => Outcome::Done,
+    }
 }
 
-pub fn init(_ruby: &Ruby, polyphony: RModule) -> Result<(), Error> {
-    polyphony.define_module_function("__new_fiber__", function!(new_fiber, 0))?;
+/// Runs the block until it returns or raises; a `Restart` runs it again.
+/// Returns (result, uncaught error?, jump tag).
+fn run_block(fiber: VALUE, st: &FiberState, mut value: VALUE) -> (VALUE, bool, Option<i32>) {
+    loop {
+        let block = st.block.get();
+        let r = protect(|| unsafe {
+            if crate::helpers::is_exception(value) {
+                rb_sys::rb_funcallv(value, intern("invoke"), 0, std::ptr::null());
+            }
+            if is_nil(block) {
+                rb_sys::rb_raise(
+                    rb_sys::rb_eNoMethodError,
+                    c"undefined method `call' for nil".as_ptr(),
+                );
+            }
+            rb_sys::rb_proc_call_with_block(block, 1, &value, QNIL)
+        });
+        let err = match r {
+            Ok(v) => return (v, false, None),
+            Err(e) => e,
+        };
+        let Some(exc) = err.value() else {
+            return (QNIL, false, jump_tag(&err));
+        };
+        let exc = raw(exc);
+        if kind_of(exc, restart_class()) {
+            let mb = st.mailbox.get();
+            if !is_nil(mb) {
+                let _ = call(mb, "clear", &[]);
+            }
+            value = call(exc, "value", &[]).unwrap_or(QNIL);
+            continue;
+        }
+        if kind_of(exc, move_on_class()) || kind_of(exc, terminate_class()) {
+            return (call(exc, "value", &[]).unwrap_or(QNIL), false, None);
+        }
+        set_source_fiber(exc, fiber);
+        return (exc, true, None);
+    }
+}
+
+/// `exc.source_fiber ||= fiber`.
+fn set_source_fiber(exc: VALUE, fiber: VALUE) {
+    let id = intern("@source_fiber");
+    unsafe {
+        if is_nil(rb_sys::rb_ivar_get(exc, id)) && rb_sys::rb_obj_frozen_p(exc) != QTRUE {
+            rb_sys::rb_ivar_set(exc, id, fiber);
+        }
+    }
+}
+
+fn jump_tag(err: &Error) -> Option<i32> {
+    match err.error_type() {
+        magnus::error::ErrorType::Jump(tag) => Some(*tag as i32),
+        _ => None,
+    }
+}
+
+/// Children first, then result, monitors, parent, run queue.
+fn finalize(
+    fiber: VALUE,
+    st: &FiberState,
+    mut result: VALUE,
+    mut uncaught: bool,
+    jumping: bool,
+) -> Result<(), Error> {
+    if st.has_children() && !jumping {
+        let u = if uncaught {
+            QTRUE
+        } else {
+            rb_sys::special_consts::Qfalse as VALUE
+        };
+        let pair = call(fiber, "__finalize_children__", &[result, u])?;
+        result = unsafe { rb_sys::rb_ary_entry(pair, 0) };
+        uncaught = val(unsafe { rb_sys::rb_ary_entry(pair, 1) }).to_bool();
+    }
+    st.result.set(result);
+    st.running.set(FINISHED);
+    let mut monitors = Vec::new();
+    st.each_monitor(|m| monitors.push(m));
+    for m in &monitors {
+        let msg = unsafe {
+            let a = rb_sys::rb_ary_new_capa(2);
+            rb_sys::rb_ary_push(a, fiber);
+            rb_sys::rb_ary_push(a, result);
+            a
+        };
+        let mb = monitor_mailbox(*m)?;
+        call(mb, "push", &[msg])?;
+    }
+    let parent = st.parent.get();
+    if !is_nil(parent) {
+        if let Some(ps) = try_state(parent) {
+            ps.remove_child(fiber);
+        }
+        if uncaught && !st.has_monitor(parent) {
+            schedule(parent, result, true)?;
+        }
+    }
+    if let Ok(b) = Backend::current() {
+        b.rq.borrow_mut().remove(fiber);
+    }
+    Ok(())
+}
+
+/// Called by a runner before resuming `fiber` with `value`: a Polyphony
+/// fiber that has not started yet and is stopped, terminated, cancelled or
+/// raised into never needs a stack. It ends at once, as if its block had been
+/// interrupted at its first line. Returns true if it was ended here.
+pub fn end_unstarted(fiber: VALUE, value: VALUE) -> Result<bool, Error> {
+    if !crate::helpers::is_exception(value) {
+        return Ok(false);
+    }
+    let Some(st) = try_state(fiber) else {
+        return Ok(false);
+    };
+    if st.running.get() != NOT_STARTED || is_nil(st.block.get()) || st.has_children() {
+        return Ok(false);
+    }
+    if kind_of(value, restart_class()) || kind_of(value, interjection_class()) {
+        return Ok(false);
+    }
+    if kind_of(value, move_on_class()) || kind_of(value, terminate_class()) {
+        let v = call(value, "value", &[])?;
+        finalize(fiber, st, v, false, true)?;
+    } else {
+        set_source_fiber(value, fiber);
+        finalize(fiber, st, value, true, true)?;
+    }
+    Ok(true)
+}
+
+/// True for a Polyphony fiber whose block has not started.
+pub fn is_unstarted(fiber: VALUE) -> bool {
+    try_state(fiber)
+        .map(|s| s.running.get() == NOT_STARTED && !is_nil(s.block.get()))
+        .unwrap_or(false)
+}
+
+/// Called by a runner when resuming `fiber` failed before its body ran
+/// (e.g. `FiberError`: no memory or no map left for its stack). A Polyphony
+/// fiber that never started ends with that error, as if its block had
+/// raised it. Returns false for other fibers (the caller retries later).
+pub fn fail_to_start(fiber: VALUE, exc: VALUE) -> Result<bool, Error> {
+    let Some(st) = try_state(fiber) else {
+        return Ok(false);
+    };
+    if st.running.get() != NOT_STARTED || is_nil(st.block.get()) {
+        return Ok(false);
+    }
+    set_source_fiber(exc, fiber);
+    finalize(fiber, st, exc, true, true)?;
+    Ok(true)
+}
+
+/// Queues `fiber` on its thread's backend (cross-thread safe). Finished
+/// fibers and threads without a backend are ignored.
+pub fn schedule(fiber: VALUE, value: VALUE, priority: bool) -> Result<(), Error> {
+    let st = try_state(fiber);
+    if st.map(|s| s.finished()).unwrap_or(false) {
+        return Ok(());
+    }
+    let th = st.map(|s| s.thread.get()).unwrap_or(QNIL);
+    if let Some(b) = Backend::of_thread(th)? {
+        b.schedule(fiber, value, priority);
+    }
+    Ok(())
+}
+
+fn monitor_mailbox(fiber: VALUE) -> Result<VALUE, Error> {
+    let st = state(fiber);
+    let mb = st.monitor_mailbox.get();
+    if !is_nil(mb) {
+        return Ok(mb);
+    }
+    let q = call(queue_class(), "new", &[])?;
+    st.monitor_mailbox.set(q);
+    Ok(q)
+}
+
+fn mailbox(fiber: VALUE) -> Result<VALUE, Error> {
+    let st = state(fiber);
+    let mb = st.mailbox.get();
+    if !is_nil(mb) {
+        return Ok(mb);
+    }
+    let q = call(queue_class(), "new", &[])?;
+    st.mailbox.set(q);
+    Ok(q)
+}
+
+// ---- spin ------------------------------------------------------------------
+
+/// Records the spin site: the `skip`-th Ruby frame (native frames, such as
+/// the `spin` method itself, are passed over).
+fn capture_site(st: &FiberState, skip: usize) {
+    const MAX: usize = 16;
+    let mut frames = [0 as VALUE; MAX];
+    let mut lines = [0i32; MAX];
+    let want = (skip + 3).min(MAX);
+    let n =
+        unsafe { rb_sys::rb_profile_frames(0, want as _, frames.as_mut_ptr(), lines.as_mut_ptr()) };
+    let mut left = skip;
+    for i in 0..(n.max(0) as usize).min(MAX) {
+        // Native frames have no path.
+        if is_nil(unsafe { rb_sys::rb_profile_frame_path(frames[i]) }) {
+            continue;
+        }
+        if left == 0 {
+            st.frame.set(frames[i]);
+            st.line.set(lines[i]);
+            return;
+        }
+        left -= 1;
+    }
+}
+
+/// Creates a child of `parent` running `block`, belonging to the current
+/// thread, and queues it. `site`: nil (record the caller's location), an
+/// Integer (skip that many more Ruby frames), an Array (explicit backtrace)
+/// or a Fiber (copy its spin site).
+fn spin_child(parent: VALUE, tag: VALUE, site: VALUE, block: VALUE) -> Result<VALUE, Error> {
+    let backend = Backend::current()?;
+    let fiber = protect(|| unsafe {
+        let id = intern("new");
+        rb_sys::rb_funcall_with_block(fiber_class(), id, 0, std::ptr::null(), body_proc())
+    })?;
+    let st = FiberState::new(unsafe { rb_sys::rb_thread_current() });
+    st.parent.set(parent);
+    st.tag.set(tag);
+    st.block.set(block);
+    if is_nil(site) {
+        capture_site(&st, 0);
+    } else if rb_sys::FIXNUM_P(site) {
+        let n = unsafe { rb_sys::rb_num2long(site) };
+        if n < 0 {
+            return Err(arg_error("negative frame count"));
+        }
+        capture_site(&st, n as usize);
+    } else if unsafe { rb_sys::rb_obj_is_fiber(site) } == QTRUE {
+        let other = state(site);
+        st.caller.set(other.caller.get());
+        st.frame.set(other.frame.get());
+        st.line.set(other.line.get());
+    } else {
+        st.caller.set(site);
+    }
+    let st = attach_state(fiber, st);
+    let ps = state(parent);
+    ps.add_child(fiber);
+    if ps.supervise.get() {
+        st.add_monitor(parent);
+    }
+    backend.schedule(fiber, QNIL, false);
+    Ok(fiber)
+}
+
+fn block_or_nil() -> VALUE {
+    unsafe {
+        if rb_sys::rb_block_given_p() != 0 {
+            rb_sys::rb_block_proc()
+        } else {
+            QNIL
+        }
+    }
+}
+
+/// `Fiber#spin(tag = nil, orig_caller = nil) { |v| }`.
+fn rb_fiber_spin(rb_self: Value, args: &[Value]) -> Result<Value, Error> {
+    if args.len() > 2 {
+        return Err(arg_error(format!(
+            "wrong number of arguments (given {}, expected 0..2)",
+            args.len()
+        )));
+    }
+    let tag = args.first().map(|v| raw(*v)).unwrap_or(QNIL);
+    let site = args.get(1).map(|v| raw(*v)).unwrap_or(QNIL);
+    spin_child(raw(rb_self), tag, site, block_or_nil()).map(val)
+}
+
+/// `Kernel#spin(tag = nil) { |v| }`: a child of the current fiber.
+fn rb_object_spin(args: &[Value]) -> Result<Value, Error> {
+    if args.len() > 1 {
+        return Err(arg_error(format!(
+            "wrong number of arguments (given {}, expected 0..1)",
+            args.len()
+        )));
+    }
+    let tag = args.first().map(|v| raw(*v)).unwrap_or(QNIL);
+    let cur = unsafe { rb_sys::rb_fiber_current() };
+    spin_child(cur, tag, QNIL, block_or_nil()).map(val)
+}
+
+// ---- accessors -------------------------------------------------------------
+
+fn st_of(v: Value) -> &'static FiberState {
+    state(raw(v))
+}
+
+fn get_tag(rb_self: Value) -> Value {
+    val(st_of(rb_self).tag.get())
+}
+
+fn set_tag(rb_self: Value, tag: Value) -> Value {
+    st_of(rb_self).tag.set(raw(tag));
+    tag
+}
+
+fn get_thread(rb_self: Value) -> Value {
+    val(st_of(rb_self).thread.get())
+}
+
+fn set_thread(rb_self: Value, th: Value) -> Value {
+    st_of(rb_self).thread.set(raw(th));
+    th
+}
+
+fn get_parent(rb_self: Value) -> Value {
+    val(st_of(rb_self).parent.get())
+}
+
+fn set_parent(rb_self: Value, p: Value) -> Result<Value, Error> {
+    if !is_nil(raw(p)) {
+        expect_fiber(raw(p))?;
+    }
+    st_of(rb_self).parent.set(raw(p));
+    Ok(p)
+}
+
+fn get_result(rb_self: Value) -> Value {
+    val(st_of(rb_self).result.get())
+}
+
+fn get_block(rb_self: Value) -> Value {
+    val(st_of(rb_self).block.get())
+}
+
+/// nil before the block first ran, true while it runs, false once finished.
+fn running_p(rb_self: Value) -> Value {
+    val(match st_of(rb_self).running.get() {
+        NOT_STARTED => QNIL,
+        RUNNING => QTRUE,
+        _ => rb_sys::special_consts::Qfalse as VALUE,
+    })
+}
+
+fn main_p(rb_self: Value) -> Value {
+    val(if st_of(rb_self).main.get() {
+        QTRUE
+    } else {
+        QNIL
+    })
+}
+
+fn graceful_p(rb_self: Value) -> bool {
+    st_of(rb_self).graceful.get()
+}
+
+fn set_graceful(rb_self: Value, g: Value) -> Value {
+    st_of(rb_self).graceful.set(g.to_bool());
+    g
+}
+
+fn supervise_p(rb_self: Value) -> bool {
+    st_of(rb_self).supervise.get()
+}
+
+fn set_supervise(rb_self: Value, g: Value) -> Value {
+    st_of(rb_self).supervise.set(g.to_bool());
+    g
+}
+
+/// True once the fiber finished (or, for a raw fiber, is no longer alive).
+fn is_dead(fiber: VALUE) -> bool {
+    let finished = try_state(fiber).map(|s| s.finished()).unwrap_or(false);
+    finished || unsafe { rb_sys::rb_fiber_alive_p(fiber) } != QTRUE
+}
+
+fn dead_p(rb_self: Value) -> bool {
+    is_dead(raw(rb_self))
+}
+
+/// `:dead`, `:running`, `:runnable` or `:waiting`.
+fn fiber_state(rb_self: Value) -> Result<Value, Error> {
+    let f = raw(rb_self);
+    let name = if is_dead(f) {
+        "dead"
+    } else if f == unsafe { rb_sys::rb_fiber_current() } {
+        "running"
+    } else {
+        let th = state(f).thread.get();
+        match Backend::of_thread(th)? {
+            Some(b) if b.rq.borrow().contains(f) => "runnable",
+            _ => "waiting",
+        }
+    };
+    Ok(val(unsafe { rb_sys::rb_id2sym(intern(name)) }))
+}
+
+fn children(rb_self: Value) -> Value {
+    let h = st_of(rb_self).children.get();
+    if is_nil(h) {
+        return val(unsafe { rb_sys::rb_ary_new() });
+    }
+    val(unsafe { rb_sys::rb_funcallv(h, intern("keys"), 0, std::ptr::null()) })
+}
+
+fn add_child(rb_self: Value, child: Value) -> Result<Value, Error> {
+    let c = expect_fiber(raw(child))?;
+    st_of(rb_self).add_child(c);
+    state(c).parent.set(raw(rb_self));
+    Ok(rb_self)
+}
+
+fn remove_child(rb_self: Value, child: Value) -> Value {
+    st_of(rb_self).remove_child(raw(child));
+    child
+}
+
+fn add_monitor(rb_self: Value, fiber: Value) -> Result<Value, Error> {
+    let f = expect_fiber(raw(fiber))?;
+    st_of(rb_self).add_monitor(f);
+    Ok(rb_self)
+}
+
+fn unmonitor(rb_self: Value, fiber: Value) -> Value {
+    st_of(rb_self).remove_monitor(raw(fiber));
+    rb_self
+}
+
+fn monitors(rb_self: Value) -> Value {
+    let a = unsafe { rb_sys::rb_ary_new() };
+    st_of(rb_self).each_monitor(|m| unsafe {
+        rb_sys::rb_ary_push(a, m);
+    });
+    val(a)
+}
+
+fn rb_monitor_mailbox(rb_self: Value) -> Result<Value, Error> {
+    monitor_mailbox(raw(rb_self)).map(val)
+}
+
+fn reset_monitor_mailbox(rb_self: Value) -> Value {
+    st_of(rb_self).monitor_mailbox.set(QNIL);
+    rb_self
+}
+
+fn rb_mailbox(rb_self: Value) -> Result<Value, Error> {
+    mailbox(raw(rb_self)).map(val)
+}
+
+/// The mailbox if one was created, else nil (never creates one).
+fn mailbox_if_any(rb_self: Value) -> Value {
+    val(st_of(rb_self).mailbox.get())
+}
+
+/// `"path:line:in `label'"` of the spin site (the format of `caller`), or
+/// nil if unknown.
+fn site_string(st: &FiberState) -> VALUE {
+    let caller = st.caller.get();
+    if !is_nil(caller) {
+        if unsafe { rb_sys::RB_TYPE_P(caller, rb_sys::ruby_value_type::RUBY_T_ARRAY) } {
+            let first = unsafe { rb_sys::rb_ary_entry(caller, 0) };
+            if is_nil(first) {
+                return QNIL;
+            }
+            return unsafe { rb_sys::rb_obj_as_string(first) };
+        }
+        return QNIL;
+    }
+    let frame = st.frame.get();
+    if is_nil(frame) {
+        return QNIL;
+    }
+    let path = unsafe { rb_sys::rb_profile_frame_path(frame) };
+    let label = unsafe { rb_sys::rb_profile_frame_label(frame) };
+    if is_nil(path) {
+        return QNIL;
+    }
+    let to_s = |v: VALUE| -> String {
+        if is_nil(v) {
+            String::new()
+        } else {
+            let s = unsafe { rb_sys::rb_obj_as_string(v) };
+            crate::helpers::str_lossy(s)
+        }
+    };
+    let s = format!("{}:{}:in `{}'", to_s(path), st.line.get(), to_s(label));
+    unsafe { rb_sys::rb_utf8_str_new(s.as_ptr() as *const _, s.len() as _) }
+}
+
+fn location(rb_self: Value) -> Value {
+    let st = st_of(rb_self);
+    if st.main.get() {
+        return val(unsafe { rb_sys::rb_utf8_str_new(c"(root)".as_ptr(), 6) });
+    }
+    let s = site_string(st);
+    if is_nil(s) {
+        return val(unsafe { rb_sys::rb_utf8_str_new(c"(unknown)".as_ptr(), 9) });
+    }
+    val(s)
+}
+
+/// The spin-site backtrace of this fiber alone, as strings.
+fn spin_caller(rb_self: Value) -> Value {
+    let st = st_of(rb_self);
+    let caller = st.caller.get();
+    if !is_nil(caller) {
+        return val(unsafe { rb_sys::rb_funcallv(caller, intern("to_a"), 0, std::ptr::null()) });
+    }
+    let a = unsafe { rb_sys::rb_ary_new() };
+    let s = site_string(st);
+    if !is_nil(s) {
+        unsafe { rb_sys::rb_ary_push(a, s) };
+    }
+    val(a)
+}
+
+fn set_caller(rb_self: Value, array: Value) -> Value {
+    let st = st_of(rb_self);
+    st.caller.set(raw(array));
+    st.frame.set(QNIL);
+    rb_self
+}
+
+fn setup_main_fiber(rb_self: Value) -> Value {
+    let st = st_of(rb_self);
+    st.main.set(true);
+    st.tag.set(unsafe { rb_sys::rb_id2sym(intern("main")) });
+    st.thread.set(unsafe { rb_sys::rb_thread_current() });
+    st.parent.set(QNIL);
+    st.running.set(RUNNING);
+    if is_nil(st.children.get()) {
+        st.children.set(unsafe { rb_sys::rb_hash_new() });
+    }
+    rb_self
+}
+
+fn setup_raw(rb_self: Value) -> Value {
+    let st = st_of(rb_self);
+    st.thread.set(unsafe { rb_sys::rb_thread_current() });
+    st.running.set(RUNNING);
+    rb_self
+}
+
+fn rb_schedule(rb_self: Value, args: &[Value]) -> Result<Value, Error> {
+    if args.len() > 1 {
+        return Err(arg_error(format!(
+            "wrong number of arguments (given {}, expected 0..1)",
+            args.len()
+        )));
+    }
+    let v = args.first().map(|v| raw(*v)).unwrap_or(QNIL);
+    schedule(raw(rb_self), v, false)?;
+    Ok(rb_self)
+}
+
+fn rb_schedule_with_priority(rb_self: Value, args: &[Value]) -> Result<Value, Error> {
+    if args.len() > 1 {
+        return Err(arg_error(format!(
+            "wrong number of arguments (given {}, expected 0..1)",
+            args.len()
+        )));
+    }
+    let v = args.first().map(|v| raw(*v)).unwrap_or(QNIL);
+    schedule(raw(rb_self), v, true)?;
+    Ok(rb_self)
+}
+
+pub fn init(ruby: &Ruby, polyphony: RModule) -> Result<(), Error> {
+    let _ = polyphony.define_class("FiberState", ruby.class_object())?;
+    let fiber = magnus::RClass::from_value(val(fiber_class()))
+        .ok_or_else(|| type_error("Fiber is not a class"))?;
+    fiber.define_method("spin", method!(rb_fiber_spin, -1))?;
+    fiber.define_method("tag", method!(get_tag, 0))?;
+    fiber.define_method("tag=", method!(set_tag, 1))?;
+    fiber.define_method("thread", method!(get_thread, 0))?;
+    fiber.define_method("thread=", method!(set_thread, 1))?;
+    fiber.define_method("parent", method!(get_parent, 0))?;
+    fiber.define_method("parent=", method!(set_parent, 1))?;
+    fiber.define_method("result", method!(get_result, 0))?;
+    fiber.define_method("__block__", method!(get_block, 0))?;
+    fiber.define_method("running?", method!(running_p, 0))?;
+    fiber.define_method("main?", method!(main_p, 0))?;
+    fiber.define_method("graceful_shutdown?", method!(graceful_p, 0))?;
+    fiber.define_method("graceful_shutdown=", method!(set_graceful, 1))?;
+    fiber.define_method("supervising?", method!(supervise_p, 0))?;
+    fiber.define_method("__supervising__=", method!(set_supervise, 1))?;
+    fiber.define_method("dead?", method!(dead_p, 0))?;
+    fiber.define_method("state", method!(fiber_state, 0))?;
+    fiber.define_method("children", method!(children, 0))?;
+    fiber.define_method("add_child", method!(add_child, 1))?;
+    fiber.define_method("__remove_child__", method!(remove_child, 1))?;
+    fiber.define_method("remove_child", method!(remove_child, 1))?;
+    fiber.define_method("__add_monitor__", method!(add_monitor, 1))?;
+    fiber.define_method("unmonitor", method!(unmonitor, 1))?;
+    fiber.define_method("monitors", method!(monitors, 0))?;
+    fiber.define_method("monitor_mailbox", method!(rb_monitor_mailbox, 0))?;
+    fiber.define_method(
+        "__reset_monitor_mailbox__",
+        method!(reset_monitor_mailbox, 0),
+    )?;
+    fiber.define_method("mailbox", method!(rb_mailbox, 0))?;
+    fiber.define_method("__mailbox__", method!(mailbox_if_any, 0))?;
+    fiber.define_method("location", method!(location, 0))?;
+    fiber.define_method("__spin_caller__", method!(spin_caller, 0))?;
+    fiber.define_method("set_caller", method!(set_caller, 1))?;
+    fiber.define_method("setup_main_fiber", method!(setup_main_fiber, 0))?;
+    fiber.define_method("setup_raw", method!(setup_raw, 0))?;
+    fiber.define_method("schedule", method!(rb_schedule, -1))?;
+    fiber.define_method(
+        "schedule_with_priority",
+        method!(rb_schedule_with_priority, -1),
+    )?;
+    ruby.class_object()
+        .define_method("spin", magnus::function!(rb_object_spin, -1))?;
     Ok(())
 }
