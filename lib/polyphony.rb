@@ -1,14 +1,25 @@
 # frozen_string_literal: true
 
+require 'monitor'
 require_relative 'polyphony/version'
 require 'polyphony/polyphony_ext'
 require_relative 'polyphony/core/exceptions'
 require_relative 'polyphony/extensions/exception'
 require_relative 'polyphony/core/queue'
+require_relative 'polyphony/core/event'
+require_relative 'polyphony/core/sync'
 require_relative 'polyphony/extensions/fiber'
+require_relative 'polyphony/core/supervise'
 require_relative 'polyphony/extensions/thread'
+require_relative 'polyphony/core/timeouts'
+require_relative 'polyphony/core/throttler'
 require_relative 'polyphony/extensions/object'
+require_relative 'polyphony/extensions/timeout'
+require_relative 'polyphony/core/resource_pool'
+require_relative 'polyphony/core/timer'
+require_relative 'polyphony/core/thread_pool'
 require_relative 'polyphony/core/backend_functions'
+require_relative 'polyphony/core/stdlib_constants'
 require_relative 'polyphony/core/process_setup'
 
 # Fine-grained structured concurrency on fibers, with a native (Rust)
@@ -16,4 +27,5 @@ require_relative 'polyphony/core/process_setup'
 module Polyphony
 end
 
+Polyphony.__replace_stdlib_constants__
 Polyphony.__setup_process__

@@ -93,14 +93,18 @@ impl Backend {
             }
         }
         if self.rq.borrow_mut().peek() == Some(cur) {
-            let (_, v) = self.rq.borrow_mut().pop().unwrap();
+            // Poll first: an expired timer (say a zero timeout) may replace
+            // the queued value with its exception, which must win.
             if self.pending() > 0 {
                 if let Err(e) = self.poll(false) {
-                    self.schedule(cur, v, true);
+                    self.rq.borrow_mut().remove_if_value(cur, QNIL);
                     return Err(e);
                 }
             }
-            return Ok(v);
+            if self.rq.borrow_mut().peek() == Some(cur) {
+                let (_, v) = self.rq.borrow_mut().pop().unwrap();
+                return Ok(v);
+            }
         }
         let v = protect(|| unsafe { rb_sys::rb_fiber_yield(1, &QNIL) });
         self.entered.set(true);
@@ -204,18 +208,16 @@ impl Backend {
     fn pick_next(&self, cur: VALUE) -> Result<Option<(VALUE, VALUE)>, Error> {
         loop {
             self.drain_inbox();
-            let next = self.rq.borrow_mut().pop();
-            if let Some((f, v)) = next {
+            let next = self.rq.borrow_mut().peek();
+            if let Some(f) = next {
                 let sc = self.switch_count.get();
                 if self.pending() > 0 && (sc.is_multiple_of(64) || f == cur) {
                     // Anti-starvation: harvest completions even when the run
-                    // queue never empties.
-                    if let Err(e) = self.poll(false) {
-                        self.schedule(f, v, true);
-                        return Err(e);
-                    }
+                    // queue never empties. Before taking the fiber: an
+                    // expired timer may replace its value with an exception.
+                    self.poll(false)?;
                 }
-                return Ok(Some((f, v)));
+                return Ok(self.rq.borrow_mut().pop());
             }
             self.run_idle()?;
             if !self.rq.borrow().is_empty() {

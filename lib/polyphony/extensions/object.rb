@@ -10,9 +10,8 @@ class ::Object
   # it. With `rate:`/`interval:` the loop is throttled.
   def spin_loop(tag = nil, rate: nil, interval: nil, &block)
     if rate || interval
-      Fiber.current.spin(tag, 1) do
-        Polyphony.__throttled_loop__(rate: rate, interval: interval, &block)
-      end
+      opts = rate ? { rate: rate } : { interval: interval }
+      Fiber.current.spin(tag, 1) { throttled_loop(**opts, &block) }
     else
       Fiber.current.spin(tag, 1) do
         loop(&block)
@@ -21,6 +20,70 @@ class ::Object
         nil
       end
     end
+  end
+
+  # Runs the block in a child fiber, waits there for every fiber spun inside
+  # it, and returns the block's value. An uncaught error in any of them ends
+  # the scope (terminating the others) and is raised here.
+  def spin_scope(&block)
+    Kernel.raise RuntimeError, 'no block given' unless block
+
+    Fiber.current.spin(:scope, 1) do
+      result = block.call
+      Fiber.current.await_all_children
+      result
+    end.await
+  end
+
+  # Spins a child that sleeps `interval`, then runs the block (its result is
+  # the block's value). Stop the fiber to cancel.
+  def after(interval, &block)
+    Fiber.current.spin(nil, 1) do
+      sleep interval
+      block.call
+    end
+  end
+
+  # Calls the block every `interval` seconds, in this fiber, on a drift-free
+  # grid (a late call skips the ticks it missed). Ends only by `break`,
+  # exception or stop.
+  def every(interval, &)
+    Thread.current.backend.timer_loop(interval, &)
+  end
+
+  # Runs the block; if it has not finished after `interval` seconds it is
+  # interrupted at its current switchpoint and `with_value` is returned. A
+  # block taking an argument receives a canceller fiber whose `reset`
+  # restarts the countdown.
+  def move_on_after(interval, with_value: nil, &block)
+    Polyphony::Timeouts.move_on_after(interval, with_value, block)
+  end
+
+  # Like move_on_after, but raises `with_exception` (a class, a
+  # `[class, message]` pair, a message String or an instance, raised as
+  # given) in the block on expiry.
+  def cancel_after(interval, with_exception: Polyphony::Cancel, &block)
+    Polyphony::Timeouts.cancel_after(interval, with_exception, block)
+  end
+
+  # Calls the block (with the throttler) at most `rate` times per second, or
+  # once per `interval:`; `count:` iterations, else forever. `break` and
+  # StopIteration end it.
+  def throttled_loop(rate = nil, **opts, &)
+    count = opts.delete(:count)
+    throttler = Polyphony::Throttler.new(rate || opts)
+    if count
+      count.times { throttler.call(&) }
+    else
+      loop { throttler.call(&) }
+    end
+  rescue LocalJumpError, StopIteration
+    nil
+  end
+
+  # `Fiber.current.supervise(...)`.
+  def supervise(...)
+    Fiber.current.supervise(...)
   end
 
   # Parks the current fiber for `duration` seconds, or until scheduled when
@@ -45,20 +108,5 @@ class ::Object
   # All messages currently in the mailbox, without blocking.
   def receive_all_pending
     Fiber.current.receive_all_pending
-  end
-end
-
-# Helpers behind the global API.
-module Polyphony
-  class << self
-    # Minimal fixed-rate loop used by spin_loop(rate:/interval:).
-    def __throttled_loop__(rate: nil, interval: nil, &block)
-      interval ||= 1.0 / rate
-      Kernel.raise RuntimeError, "Invalid rate argument #{rate.inspect}" unless interval.positive?
-
-      Thread.current.backend.timer_loop(interval, &block)
-    rescue StopIteration, LocalJumpError
-      nil
-    end
   end
 end

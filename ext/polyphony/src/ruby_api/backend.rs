@@ -366,8 +366,18 @@ impl Backend {
         Ok(args[0])
     }
 
-    fn rb_unschedule(&self, fiber: Value) -> bool {
-        self.rq.borrow_mut().remove(raw(fiber))
+    /// `unschedule(fiber)` removes the fiber from the run queue;
+    /// `unschedule(fiber, value)` only if it is queued with exactly that
+    /// value (used to withdraw a timeout's exception that was not delivered).
+    fn rb_unschedule(&self, args: &[Value]) -> Result<bool, Error> {
+        match args {
+            [f] => Ok(self.rq.borrow_mut().remove(raw(*f))),
+            [f, v] => Ok(self.rq.borrow_mut().remove_if_value(raw(*f), raw(*v))),
+            _ => Err(arg_error(format!(
+                "wrong number of arguments (given {}, expected 1..2)",
+                args.len()
+            ))),
+        }
     }
 
     fn rb_runnable(&self, fiber: Value) -> bool {
@@ -652,7 +662,7 @@ pub fn init(ruby: &Ruby, polyphony: RModule) -> Result<(), Error> {
     class.define_method("idle_gc_period=", method!(Backend::set_idle_gc_period, 1))?;
     class.define_method("poll", method!(Backend::rb_poll, 1))?;
     class.define_method("schedule", method!(Backend::rb_schedule, -1))?;
-    class.define_method("unschedule", method!(Backend::rb_unschedule, 1))?;
+    class.define_method("unschedule", method!(Backend::rb_unschedule, -1))?;
     class.define_method("runnable?", method!(Backend::rb_runnable, 1))?;
     class.define_method("switch_fiber", method!(Backend::rb_switch_fiber, 0))?;
     class.define_method("snooze", method!(Backend::rb_snooze, 0))?;

@@ -73,6 +73,10 @@ impl Uring {
             .build()
             .user_data(IGNORE_TAG);
         self.push(e);
+        // Submit at once: an operation waiting for readiness is then
+        // cancelled before this thread does anything else, so a read that
+        // was given up cannot consume data written afterwards.
+        let _ = self.ring.submit();
     }
 
     pub fn wait(&mut self, timeout: Option<Duration>, out: &mut Vec<Event>) -> std::io::Result<()> {

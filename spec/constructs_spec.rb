@@ -1,0 +1,337 @@
+# frozen_string_literal: true
+
+RSpec.describe 'Constructs (spec §12, §1.3)' do
+  it 'replaces the stdlib synchronisation constants, but not SizedQueue' do
+    expect(Queue).to eq(Polyphony::Queue)
+    expect(Thread::Queue).to eq(Polyphony::Queue)
+    expect(Mutex).to eq(Polyphony::Mutex)
+    expect(Thread::Mutex).to eq(Polyphony::Mutex)
+    expect(ConditionVariable).to eq(Polyphony::ConditionVariable)
+    expect(Monitor).to eq(Polyphony::Monitor)
+    expect(SizedQueue.name).to eq('Thread::SizedQueue')
+  end
+
+  describe 'Queue' do
+    it 'parks a shifter until a push, FIFO' do
+      q = Queue.new
+      got = []
+      f = spin { 3.times { got << q.shift } }
+      snooze
+      q << 1 << 2
+      q.push(3)
+      f.await
+      expect(got).to eq([1, 2, 3])
+    end
+
+    it 'takes initial items from an enumerable or a capacity (D9)' do
+      expect(Queue.new([1, 2]).shift_all).to eq([1, 2])
+      expect(Queue.new(1..3).size).to eq(3)
+      expect(Queue.new(2).capped?).to eq(2)
+      expect { Queue.new(:x) }.to raise_error(TypeError)
+    end
+
+    it 'supports pop(timeout:) and non-blocking shift' do
+      q = Queue.new
+      t = monotonic
+      expect(q.pop(timeout: 0.02)).to be_nil
+      expect(monotonic - t).to be_between(0.015, 0.5)
+      expect { q.shift(true) }.to raise_error(ThreadError, 'queue empty')
+      spin { q << :x }
+      expect(q.pop(timeout: 1)).to eq(:x)
+      expect(q.num_waiting).to eq(0)
+    end
+
+    it 'follows the capped-queue interleaving of the contract' do
+      q = Queue.new(3)
+      log = []
+      producer = spin { (1..5).each { |i| q << i; log << :"p#{i}" } }
+      consumer = spin { 5.times { log << :"s#{q.shift}"; snooze } }
+      Fiber.await(producer, consumer)
+      expect(log.first(2)).to eq(%i[p1 p2])
+      expect(log.sort).to eq(%i[p1 p2 p3 p4 p5 s1 s2 s3 s4 s5])
+      expect(log.index(:p5)).to be > log.index(:s1)
+    end
+
+    it 'closes: pushes raise, waiters get nil, remaining items drain' do
+      q = Queue.new
+      waiter = spin { q.shift }
+      snooze
+      q.close
+      expect(waiter.await).to be_nil
+      expect { q << 1 }.to raise_error(ClosedQueueError)
+      expect(q.closed?).to be(true)
+      q2 = Queue.new([1])
+      q2.close
+      expect(q2.shift).to eq(1)
+      expect { q2.shift }.to raise_error(ClosedQueueError)
+    end
+
+    it 'deletes, clears, shift_each, flush_waiters and pending?' do
+      q = Queue.new([1, 2, 1])
+      q.delete(1)
+      expect(q.shift_all).to eq([2, 1])
+      q << 3 << 4
+      seen = []
+      q.shift_each { |v| seen << v }
+      expect(seen).to eq([3, 4])
+      w = spin { q.shift }
+      snooze
+      expect(q.pending?).to be(true)
+      q.flush_waiters(IOError.new('flushed'))
+      expect { w.await }.to raise_error(IOError, 'flushed')
+      expect(q.pending?).to be(false)
+    end
+
+    it 'keeps items consistent when a waiter is stopped' do
+      q = Queue.new
+      a = spin { q.shift }
+      b = spin { q.shift }
+      snooze
+      q << :item
+      a.stop
+      expect(b.await).to eq(:item)
+    end
+
+    it 'wakes a fiber blocked in shift from another thread' do
+      q = Queue.new
+      f = spin { 100.times.map { q.shift } }
+      t = Thread.new { 100.times { |i| q << i } }
+      expect(f.await).to eq((0..99).to_a)
+      t.join
+    end
+
+    it 'rejects a bad capacity' do
+      expect { Queue.new.cap(-1) }.to raise_error(ArgumentError)
+      expect { Queue.new.cap('x') }.to raise_error(TypeError)
+    end
+  end
+
+  describe 'Event' do
+    it 'signals a value once, coalescing, and resets after await' do
+      e = Polyphony::Event.new
+      f = spin { e.await }
+      snooze
+      e.signal(:a)
+      e.signal(:b)
+      expect(f.await).to eq(:a)
+      e.signal(:c)
+      expect(e.await).to eq(:c)
+    end
+
+    it 'refuses a second waiter and can be signalled from another thread' do
+      e = Polyphony::Event.new
+      f = spin { e.await }
+      snooze
+      expect { e.await }.to raise_error(RuntimeError, /already awaited/)
+      Thread.new { e.signal(:t) }.join
+      expect(f.await).to eq(:t)
+    end
+  end
+
+  describe 'Mutex' do
+    it 'serialises fibers, is re-entrant in synchronize and owned per fiber' do
+      m = Mutex.new
+      log = []
+      fibers = 3.times.map do |i|
+        spin { m.synchronize { log << i; sleep 0.001; m.synchronize { log << i } } }
+      end
+      Fiber.await(fibers)
+      expect(log).to eq([0, 0, 1, 1, 2, 2])
+      m.lock
+      expect(m.owned?).to be(true)
+      expect(m.locked?).to eq(Fiber.current)
+      expect(spin { m.try_lock }.await).to be(false)
+      expect { m.lock }.to raise_error(ThreadError)
+      m.unlock
+      expect { m.unlock }.to raise_error(ThreadError)
+      expect(m.try_lock).to be(true)
+      m.unlock
+    end
+
+    it 'releases the lock on stop and when the holder died' do
+      m = Mutex.new
+      f = spin { m.synchronize { sleep 1 } }
+      snooze
+      f.stop
+      f.await
+      expect(m.locked?).to be_nil
+      g = spin { m.lock }
+      g.await
+      expect(m.try_lock).to be(true)
+      m.unlock
+    end
+
+    it 'lets 10,000 fibers contend without starvation, in FIFO order' do
+      m = Mutex.new
+      order = []
+      fibers = 10_000.times.map { |i| spin { m.synchronize { snooze; order << i } } }
+      Fiber.await(fibers)
+      expect(order).to eq((0...10_000).to_a)
+    end
+
+    it 'sleeps unlocked and relocks' do
+      m = Mutex.new
+      m.lock
+      other = spin { m.synchronize { :got } }
+      slept = m.sleep(0.02)
+      expect(slept).to be >= 0.015
+      expect(m.owned?).to be(true)
+      m.unlock
+      expect(other.await).to eq(:got)
+    end
+  end
+
+  describe 'ConditionVariable' do
+    it 'waits until signalled, re-acquiring the mutex, or times out' do
+      m = Mutex.new
+      cv = ConditionVariable.new
+      ready = false
+      waiter = spin { m.synchronize { cv.wait(m) until ready; m.owned? } }
+      snooze
+      m.synchronize { ready = true; cv.signal }
+      expect(waiter.await).to be(true)
+      expect(m.synchronize { cv.wait(m, 0.01) }).to be(false)
+      expect(cv.signal).to be_nil
+    end
+
+    it 'broadcasts to all waiters' do
+      m = Mutex.new
+      cv = ConditionVariable.new
+      fibers = 3.times.map { spin { m.synchronize { cv.wait(m) } } }
+      snooze
+      cv.broadcast
+      expect(Fiber.await(fibers)).to eq([true, true, true])
+    end
+  end
+
+  describe 'Monitor' do
+    it 'is re-entrant with a hold count and checks ownership' do
+      mon = Monitor.new
+      mon.enter
+      mon.enter
+      mon.exit
+      expect(mon.mon_owned?).to be(true)
+      mon.exit
+      expect(mon.mon_locked?).to be(false)
+      expect { mon.exit }.to raise_error(ThreadError)
+      expect(mon.synchronize { mon.synchronize { :nested } }).to eq(:nested)
+    end
+
+    it 'supports new_cond (MonitorMixin::ConditionVariable)' do
+      mon = Monitor.new
+      cond = mon.new_cond
+      items = []
+      consumer = spin { mon.synchronize { cond.wait_while { items.empty? }; items.shift } }
+      snooze
+      mon.synchronize { items << :x; cond.signal }
+      expect(consumer.await).to eq(:x)
+    end
+  end
+
+  describe 'ResourcePool' do
+    it 'allocates lazily up to the limit and shares resources FIFO' do
+      n = 0
+      pool = Polyphony::ResourcePool.new(limit: 2) { n += 1 }
+      used = []
+      fibers = 4.times.map { spin { pool.acquire { |r| used << r; sleep 0.01 } } }
+      Fiber.await(fibers)
+      expect(n).to eq(2)
+      expect(used.sort).to eq([1, 1, 2, 2])
+      expect(pool.size).to eq(2)
+      expect(pool.available).to eq(2)
+    end
+
+    it 'is re-entrant per fiber, discards and fills' do
+      pool = Polyphony::ResourcePool.new(limit: 3) { +'r' }
+      pool.acquire { |a| pool.acquire { |b| expect(b).to equal(a) } }
+      pool.acquire { pool.discard! }
+      expect(pool.size).to eq(0)
+      pool.fill!
+      expect(pool.size).to eq(3)
+      expect(pool.upcase).to eq('R')
+      expect(pool.respond_to?(:anything)).to be(true)
+    end
+
+    it 'propagates allocator errors and rejects bad arguments' do
+      pool = Polyphony::ResourcePool.new(limit: 1) { raise IOError, 'no' }
+      expect { pool.acquire { } }.to raise_error(IOError)
+      expect(pool.size).to eq(0)
+      expect { Polyphony::ResourcePool.new(limit: 0) { } }.to raise_error(ArgumentError)
+      expect { Polyphony::ResourcePool.new }.to raise_error(ArgumentError)
+    end
+  end
+
+  describe 'Throttler' do
+    it 'performs 24 to 26 ops in 0.5 s at 50 ops/s' do
+      t = Polyphony::Throttler.new(50)
+      n = 0
+      move_on_after(0.5) { loop { t.call { n += 1 } } }
+      expect(n).to be_between(24, 26)
+    end
+
+    it 'rejects invalid rates' do
+      expect { Polyphony::Throttler.new(0) }.to raise_error(RuntimeError, /Invalid rate/)
+      expect { Polyphony::Throttler.new(nil) }.to raise_error(RuntimeError, /Invalid rate/)
+      expect(Polyphony::Throttler.new(interval: 0.5).interval).to eq(0.5)
+    end
+  end
+
+  describe 'Timer' do
+    it 'sleeps, times out and moves on at tick granularity' do
+      timer = Polyphony::Timer.new(resolution: 0.01)
+      t = monotonic
+      timer.sleep(0.03)
+      expect(monotonic - t).to be_between(0.02, 0.2)
+      expect { timer.cancel_after(0.02) { sleep 1 } }.to raise_error(Polyphony::Cancel)
+      expect(timer.move_on_after(0.02, with_value: :m) { sleep 1 }).to eq(:m)
+      expect(timer.after(0.01) { :a }.await).to eq(:a)
+      timer.stop
+    end
+
+    it 'resets the current timeout' do
+      timer = Polyphony::Timer.new(resolution: 0.01)
+      r = timer.move_on_after(0.05, with_value: :late) do
+        3.times { sleep 0.03; timer.reset }
+        :done
+      end
+      expect(r).to eq(:done)
+      timer.stop
+    end
+  end
+
+  describe 'ThreadPool' do
+    it 'runs blocks on worker threads while other fibers run' do
+      pool = Polyphony::ThreadPool.new(2)
+      ticks = 0
+      ticker = spin_loop { ticks += 1; sleep 0.005 }
+      r = pool.process { Kernel.orig_sleep(0.05) if Kernel.respond_to?(:orig_sleep); Thread.current }
+      expect(r).not_to eq(Thread.current)
+      expect { pool.process { raise IOError, 'w' } }.to raise_error(IOError, 'w')
+      expect(ticks).to be >= 1
+      ticker.stop
+      expect(pool.size).to eq(2)
+      pool.stop
+    end
+
+    it 'casts, has a default pool, and rejects bad sizes' do
+      q = Queue.new
+      Polyphony::ThreadPool.new(1).cast { q << :cast }
+      expect(q.shift).to eq(:cast)
+      expect(Polyphony::ThreadPool.process { 1 + 1 }).to eq(2)
+      Polyphony::ThreadPool.reset
+      expect { Polyphony::ThreadPool.new(0) }.to raise_error(ArgumentError)
+    end
+  end
+
+  describe 'Channel' do
+    it 'stops waiting receivers when closed' do
+      require 'polyphony/core/channel'
+      ch = Polyphony::Channel.new
+      r = spin { ch.receive }
+      snooze
+      ch.close
+      expect(r.await).to be_nil
+      expect(r.dead?).to be(true)
+    end
+  end
+end
