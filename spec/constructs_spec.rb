@@ -106,6 +106,38 @@ RSpec.describe 'Constructs (spec §12, §1.3)' do
     end
   end
 
+  describe 'mailboxes' do
+    it 'keeps per-sender order under load' do
+      receiver = spin { 4000.times.map { Fiber.current.receive } }
+      senders = 4.times.map { |s| spin { 1000.times { |i| receiver << [s, i]; snooze if (i % 7).zero? } } }
+      Fiber.await(senders)
+      msgs = receiver.await
+      4.times { |s| expect(msgs.select { |m| m[0] == s }.map(&:last)).to eq((0...1000).to_a) }
+    end
+
+    it 'receives messages sent from other threads' do
+      receiver = spin { 300.times.map { Fiber.current.receive } }
+      threads = 3.times.map { |t| Thread.new { 100.times { |i| receiver << [t, i] } } }
+      msgs = receiver.await
+      threads.each(&:join)
+      expect(msgs.size).to eq(300)
+      3.times { |t| expect(msgs.select { |m| m[0] == t }.map(&:last)).to eq((0...100).to_a) }
+    end
+
+    it 'survives GC.stress with a queue shared between threads' do
+      q = Queue.new
+      GC.stress = true
+      begin
+        t = Thread.new { 20.times { |i| q << "item #{i}" } }
+        got = 20.times.map { q.shift }
+        t.join
+      ensure
+        GC.stress = false
+      end
+      expect(got).to eq(20.times.map { |i| "item #{i}" })
+    end
+  end
+
   describe 'Event' do
     it 'signals a value once, coalescing, and resets after await' do
       e = Polyphony::Event.new

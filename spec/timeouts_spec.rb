@@ -123,6 +123,16 @@ RSpec.describe 'Timeouts and the global API (spec §5, §13.1)' do
       expect(times.last % 0.05).to be < 0.02
     end
 
+    it 'shows no cumulative drift for every(0.01) over 1 s' do
+      ticks = []
+      t0 = monotonic
+      move_on_after(1.005) { every(0.01) { ticks << monotonic - t0 } }
+      expect(ticks.size).to be_between(95, 100)
+      # The n-th tick stays on the grid: no error accumulates.
+      drift = ticks.each_with_index.map { |t, i| t - (0.01 * (i + 1)) }
+      expect(drift.last).to be < 0.03
+    end
+
     it 'throttles with a rate, interval or count, and ends on break' do
       n = 0
       t0 = monotonic
