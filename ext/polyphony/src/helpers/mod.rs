@@ -241,3 +241,19 @@ pub fn str_lossy(s: VALUE) -> String {
         String::from_utf8_lossy(std::slice::from_raw_parts(ptr, len)).into_owned()
     }
 }
+
+/// ArgumentError unless `min <= args.len() <= max`, worded as Ruby does.
+pub fn check_arity(args: &[Value], min: usize, max: usize) -> Result<(), Error> {
+    if args.len() < min || args.len() > max {
+        let expected = if min == max {
+            min.to_string()
+        } else {
+            format!("{min}..{max}")
+        };
+        return Err(arg_error(format!(
+            "wrong number of arguments (given {}, expected {expected})",
+            args.len()
+        )));
+    }
+    Ok(())
+}

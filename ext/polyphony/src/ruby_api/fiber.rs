@@ -544,24 +544,21 @@ pub fn schedule(fiber: VALUE, value: VALUE, priority: bool) -> Result<(), Error>
 }
 
 fn monitor_mailbox(fiber: VALUE) -> Result<VALUE, Error> {
-    let st = state(fiber);
-    let mb = st.monitor_mailbox.get();
-    if !is_nil(mb) {
-        return Ok(mb);
-    }
-    let q = call(queue_class(), "new", &[])?;
-    st.monitor_mailbox.set(q);
-    Ok(q)
+    lazy_queue(&state(fiber).monitor_mailbox)
 }
 
 fn mailbox(fiber: VALUE) -> Result<VALUE, Error> {
-    let st = state(fiber);
-    let mb = st.mailbox.get();
-    if !is_nil(mb) {
-        return Ok(mb);
+    lazy_queue(&state(fiber).mailbox)
+}
+
+/// The Polyphony::Queue in `cell`, created on first use.
+fn lazy_queue(cell: &Cell<VALUE>) -> Result<VALUE, Error> {
+    let q = cell.get();
+    if !is_nil(q) {
+        return Ok(q);
     }
     let q = call(queue_class(), "new", &[])?;
-    st.mailbox.set(q);
+    cell.set(q);
     Ok(q)
 }
 
@@ -643,12 +640,7 @@ fn block_or_nil() -> VALUE {
 
 /// `Fiber#spin(tag = nil, orig_caller = nil) { |v| }`.
 fn rb_fiber_spin(rb_self: Value, args: &[Value]) -> Result<Value, Error> {
-    if args.len() > 2 {
-        return Err(arg_error(format!(
-            "wrong number of arguments (given {}, expected 0..2)",
-            args.len()
-        )));
-    }
+    crate::helpers::check_arity(args, 0, 2)?;
     let tag = args.first().map(|v| raw(*v)).unwrap_or(QNIL);
     let site = args.get(1).map(|v| raw(*v)).unwrap_or(QNIL);
     spin_child(raw(rb_self), tag, site, block_or_nil()).map(val)
@@ -656,12 +648,7 @@ fn rb_fiber_spin(rb_self: Value, args: &[Value]) -> Result<Value, Error> {
 
 /// `Kernel#spin(tag = nil) { |v| }`: a child of the current fiber.
 fn rb_object_spin(args: &[Value]) -> Result<Value, Error> {
-    if args.len() > 1 {
-        return Err(arg_error(format!(
-            "wrong number of arguments (given {}, expected 0..1)",
-            args.len()
-        )));
-    }
+    crate::helpers::check_arity(args, 0, 1)?;
     let tag = args.first().map(|v| raw(*v)).unwrap_or(QNIL);
     let cur = unsafe { rb_sys::rb_fiber_current() };
     spin_child(cur, tag, QNIL, block_or_nil()).map(val)
@@ -920,26 +907,18 @@ fn setup_raw(rb_self: Value) -> Value {
 }
 
 fn rb_schedule(rb_self: Value, args: &[Value]) -> Result<Value, Error> {
-    if args.len() > 1 {
-        return Err(arg_error(format!(
-            "wrong number of arguments (given {}, expected 0..1)",
-            args.len()
-        )));
-    }
-    let v = args.first().map(|v| raw(*v)).unwrap_or(QNIL);
-    schedule(raw(rb_self), v, false)?;
-    Ok(rb_self)
+    schedule_args(rb_self, args, false)
 }
 
 fn rb_schedule_with_priority(rb_self: Value, args: &[Value]) -> Result<Value, Error> {
-    if args.len() > 1 {
-        return Err(arg_error(format!(
-            "wrong number of arguments (given {}, expected 0..1)",
-            args.len()
-        )));
-    }
+    schedule_args(rb_self, args, true)
+}
+
+/// `schedule(value = nil)` with or without priority.
+fn schedule_args(rb_self: Value, args: &[Value], priority: bool) -> Result<Value, Error> {
+    crate::helpers::check_arity(args, 0, 1)?;
     let v = args.first().map(|v| raw(*v)).unwrap_or(QNIL);
-    schedule(raw(rb_self), v, true)?;
+    schedule(raw(rb_self), v, priority)?;
     Ok(rb_self)
 }
 
