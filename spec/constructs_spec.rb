@@ -100,6 +100,19 @@ RSpec.describe 'Constructs (spec §12, §1.3)' do
       t.join
     end
 
+    it 'unshifts to the head and blocks a pusher on a full capped queue' do
+      q = Queue.new(1)
+      q << :a
+      pusher = spin { q << :b; :pushed }
+      snooze
+      expect(pusher.state).to eq(:waiting)
+      expect(q.shift).to eq(:a)
+      expect(pusher.await).to eq(:pushed)
+      q.cap(0)
+      q.unshift(:first)
+      expect(q.shift_all).to eq(%i[first b])
+    end
+
     it 'rejects a bad capacity' do
       expect { Queue.new.cap(-1) }.to raise_error(ArgumentError)
       expect { Queue.new.cap('x') }.to raise_error(TypeError)
@@ -249,6 +262,15 @@ RSpec.describe 'Constructs (spec §12, §1.3)' do
       expect(mon.synchronize { mon.synchronize { :nested } }).to eq(:nested)
     end
 
+    it 'try_enter succeeds for the owner and fails for another fiber' do
+      mon = Monitor.new
+      expect(mon.try_enter).to be(true)
+      expect(mon.try_enter).to be(true)
+      expect(spin { mon.try_enter }.await).to be(false)
+      2.times { mon.exit }
+      expect(spin { mon.try_enter && mon.exit && :ok }.await).to eq(:ok)
+    end
+
     it 'supports new_cond (MonitorMixin::ConditionVariable)' do
       mon = Monitor.new
       cond = mon.new_cond
@@ -320,6 +342,14 @@ RSpec.describe 'Constructs (spec §12, §1.3)' do
       timer.stop
     end
 
+    it 'runs every on the tick grid' do
+      timer = Polyphony::Timer.new(resolution: 0.005)
+      n = 0
+      timer.move_on_after(0.1) { timer.every(0.02) { n += 1 } }
+      expect(n).to be_between(3, 5)
+      timer.stop
+    end
+
     it 'resets the current timeout' do
       timer = Polyphony::Timer.new(resolution: 0.01)
       r = timer.move_on_after(0.05, with_value: :late) do
@@ -342,6 +372,19 @@ RSpec.describe 'Constructs (spec §12, §1.3)' do
       expect(ticks).to be >= 1
       ticker.stop
       expect(pool.size).to eq(2)
+      pool.stop
+    end
+
+    it 'reports busy? while tasks wait for a worker' do
+      pool = Polyphony::ThreadPool.new(1)
+      gate = Queue.new
+      pool.cast { gate.shift }
+      pool.cast { :queued }
+      sleep 0.01
+      expect(pool.busy?).to be(true)
+      gate << :go
+      sleep 0.01
+      expect(pool.busy?).to be(false)
       pool.stop
     end
 

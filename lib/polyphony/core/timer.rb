@@ -12,7 +12,9 @@ module Polyphony
       Kernel.raise ArgumentError, 'resolution must be positive' unless resolution.is_a?(Numeric) && resolution.positive?
 
       @resolution = resolution
-      @timeouts = {}
+      # Every pending sleep or timeout, possibly several per fiber (a sleep
+      # inside a timeout): entry => true.
+      @timeouts = {}.compare_by_identity
       @fiber = Fiber.current.spin(tag, 1) { Thread.current.backend.timer_loop(resolution) { tick } }
     end
 
@@ -23,11 +25,10 @@ module Polyphony
 
     # Parks the current fiber for about `duration` seconds.
     def sleep(duration)
-      fiber = Fiber.current
-      @timeouts[fiber] = entry(duration, nil)
+      e = add_entry(duration, nil)
       Thread.current.backend.wait_event(true)
     ensure
-      @timeouts.delete(fiber)
+      @timeouts.delete(e)
     end
 
     # Spins a fiber that runs the block after `interval`.
@@ -65,17 +66,20 @@ module Polyphony
       e.value
     end
 
-    # Restarts the countdown of the current fiber's timeout.
+    # Restarts the countdown of the current fiber's innermost timeout.
     def reset
-      e = @timeouts[Fiber.current]
+      fiber = Fiber.current
+      e = @timeouts.keys.reverse.find { |x| x[:fiber] == fiber && x[:error] }
       e[:target] = now + e[:interval] if e
       self
     end
 
     private
 
-    def entry(interval, error)
-      { interval: interval, target: now + interval, error: error }
+    def add_entry(interval, error)
+      e = { fiber: Fiber.current, interval: interval, target: now + interval, error: error }
+      @timeouts[e] = true
+      e
     end
 
     def sleep_until(target)
@@ -84,21 +88,20 @@ module Polyphony
     end
 
     def with_timeout(interval, error)
-      fiber = Fiber.current
-      @timeouts[fiber] = entry(interval, error)
+      e = add_entry(interval, error)
       yield
     ensure
-      @timeouts.delete(fiber)
-      Thread.current.backend.unschedule(fiber, error) if error
+      @timeouts.delete(e)
+      Thread.current.backend.unschedule(Fiber.current, error)
     end
 
     def tick
       t = now
-      @timeouts.each do |fiber, e|
+      @timeouts.keys.each do |e| # rubocop:disable Style/HashEachMethods (deletes while iterating)
         next if e[:target] > t
 
-        @timeouts.delete(fiber)
-        e[:error] ? fiber.schedule(e[:error]) : fiber.schedule
+        @timeouts.delete(e)
+        e[:error] ? e[:fiber].schedule(e[:error]) : e[:fiber].schedule
       end
     end
   end
