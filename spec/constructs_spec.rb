@@ -66,7 +66,7 @@ RSpec.describe 'Constructs (spec §12, §1.3)' do
       expect { q2.shift }.to raise_error(ClosedQueueError)
     end
 
-    it 'deletes, clears, shift_each, flush_waiters and pending?' do
+    it 'deletes, clears, shift_each, flush_waiters and reports waiting shifters' do
       q = Queue.new([1, 2, 1])
       q.delete(1)
       expect(q.shift_all).to eq([2, 1])

@@ -441,6 +441,20 @@ RSpec.describe 'Fiber API and structured concurrency (spec §3, §6)' do
       f = spin { }
       expect { f.parent = 'x' }.to raise_error(TypeError)
       expect { f.schedule(1, 2) }.to raise_error(ArgumentError)
+      expect { f.thread = :x }.to raise_error(TypeError)
+      expect { f.set_caller('x') }.to raise_error(TypeError)
+      expect { Fiber.current.spin(nil, 'x') { } }.to raise_error(TypeError)
+    end
+
+    it 'raises, never crashes, when an explicit spin site cannot be formatted' do
+      bad = Object.new
+      def bad.to_s = raise(IOError, 'no to_s')
+      f = spin { }
+      f.set_caller([bad])
+      expect { f.location }.to raise_error(IOError, 'no to_s')
+      f.set_caller(%w[x y])
+      expect(f.location).to eq('x')
+      expect(f.caller.first(2)).to eq(%w[x y])
     end
 
     it 'survives GC.stress while fibers spin, monitor, message and finish' do

@@ -36,6 +36,10 @@ module Polyphony
   class Queue
     include Waiting
 
+    # "Nothing taken" (nil is a valid item).
+    NONE = Object.new.freeze
+    private_constant :NONE
+
     # `Queue.new`, `Queue.new(capacity)` (Integer; 0 = unbounded) or
     # `Queue.new(enumerable)` (initial items, as stdlib).
     def initialize(arg = nil)
@@ -72,12 +76,12 @@ module Polyphony
     # the queue is closed meanwhile, or after `timeout:` seconds).
     def shift(non_block = false, timeout: nil) # rubocop:disable Style/OptionalBooleanParameter (stdlib signature)
       deadline = timeout && (now + timeout)
+      fiber = Fiber.current
       # Not `loop`: ClosedQueueError is a StopIteration, which `loop` would
       # swallow.
       while true # rubocop:disable Style/InfiniteLoop
-        fiber = Fiber.current
-        taken = @lock.synchronize { take_or_register(fiber, non_block) }
-        return taken.first if taken
+        value = @lock.synchronize { take_or_register(fiber, non_block) }
+        return value unless value.equal?(NONE)
         return nil unless wait_for_item(fiber, deadline)
         return nil if @closed && @items.empty?
       end
@@ -178,10 +182,10 @@ module Polyphony
     private
 
     def insert(value, how)
+      fiber = Fiber.current
       # Not `loop`: ClosedQueueError is a StopIteration, which `loop` would
       # swallow.
       while true # rubocop:disable Style/InfiniteLoop
-        fiber = Fiber.current
         @lock.synchronize do
           Kernel.raise ClosedQueueError, 'queue closed' if @closed
 
@@ -196,16 +200,16 @@ module Polyphony
       end
     end
 
-    # Under @lock: [item] if there is one, else registers `fiber` as a
-    # waiter and returns nil.
+    # Under @lock: the head item if there is one, else registers `fiber` as
+    # a waiter and returns NONE.
     def take_or_register(fiber, non_block)
-      return [take] unless @items.empty?
+      return take unless @items.empty?
 
       Kernel.raise ThreadError, 'queue empty' if non_block
       Kernel.raise ClosedQueueError, 'queue closed' if @closed
 
       @waiters << fiber
-      nil
+      NONE
     end
 
     # Under @lock.
@@ -223,16 +227,22 @@ module Polyphony
 
     # Parks until woken; false if the deadline passed first.
     def wait_for_item(fiber, deadline)
-      on_abort = -> { @lock.synchronize { wake_one(@waiters) unless @items.empty? } }
-      return park(@waiters, fiber, &on_abort) || true unless deadline
+      unless deadline
+        park(@waiters, fiber) { pass_wake_on }
+        return true
+      end
 
-      remaining = deadline - now
       timed_out = Object.new
-      r = Thread.current.backend.timeout(remaining, nil, timed_out) { park(@waiters, fiber, &on_abort) }
+      r = Thread.current.backend.timeout(deadline - now, nil, timed_out) { park(@waiters, fiber) { pass_wake_on } }
       return true unless r.equal?(timed_out)
 
       @lock.synchronize { @waiters.delete(fiber) }
       false
+    end
+
+    # A woken shifter that leaves by an exception hands its wake-up on.
+    def pass_wake_on
+      @lock.synchronize { wake_one(@waiters) unless @items.empty? }
     end
   end
 end

@@ -23,7 +23,7 @@ use io_uring::squeue;
 use magnus::Error;
 use rb_sys::VALUE;
 
-use crate::helpers::{errno_error, is_exception, raise_if_exception};
+use crate::helpers::{errno_error, raise_if_exception};
 use crate::ruby_api::backend::Backend;
 use crate::selector::Selector;
 
@@ -97,32 +97,17 @@ impl Backend {
     /// Parks until slot `key` has a result (see `submit_and_await`).
     pub fn await_slot(&self, key: usize) -> Result<i32, Error> {
         loop {
-            let r = self.switch_fiber();
+            // A plain wake-up is ignored (D10). An Interjection runs its block
+            // here (in `raise_if_exception`) and the operation goes on; any
+            // other exception, or one raised by that block, gives it up.
+            let r = self.switch_fiber().and_then(raise_if_exception);
             let done = self.ops.borrow().get(key).and_then(|s| s.result);
             match r {
                 Err(e) => {
                     self.abandon(key, done.is_some());
                     return Err(e);
                 }
-                Ok(v) => {
-                    if is_exception(v) && crate::ruby_api::fiber::is_interjection(v) {
-                        // Run the block in this fiber; the operation goes on
-                        // unless the block raises.
-                        if let Err(e) = crate::helpers::call(v, "invoke", &[]) {
-                            let done = self.ops.borrow().get(key).and_then(|s| s.result);
-                            self.abandon(key, done.is_some());
-                            return Err(e);
-                        }
-                        let done = self.ops.borrow().get(key).and_then(|s| s.result);
-                        if let Some(res) = done {
-                            return Ok(res);
-                        }
-                        continue;
-                    }
-                    if is_exception(v) {
-                        self.abandon(key, done.is_some());
-                        return raise_if_exception(v).map(|_| 0);
-                    }
+                Ok(_) => {
                     if let Some(res) = done {
                         return Ok(res);
                     }

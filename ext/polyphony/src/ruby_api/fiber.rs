@@ -615,8 +615,13 @@ fn spin_child(parent: VALUE, tag: VALUE, site: VALUE, block: VALUE) -> Result<VA
         st.caller.set(other.caller.get());
         st.frame.set(other.frame.get());
         st.line.set(other.line.get());
-    } else {
+    } else if is_array(site) {
         st.caller.set(site);
+    } else {
+        return Err(type_error(format!(
+            "spin site must be nil, an Integer, an Array or a Fiber, got {}",
+            crate::helpers::inspect_class(site)
+        )));
     }
     let st = attach_state(fiber, st);
     let ps = state(parent);
@@ -673,9 +678,17 @@ fn get_thread(rb_self: Value) -> Value {
     val(st_of(rb_self).thread.get())
 }
 
-fn set_thread(rb_self: Value, th: Value) -> Value {
-    st_of(rb_self).thread.set(raw(th));
-    th
+fn set_thread(rb_self: Value, th: Value) -> Result<Value, Error> {
+    let t = raw(th);
+    let is_thread = unsafe { rb_sys::rb_obj_is_kind_of(t, rb_sys::rb_cThread) } == QTRUE;
+    if !is_nil(t) && !is_thread {
+        return Err(type_error(format!(
+            "expected a Thread, got {}",
+            crate::helpers::inspect_class(t)
+        )));
+    }
+    st_of(rb_self).thread.set(t);
+    Ok(th)
 }
 
 fn get_parent(rb_self: Value) -> Value {
@@ -817,73 +830,87 @@ fn mailbox_if_any(rb_self: Value) -> Value {
     val(st_of(rb_self).mailbox.get())
 }
 
+fn is_array(v: VALUE) -> bool {
+    unsafe { rb_sys::RB_TYPE_P(v, rb_sys::ruby_value_type::RUBY_T_ARRAY) }
+}
+
 /// `"path:line:in `label'"` of the spin site (the format of `caller`), or
-/// nil if unknown.
-fn site_string(st: &FiberState) -> VALUE {
+/// nil if unknown. An explicit backtrace's first entry may be any object:
+/// its `to_s` runs under `rb_protect`.
+fn site_string(st: &FiberState) -> Result<VALUE, Error> {
     let caller = st.caller.get();
     if !is_nil(caller) {
-        if unsafe { rb_sys::RB_TYPE_P(caller, rb_sys::ruby_value_type::RUBY_T_ARRAY) } {
-            let first = unsafe { rb_sys::rb_ary_entry(caller, 0) };
-            if is_nil(first) {
-                return QNIL;
-            }
-            return unsafe { rb_sys::rb_obj_as_string(first) };
+        let first = unsafe { rb_sys::rb_ary_entry(caller, 0) };
+        if is_nil(first) {
+            return Ok(QNIL);
         }
-        return QNIL;
+        return protect(|| unsafe { rb_sys::rb_obj_as_string(first) });
     }
     let frame = st.frame.get();
     if is_nil(frame) {
-        return QNIL;
+        return Ok(QNIL);
     }
+    // Both are Strings (or nil) taken from the iseq: nothing here can raise.
     let path = unsafe { rb_sys::rb_profile_frame_path(frame) };
     let label = unsafe { rb_sys::rb_profile_frame_label(frame) };
     if is_nil(path) {
-        return QNIL;
+        return Ok(QNIL);
     }
     let to_s = |v: VALUE| -> String {
         if is_nil(v) {
             String::new()
         } else {
-            let s = unsafe { rb_sys::rb_obj_as_string(v) };
-            crate::helpers::str_lossy(s)
+            crate::helpers::str_lossy(v)
         }
     };
     let s = format!("{}:{}:in `{}'", to_s(path), st.line.get(), to_s(label));
-    unsafe { rb_sys::rb_utf8_str_new(s.as_ptr() as *const _, s.len() as _) }
+    Ok(unsafe { rb_sys::rb_utf8_str_new(s.as_ptr() as *const _, s.len() as _) })
 }
 
-fn location(rb_self: Value) -> Value {
+fn location(rb_self: Value) -> Result<Value, Error> {
     let st = st_of(rb_self);
     if st.main.get() {
-        return val(unsafe { rb_sys::rb_utf8_str_new(c"(root)".as_ptr(), 6) });
+        return Ok(val(unsafe {
+            rb_sys::rb_utf8_str_new(c"(root)".as_ptr(), 6)
+        }));
     }
-    let s = site_string(st);
+    let s = site_string(st)?;
     if is_nil(s) {
-        return val(unsafe { rb_sys::rb_utf8_str_new(c"(unknown)".as_ptr(), 9) });
+        return Ok(val(unsafe {
+            rb_sys::rb_utf8_str_new(c"(unknown)".as_ptr(), 9)
+        }));
     }
-    val(s)
+    Ok(val(s))
 }
 
-/// The spin-site backtrace of this fiber alone, as strings.
-fn spin_caller(rb_self: Value) -> Value {
+/// The spin-site backtrace of this fiber alone (a fresh Array).
+fn spin_caller(rb_self: Value) -> Result<Value, Error> {
     let st = st_of(rb_self);
     let caller = st.caller.get();
     if !is_nil(caller) {
-        return val(unsafe { rb_sys::rb_funcallv(caller, intern("to_a"), 0, std::ptr::null()) });
+        return Ok(val(unsafe { rb_sys::rb_ary_dup(caller) }));
     }
     let a = unsafe { rb_sys::rb_ary_new() };
-    let s = site_string(st);
+    let s = site_string(st)?;
     if !is_nil(s) {
         unsafe { rb_sys::rb_ary_push(a, s) };
     }
-    val(a)
+    Ok(val(a))
 }
 
-fn set_caller(rb_self: Value, array: Value) -> Value {
+/// `set_caller(array)`: an explicit spin-site backtrace (TypeError unless an
+/// Array).
+fn set_caller(rb_self: Value, array: Value) -> Result<Value, Error> {
+    if !is_array(raw(array)) {
+        return Err(type_error(format!(
+            "expected an Array, got {}",
+            crate::helpers::inspect_class(raw(array))
+        )));
+    }
     let st = st_of(rb_self);
     st.caller.set(raw(array));
     st.frame.set(QNIL);
-    rb_self
+    Ok(rb_self)
 }
 
 fn setup_main_fiber(rb_self: Value) -> Value {
