@@ -6,7 +6,7 @@ module Polyphony
   # Names of the backend operations exposed as `Polyphony.backend_NAME`,
   # each exactly `Thread.current.backend.NAME(...)`.
   BACKEND_FUNCTIONS = %i[
-    accept accept_loop connect double_splice feed_loop read read_loop recv
+    accept accept_loop close connect connect_addr double_splice feed_loop read read_loop recv
     recv_feed_loop recv_loop send sleep splice tee timeout timer_loop
     wait_event wait_io waitpid write
   ].freeze

@@ -30,19 +30,33 @@ unsafe extern "C" fn wake_eventfd(data: *mut c_void) {
 /// Calls `f` without the GVL; `wake_fd` is written to when Ruby wants the
 /// call interrupted. Pending interrupts are not raised here: the caller checks
 /// them (under `rb_protect`) once its own state is consistent. Returns `None`
-/// if Ruby had an interrupt pending before the call started.
+/// if Ruby had an interrupt pending before the call started (the call did not
+/// run; see [`NotRun`]).
+///
+/// The unblocking function only writes to an eventfd, so it is declared
+/// async-signal-safe: otherwise Ruby 3.1 starts a helper thread for every
+/// blocking call of a single-threaded program, and that thread inherits the
+/// caller's `Thread.handle_interrupt` mask — under `:never` (as in
+/// `Kernel#p`) it can never be killed, and joining it hangs the process.
 pub fn without_gvl<F: FnOnce() -> R, R>(wake_fd: i32, f: F) -> Option<R> {
     let mut call = Call {
         f: Some(f),
         result: None,
     };
     unsafe {
-        rb_sys::rb_thread_call_without_gvl2(
+        rb_sys::rb_nogvl(
             Some(trampoline::<F, R>),
             &mut call as *mut Call<F, R> as *mut c_void,
             Some(wake_eventfd),
             wake_fd as usize as *mut c_void,
+            (rb_sys::RB_NOGVL_INTR_FAIL | rb_sys::RB_NOGVL_UBF_ASYNC_SAFE) as i32,
         );
     }
     call.result
 }
+
+/// How long a selector may wait *with* the GVL held when `without_gvl`
+/// could not run because an interrupt is pending that Ruby will not deliver
+/// yet (masked by `Thread.handle_interrupt`). Waiting briefly instead of not
+/// at all keeps such a caller from spinning at full CPU.
+pub const NOT_RUN_WAIT_MS: i32 = 5;

@@ -13,7 +13,7 @@ use crate::ruby_api::backend::Backend;
 pub fn accept_fd(b: &Backend, fd: i32) -> Result<i32, Error> {
     if b.is_uring() {
         loop {
-            let (key, res) = b.submit_and_await(OpSlot::new(b.current_fiber()), |_| {
+            let (key, res) = b.submit_and_await(OpSlot::on_fd(b.current_fiber(), fd), |_| {
                 io_uring::opcode::Accept::new(
                     io_uring::types::Fd(fd),
                     std::ptr::null_mut(),

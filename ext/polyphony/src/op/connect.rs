@@ -50,8 +50,18 @@ pub fn connect(b: &Backend, fd: i32, host: &str, port: u16) -> Result<(), Error>
         .next()
         .ok_or_else(|| runtime_error(format!("getaddrinfo: no address for {host}")))?;
     let sa = to_sockaddr(addr);
+    connect_sockaddr(b, fd, sa, &format!("connect(2) for {host}:{port}"))
+}
+
+/// Connects `fd` to the socket address `sa` (`what` names it in errors).
+pub fn connect_sockaddr(
+    b: &Backend,
+    fd: i32,
+    sa: (libc::sockaddr_storage, libc::socklen_t),
+    what: &str,
+) -> Result<(), Error> {
     if b.is_uring() {
-        let mut slot = OpSlot::new(b.current_fiber());
+        let mut slot = OpSlot::on_fd(b.current_fiber(), fd);
         slot.addr = Some(Box::new(sa));
         let (key, res) = b.submit_and_await(slot, |s| {
             let a = s.addr.as_ref().unwrap();
@@ -64,7 +74,7 @@ pub fn connect(b: &Backend, fd: i32, host: &str, port: u16) -> Result<(), Error>
         })?;
         b.free_op(key);
         if res < 0 {
-            return Err(errno_error(-res, &format!("connect(2) for {host}:{port}")));
+            return Err(errno_error(-res, what));
         }
         return Ok(());
     }
@@ -75,7 +85,7 @@ pub fn connect(b: &Backend, fd: i32, host: &str, port: u16) -> Result<(), Error>
     }
     let err = crate::helpers::last_errno();
     if err != libc::EINPROGRESS && err != libc::EAGAIN {
-        return Err(errno_error(err, &format!("connect(2) for {host}:{port}")));
+        return Err(errno_error(err, what));
     }
     b.wait_ready(fd, WRITABLE)?;
     let mut so_err: i32 = 0;
@@ -92,7 +102,7 @@ pub fn connect(b: &Backend, fd: i32, host: &str, port: u16) -> Result<(), Error>
     if so_err != 0 {
         return Err(errno_error(
             so_err,
-            &format!("connect(2) for {host}:{port}"),
+            what,
         ));
     }
     Ok(())

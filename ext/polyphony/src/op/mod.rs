@@ -38,9 +38,15 @@ pub struct OpSlot {
     /// Ruby objects the kernel reads from while in flight.
     pub keep: Vec<VALUE>,
     pub addr: Option<Box<(libc::sockaddr_storage, libc::socklen_t)>>,
-    /// epoll: the fd and interest of a readiness waiter.
+    /// The fd the operation works on (-1 if none): a close of that fd
+    /// interrupts the waiter; epoll uses it to find readiness waiters.
     pub fd: i32,
+    /// epoll: the interest of a readiness waiter.
     pub events: u32,
+    /// A read whose data must not be lost: if it completes after its fiber
+    /// gave up, the bytes are kept for the next read of `fd` (see
+    /// `Backend::keep_orphaned_data`).
+    pub carry: bool,
 }
 
 impl OpSlot {
@@ -53,7 +59,15 @@ impl OpSlot {
             addr: None,
             fd: -1,
             events: 0,
+            carry: false,
         }
+    }
+
+    /// A slot for an operation on `fd`.
+    pub fn on_fd(fiber: VALUE, fd: i32) -> OpSlot {
+        let mut s = OpSlot::new(fiber);
+        s.fd = fd;
+        s
     }
 }
 
@@ -119,7 +133,9 @@ impl Backend {
     /// The waiter gives up on slot `key`.
     fn abandon(&self, key: usize, completed: bool) {
         if completed {
-            self.free_op(key);
+            if let Some(slot) = self.free_op(key) {
+                self.keep_orphaned_data(&slot, slot.result.unwrap_or(0));
+            }
             return;
         }
         self.active_ops.set(self.active_ops.get().saturating_sub(1));
@@ -152,7 +168,9 @@ impl Backend {
         let mut ops = self.ops.borrow_mut();
         let Some(slot) = ops.get_mut(key) else { return };
         if slot.fiber == 0 {
-            ops.remove(key);
+            let slot = ops.remove(key);
+            drop(ops);
+            self.keep_orphaned_data(&slot, res);
             return;
         }
         slot.result = Some(res);
@@ -160,12 +178,72 @@ impl Backend {
         self.active_ops.set(self.active_ops.get().saturating_sub(1));
     }
 
+    /// A read that completed with `res` bytes after its fiber gave up: the
+    /// kernel consumed those bytes from the fd, so they are kept for the next
+    /// read of the same fd instead of being dropped.
+    fn keep_orphaned_data(&self, slot: &OpSlot, res: i32) {
+        if !slot.carry || res <= 0 || slot.fd < 0 || res as usize > slot.buf.capacity() {
+            return;
+        }
+        let data = unsafe { std::slice::from_raw_parts(slot.buf.as_ptr(), res as usize) };
+        self.carry
+            .borrow_mut()
+            .entry(slot.fd)
+            .or_default()
+            .extend_from_slice(data);
+    }
+
+    /// Moves up to `max` carried-over bytes of `fd` (see
+    /// `keep_orphaned_data`) into `dest` at `pos`; `None` if there are none.
+    pub fn take_carry(&self, fd: i32, dest: VALUE, pos: usize, max: usize) -> Option<usize> {
+        let mut carry = self.carry.borrow_mut();
+        if carry.is_empty() {
+            return None;
+        }
+        let data = carry.get_mut(&fd)?;
+        let n = data.len().min(max);
+        unsafe {
+            rb_sys::rb_str_resize(dest, pos as _);
+            rb_sys::rb_str_cat(dest, data.as_ptr() as *const _, n as _);
+        }
+        data.drain(..n);
+        if data.is_empty() {
+            carry.remove(&fd);
+        }
+        Some(n)
+    }
+
+    /// `fd` is being closed: every other fiber of this thread waiting on it
+    /// gets `IOError` (as Ruby does for threads), and carried-over data of
+    /// the old file is dropped.
+    pub fn fd_closing(&self, fd: i32) {
+        self.carry.borrow_mut().remove(&fd);
+        let cur = self.current_fiber();
+        let waiters: Vec<VALUE> = self
+            .ops
+            .borrow()
+            .iter()
+            .filter(|(_, s)| s.fd == fd && s.fiber != 0 && s.fiber != cur && s.result.is_none())
+            .map(|(_, s)| s.fiber)
+            .collect();
+        if waiters.is_empty() {
+            return;
+        }
+        for f in waiters {
+            let msg = "stream closed in another fiber";
+            let exc = unsafe {
+                rb_sys::rb_exc_new(rb_sys::rb_eIOError, msg.as_ptr() as *const _, msg.len() as _)
+            };
+            self.schedule(f, exc, true);
+        }
+    }
+
     /// Parks the current fiber until `fd` is ready for `events` (READABLE /
     /// WRITABLE). io_uring: a one-shot poll operation; epoll: a one-shot
     /// registration. Returns the ready events.
     pub fn wait_ready(&self, fd: i32, events: u32) -> Result<i32, Error> {
         if self.is_uring() {
-            let (key, res) = self.submit_and_await(OpSlot::new(self.current_fiber()), |_| {
+            let (key, res) = self.submit_and_await(OpSlot::on_fd(self.current_fiber(), fd), |_| {
                 io_uring::opcode::PollAdd::new(io_uring::types::Fd(fd), events).build()
             })?;
             self.free_op(key);
@@ -283,12 +361,24 @@ fn from_epoll(ev: u32) -> u32 {
 
 /// Makes sure `fd` is non-blocking (epoll fallback only: a blocking fd would
 /// block the whole thread on a read that the readiness check raced with).
-pub fn ensure_nonblock(fd: i32) {
+///
+/// The standard streams (fds 0–2) are left as they are when they are
+/// blocking pipes or terminals: their file description is usually shared
+/// with the parent shell, which breaks if it becomes non-blocking. Returns
+/// `false` in that case; the caller then waits for readiness before a read.
+pub fn ensure_nonblock(fd: i32) -> bool {
     unsafe {
         let fl = libc::fcntl(fd, libc::F_GETFL);
         if fl >= 0 && fl & libc::O_NONBLOCK == 0 {
+            if (0..=2).contains(&fd) {
+                let mut st: libc::stat = std::mem::zeroed();
+                let regular = libc::fstat(fd, &mut st) == 0
+                    && st.st_mode & libc::S_IFMT == libc::S_IFREG;
+                return regular;
+            }
             libc::fcntl(fd, libc::F_SETFL, fl | libc::O_NONBLOCK);
         }
+        true
     }
 }
 

@@ -28,9 +28,13 @@ pub fn read_once(
     recv_flags: Option<i32>,
 ) -> Result<usize, Error> {
     let max = max.clamp(1, MAX_READ_CHUNK);
+    if let Some(n) = b.take_carry(fd, dest, pos, max) {
+        return Ok(n);
+    }
     if b.is_uring() {
         loop {
-            let mut slot = OpSlot::new(b.current_fiber());
+            let mut slot = OpSlot::on_fd(b.current_fiber(), fd);
+            slot.carry = true;
             slot.buf = Vec::with_capacity(max);
             let (key, res) = b.submit_and_await(slot, |s| {
                 let ptr = s.buf.as_mut_ptr();
@@ -67,7 +71,9 @@ pub fn read_once(
             return Ok(n);
         }
     }
-    ensure_nonblock(fd);
+    if !ensure_nonblock(fd) {
+        b.wait_ready(fd, READABLE)?;
+    }
     let orig_len = unsafe { rb_sys::RSTRING_LEN(dest) as usize };
     let r = retry_nonblocking(b, fd, READABLE, || unsafe {
         // Re-fetch the pointer on every attempt: other fibers may have run.

@@ -23,7 +23,7 @@ fn once(b: &Backend, src: i32, dest: i32, len: usize, kind: Kind) -> Result<usiz
     if b.is_uring() {
         loop {
             let (key, res) =
-                b.submit_and_await(OpSlot::new(b.current_fiber()), |_| match kind {
+                b.submit_and_await(OpSlot::on_fd(b.current_fiber(), src), |_| match kind {
                     Kind::Splice => io_uring::opcode::Splice::new(
                         io_uring::types::Fd(src),
                         -1,

@@ -24,7 +24,7 @@ pub fn write_all(b: &Backend, fd: i32, s: VALUE, send_flags: Option<i32>) -> Res
     while off < len {
         let chunk = (len - off).min(1 << 30);
         let n = if uring {
-            let mut slot = OpSlot::new(b.current_fiber());
+            let mut slot = OpSlot::on_fd(b.current_fiber(), fd);
             slot.keep.push(frozen);
             let (key, res) = b.submit_and_await(slot, |_| unsafe {
                 let ptr = (rb_sys::RSTRING_PTR(frozen) as *const u8).add(off);

@@ -44,6 +44,9 @@ pub struct Backend {
     pub timers: RefCell<Timers>,
     pub ops: RefCell<Slab<OpSlot>>,
     pub ready_waiters: RefCell<AddrMap<Vec<usize>>>,
+    /// Bytes an interrupted io_uring read took from an fd after its fiber
+    /// gave up, served first by the next read of that fd.
+    pub carry: RefCell<std::collections::HashMap<i32, Vec<u8>>>,
     pub sel: RefCell<Selector>,
     pub runners: RefCell<Vec<Frame>>,
     /// Fibers a runner's loop set aside (see `run_loop`): kept here so they
@@ -138,6 +141,7 @@ impl Backend {
             timers: RefCell::new(Timers::default()),
             ops: RefCell::new(Slab::new()),
             ready_waiters: RefCell::new(AddrMap::default()),
+            carry: RefCell::new(Default::default()),
             sel: RefCell::new(sel),
             runners: RefCell::new(Vec::new()),
             deferred: RefCell::new(Vec::new()),
@@ -290,6 +294,7 @@ impl Backend {
         }
         b.wake_fd.store(b.sel.borrow().wake_fd(), Ordering::SeqCst);
         b.ready_waiters.borrow_mut().clear();
+        b.carry.borrow_mut().clear();
         b.rq.borrow_mut().clear();
         b.timers.borrow_mut().clear();
         b.inbox.lock().unwrap_or_else(|e| e.into_inner()).clear();
@@ -594,6 +599,57 @@ impl Backend {
         Ok(sock)
     }
 
+    /// `connect_addr(sock, sockaddr)`: connects to a packed sockaddr String
+    /// (`Addrinfo#to_sockaddr`, `Socket.sockaddr_in`) without blocking the
+    /// thread.
+    fn rb_connect_addr(&self, sock: Value, addr: Value) -> Result<Value, Error> {
+        let fd = io_fd(raw(sock), Dir::Write)?;
+        let s = expect_string(raw(addr))?;
+        let bytes = unsafe { crate::helpers::str_bytes(s) };
+        let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+        if bytes.len() < 2 || bytes.len() > std::mem::size_of::<libc::sockaddr_storage>() {
+            return Err(arg_error(format!(
+                "invalid socket address ({} bytes)",
+                bytes.len()
+            )));
+        }
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                bytes.as_ptr(),
+                &mut ss as *mut _ as *mut u8,
+                bytes.len(),
+            )
+        };
+        op::connect::connect_sockaddr(self, fd, (ss, bytes.len() as _), "connect(2)")?;
+        Ok(sock)
+    }
+
+    /// `close(io)`: closes `io` (an IO or an Integer fd). Other fibers of
+    /// this thread waiting on its fd get `IOError`. Returns `nil` if `io` is
+    /// already closed.
+    fn rb_close(&self, io: Value) -> Result<Value, Error> {
+        let r = raw(io);
+        if rb_sys::FIXNUM_P(r) {
+            let fd = io_fd(r, Dir::Read)?;
+            self.fd_closing(fd);
+            if unsafe { libc::close(fd) } < 0 {
+                return Err(crate::helpers::errno_error(crate::helpers::last_errno(), "close"));
+            }
+            return Ok(io);
+        }
+        if unsafe { rb_sys::RB_TYPE_P(r, rb_sys::ruby_value_type::RUBY_T_FILE) } {
+            if crate::helpers::call(r, "closed?", &[])? == crate::helpers::QTRUE {
+                return Ok(val(QNIL));
+            }
+            let fd = io_fd(r, Dir::Read)?;
+            self.fd_closing(fd);
+            protect(|| unsafe { rb_sys::rb_io_close(r) })?;
+            return Ok(io);
+        }
+        crate::helpers::call(r, "close", &[])?;
+        Ok(io)
+    }
+
     fn rb_splice(&self, src: Value, dest: Value, maxlen: Value) -> Result<usize, Error> {
         let s = io_fd(raw(src), Dir::Read)?;
         let d = io_fd(raw(dest), Dir::Write)?;
@@ -682,6 +738,8 @@ pub fn init(ruby: &Ruby, polyphony: RModule) -> Result<(), Error> {
     class.define_method("accept", method!(Backend::rb_accept, 2))?;
     class.define_method("accept_loop", method!(Backend::rb_accept_loop, 2))?;
     class.define_method("connect", method!(Backend::rb_connect, 3))?;
+    class.define_method("connect_addr", method!(Backend::rb_connect_addr, 2))?;
+    class.define_method("close", method!(Backend::rb_close, 1))?;
     class.define_method("splice", method!(Backend::rb_splice, 3))?;
     class.define_method("tee", method!(Backend::rb_tee, 3))?;
     class.define_method("double_splice", method!(Backend::rb_double_splice, 2))?;

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use super::{drain_eventfd, new_eventfd, Event};
-use crate::helpers::nogvl::without_gvl;
+use crate::helpers::nogvl::{without_gvl, NOT_RUN_WAIT_MS};
 use crate::runqueue::AddrMap;
 
 const WAKE_DATA: u64 = u64::MAX;
@@ -93,7 +93,10 @@ impl Epoll {
             without_gvl(self.wake_fd, move || unsafe {
                 libc::epoll_wait(epfd, evs as *mut libc::epoll_event, cap, ms)
             })
-            .unwrap_or(0)
+            .unwrap_or_else(|| unsafe {
+                let short = if ms < 0 { NOT_RUN_WAIT_MS } else { ms.min(NOT_RUN_WAIT_MS) };
+                libc::epoll_wait(epfd, evs as *mut libc::epoll_event, cap, short)
+            })
         };
         if n < 0 {
             let e = std::io::Error::last_os_error();

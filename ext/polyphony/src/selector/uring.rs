@@ -7,7 +7,7 @@ use std::time::Duration;
 use io_uring::{opcode, squeue, types, IoUring};
 
 use super::{drain_eventfd, new_eventfd, Event};
-use crate::helpers::nogvl::without_gvl;
+use crate::helpers::nogvl::{without_gvl, NOT_RUN_WAIT_MS};
 
 /// User data of the eventfd poll.
 pub const WAKE_TAG: u64 = u64::MAX;
@@ -110,6 +110,22 @@ impl Uring {
                     }
                     _ => ring.submitter().submit_and_wait(1),
                 }
+            });
+            let r = r.or_else(|| {
+                // An interrupt Ruby will not deliver yet is pending: wait
+                // briefly with the GVL held instead (see NOT_RUN_WAIT_MS).
+                let ring = unsafe { &mut *ring };
+                let short = std::time::Duration::from_millis(NOT_RUN_WAIT_MS as u64);
+                let d = timeout.map(|t| t.min(short)).unwrap_or(short);
+                let ts = types::Timespec::new().sec(d.as_secs()).nsec(d.subsec_nanos());
+                Some(if ext_arg {
+                    ring.submitter()
+                        .submit_with_args(1, &types::SubmitArgs::new().timespec(&ts))
+                } else {
+                    let r = ring.submit();
+                    std::thread::sleep(d);
+                    r
+                })
             });
             match r {
                 None => {}

@@ -1,0 +1,548 @@
+# frozen_string_literal: true
+
+require 'io/wait'
+require 'io/nonblock'
+
+# Fiber-aware IO (spec §9). Every method here parks only the calling fiber
+# while it waits; other fibers of the thread keep running.
+#
+# Reads share a per-IO buffer (`@read_buffer`, spec §9.1): `gets`, `read`,
+# `getc`, `readpartial`, `read_nonblock`, `each_line`, … all take from it
+# first, so mixing them never reorders or hides data. Ruby's own internal IO
+# buffer is not used by these methods.
+#
+# Where Polyphony 1.6 and the standard library disagree, the standard
+# library's behaviour wins (spec §16): `read(n)` returns `nil` at EOF (D16),
+# an unterminated last line is returned (D3), `read_nonblock` honours
+# `exception:` (D17).
+class ::IO
+  CHUNK_SIZE = 8192
+  private_constant :CHUNK_SIZE
+
+  # The stock methods, for code that wants them.
+  %i[read write readpartial gets each_line getc getbyte ungetc ungetbyte
+     read_nonblock readline readlines readchar readbyte each_char each_byte
+     eof? wait_readable wait_writable close puts].each do |m|
+    alias_method :"orig_#{m}", m unless method_defined?(:"orig_#{m}")
+  end
+
+  # Fast-path protocol used by parsers and `IO.copy_stream` (spec §9.2).
+  def __read_method__
+    :backend_read
+  end
+
+  def __write_method__
+    :backend_write
+  end
+
+  # Reads `len` bytes (all of them until EOF when `len` is nil). With `buf`
+  # the data is placed into it at byte `buf_pos` (stdlib: the buffer's
+  # contents are replaced). Returns `nil` at EOF when `len` is positive, `""`
+  # when it is nil (D16).
+  def read(len = nil, buf = nil, buf_pos = 0)
+    if len.nil?
+      data = __take_read_buffer__ || (+'').force_encoding(Encoding::BINARY)
+      Polyphony.backend_read(self, data, nil, true, -1)
+      data.force_encoding(__read_encoding__)
+      return data unless buf
+
+      return __into_buffer__(buf, data, buf_pos)
+    end
+
+    len = __check_length__(len)
+    return __into_buffer__(buf, +'', buf_pos) || +'' if len.zero?
+
+    rb = @read_buffer
+    if buf && (rb.nil? || rb.empty?)
+      return Polyphony.backend_read(self, buf, len, true, buf_pos) || __empty_buffer__(buf, buf_pos)
+    end
+
+    __fill_read_buffer__(len)
+    data = __take_bytes__(len)
+    return __empty_buffer__(buf, buf_pos) if data.nil?
+
+    buf ? __into_buffer__(buf, data, buf_pos) : data
+  end
+
+  # One read of at most `maxlen` bytes (buffered bytes first). At EOF raises
+  # `EOFError`, or returns `nil` if `raise_on_eof` is false.
+  def readpartial(maxlen, buf = nil, buf_pos = 0, raise_on_eof = true)
+    maxlen = __check_length__(maxlen)
+    return __into_buffer__(buf, +'', buf_pos) || +'' if maxlen.zero?
+
+    rb = @read_buffer
+    if rb && !rb.empty?
+      data = __take_bytes__(maxlen)
+      return buf ? __into_buffer__(buf, data, buf_pos) : data
+    end
+
+    buf ||= (+'').force_encoding(Encoding::BINARY)
+    return buf if Polyphony.backend_read(self, buf, maxlen, false, buf_pos)
+
+    __empty_buffer__(buf, buf_pos)
+    raise EOFError, 'end of file reached' if raise_on_eof
+
+    nil
+  end
+
+  # Truly non-blocking (stdlib semantics): buffered bytes first, otherwise
+  # the stock `read_nonblock`, which raises `IO::WaitReadable` — or returns
+  # `:wait_readable` with `exception: false` — when nothing is available, and
+  # returns `nil` at EOF with `exception: false`.
+  def read_nonblock(maxlen, buf = nil, exception: true)
+    maxlen = __check_length__(maxlen)
+    rb = @read_buffer
+    if rb && !rb.empty? && maxlen.positive?
+      data = __take_bytes__(maxlen)
+      return buf ? __into_buffer__(buf, data, 0) : data
+    end
+    orig_read_nonblock(maxlen, buf, exception: exception)
+  end
+
+  # Writes every byte of every argument; returns the total byte count.
+  def write(*args)
+    return 0 if args.empty?
+
+    Polyphony.backend_write(self, *args)
+  rescue Errno::EBADF
+    raise IOError, 'not opened for writing' unless closed?
+
+    raise
+  end
+
+  def <<(obj)
+    write(obj.to_s)
+    self
+  end
+
+  # Stdlib `puts` (arrays are flattened, a newline is added after each line
+  # that lacks one), written with one `write`.
+  def puts(*args)
+    return (write("\n") && nil) if args.empty?
+
+    parts = []
+    __puts_parts__(args, parts, {})
+    Polyphony.backend_write(self, *parts)
+    nil
+  end
+
+  # The next line (separator included, unless `chomp: true`); `nil` at EOF.
+  # An unterminated last line is returned (D3). `sep` nil reads everything;
+  # `limit` caps the line's byte length.
+  def gets(*args, chomp: false)
+    sep, limit = __line_args__(args)
+    line = __next_line__(sep, limit)
+    return nil unless line
+
+    line = __chomp_line__(line, sep) if chomp
+    line.force_encoding(__read_encoding__)
+  end
+
+  def readline(*args, chomp: false)
+    gets(*args, chomp: chomp) || raise(EOFError, 'end of file reached')
+  end
+
+  def readlines(*args, chomp: false)
+    lines = []
+    while (line = gets(*args, chomp: chomp))
+      lines << line
+    end
+    lines
+  end
+
+  def each_line(*args, chomp: false)
+    return enum_for(:each_line, *args, chomp: chomp) unless block_given?
+
+    while (line = gets(*args, chomp: chomp))
+      yield line
+    end
+    self
+  end
+  alias each each_line
+
+  def getbyte
+    __fill_read_buffer__(1)
+    rb = @read_buffer
+    return nil if rb.nil? || rb.empty?
+
+    b = rb.getbyte(0)
+    __take_bytes__(1)
+    b
+  end
+
+  def readbyte
+    getbyte || raise(EOFError, 'end of file reached')
+  end
+
+  def each_byte
+    return enum_for(:each_byte) unless block_given?
+
+    while (b = getbyte)
+      yield b
+    end
+    self
+  end
+
+  # The next character in the IO's external encoding; `nil` at EOF.
+  def getc
+    enc = __read_encoding__
+    max = [Encoding::BINARY, Encoding::US_ASCII].include?(enc) ? 1 : 4
+    (1..max).each do |n|
+      __fill_read_buffer__(n)
+      rb = @read_buffer
+      return nil if rb.empty?
+
+      short = rb.bytesize < n
+      if short || rb.byteslice(0, n).force_encoding(enc).valid_encoding?
+        return __take_bytes__(n).force_encoding(enc)
+      end
+    end
+    __take_bytes__(1).force_encoding(enc)
+  end
+
+  def readchar
+    getc || raise(EOFError, 'end of file reached')
+  end
+
+  def each_char
+    return enum_for(:each_char) unless block_given?
+
+    while (c = getc)
+      yield c
+    end
+    self
+  end
+
+  # Pushes `str` (or the byte/character `int`) back onto the read buffer.
+  def ungetc(obj)
+    str = obj.is_a?(Integer) ? obj.chr(__read_encoding__) : String(obj)
+    @read_buffer = str.b + (@read_buffer || '')
+    nil
+  end
+
+  def ungetbyte(obj)
+    str = obj.is_a?(Integer) ? (obj & 0xff).chr : String(obj)
+    @read_buffer = str.b + (@read_buffer || '')
+    nil
+  end
+
+  def eof?
+    __fill_read_buffer__(1)
+    rb = @read_buffer
+    rb.nil? || rb.empty?
+  end
+  alias eof eof?
+
+  # Yields chunks of up to `maxlen` bytes (new Strings) until EOF.
+  def read_loop(maxlen = CHUNK_SIZE, &block)
+    data = __take_read_buffer__
+    yield data if data && !data.empty?
+    Polyphony.backend_read_loop(self, maxlen, &block)
+  end
+
+  # Calls `receiver.__send__(method, chunk, &block)` for each chunk read.
+  def feed_loop(receiver, method = :call, &block)
+    data = __take_read_buffer__
+    receiver.__send__(method, data, &block) if data && !data.empty?
+    Polyphony.backend_feed_loop(self, receiver, method, &block)
+  end
+
+  # `self` once readable (at once if bytes are buffered); `nil` if `timeout`
+  # seconds pass first.
+  def wait_readable(timeout = nil)
+    rb = @read_buffer
+    return self if rb && !rb.empty?
+
+    __wait_io__(false, timeout)
+  end
+
+  def wait_writable(timeout = nil)
+    __wait_io__(true, timeout)
+  end
+
+  # Closes the IO; other fibers waiting on it get `IOError`. `nil`.
+  def close
+    return nil if closed?
+
+    Thread.current.backend.close(self)
+    nil
+  end
+
+  def splice_from(src, maxlen)
+    Polyphony.backend_splice(src, self, maxlen)
+  end
+
+  def tee_from(src, maxlen)
+    Polyphony.backend_tee(src, self, maxlen)
+  end
+
+  private
+
+  def __wait_io__(write, timeout)
+    return (Polyphony.backend_wait_io(self, write) && self) if timeout.nil?
+
+    move_on_after(timeout) do
+      Polyphony.backend_wait_io(self, write)
+      self
+    end
+  end
+
+  def __read_encoding__
+    external_encoding || Encoding.default_external
+  end
+
+  def __check_length__(len)
+    len = Integer(len)
+    raise ArgumentError, "negative length #{len} given" if len.negative?
+
+    len
+  end
+
+  # Makes sure at least `len` bytes are buffered (fewer at EOF).
+  def __fill_read_buffer__(len)
+    rb = (@read_buffer ||= (+'').force_encoding(Encoding::BINARY))
+    while rb.bytesize < len
+      break unless __more__(rb, len - rb.bytesize)
+    end
+  end
+
+  # One read into the buffer; false at EOF.
+  def __more__(buf, want)
+    !Polyphony.backend_read(self, buf, [want, CHUNK_SIZE].max, false, -1).nil?
+  end
+
+  # Removes and returns up to `len` buffered bytes (`nil` if none).
+  def __take_bytes__(len)
+    rb = @read_buffer
+    return nil if rb.nil? || rb.empty?
+
+    if rb.bytesize <= len
+      @read_buffer = nil
+      return rb
+    end
+    data = rb.byteslice(0, len)
+    @read_buffer = rb.byteslice(len, rb.bytesize - len)
+    data
+  end
+
+  def __take_read_buffer__
+    rb = @read_buffer
+    @read_buffer = nil
+    rb
+  end
+
+  def __into_buffer__(buf, data, pos)
+    return nil unless buf
+
+    raise FrozenError, "can't modify frozen String: #{buf.inspect}" if buf.frozen?
+
+    pos = buf.bytesize if pos.negative? || pos > buf.bytesize
+    buf.force_encoding(Encoding::BINARY)
+    buf[pos..] = data.b
+    buf
+  end
+
+  # At EOF the caller's buffer is truncated to `pos` (stdlib empties it).
+  def __empty_buffer__(buf, pos)
+    return nil unless buf
+
+    pos = buf.bytesize if pos.negative? || pos > buf.bytesize
+    buf.force_encoding(Encoding::BINARY)
+    buf[pos..] = ''
+    nil
+  end
+
+  def __line_args__(args)
+    case args.size
+    when 0 then [$/, nil]
+    when 1
+      a = args[0]
+      if a.nil? then [nil, nil]
+      elsif a.is_a?(Integer) then [$/, a.negative? ? nil : a]
+      else [String(a), nil]
+      end
+    when 2
+      limit = args[1].nil? ? nil : Integer(args[1])
+      [args[0].nil? ? nil : String(args[0]), limit&.negative? ? nil : limit]
+    else raise ArgumentError, "wrong number of arguments (given #{args.size}, expected 0..2)"
+    end
+  end
+
+  def __next_line__(sep, limit)
+    return +'' if limit&.zero?
+    return __read_all_or_limit__(limit) if sep.nil?
+
+    sep = "\n\n" if sep.empty?
+    sep = sep.b
+    rb = (@read_buffer ||= (+'').force_encoding(Encoding::BINARY))
+    from = 0
+    loop do
+      idx = rb.index(sep, from)
+      if idx && (limit.nil? || idx + sep.bytesize <= limit)
+        return __take_bytes__(idx + sep.bytesize)
+      end
+      return __take_bytes__(limit) if limit && rb.bytesize >= limit
+
+      from = [rb.bytesize - sep.bytesize + 1, 0].max
+      return __take_bytes__(rb.bytesize) unless __more__(rb, CHUNK_SIZE)
+    end
+  end
+
+  def __read_all_or_limit__(limit)
+    if limit
+      __fill_read_buffer__(limit)
+      return __take_bytes__(limit)
+    end
+    data = read
+    data.empty? ? nil : data
+  end
+
+  def __chomp_line__(line, sep)
+    return line.chomp if sep == $/ || sep == "\n"
+
+    line.end_with?(sep.b) ? line.byteslice(0, line.bytesize - sep.bytesize) : line
+  end
+
+  def __puts_parts__(args, parts, seen)
+    args.each do |a|
+      if a.is_a?(Array)
+        raise ArgumentError, 'recursive array join' if seen[a.object_id]
+
+        seen[a.object_id] = true
+        __puts_parts__(a, parts, seen)
+        seen.delete(a.object_id)
+        next
+      end
+      s = a.nil? ? '' : a.to_s
+      s = a.inspect unless s.is_a?(String)
+      parts << s
+      parts << "\n" unless s.end_with?("\n")
+    end
+  end
+end
+
+# Fiber-aware class methods (spec §9.3), with the standard library's
+# signatures. Paths starting with `|` (commands) go to the stock methods.
+class ::IO
+  class << self
+    %i[read write binread binwrite readlines foreach copy_stream].each do |m|
+      alias_method :"orig_#{m}", m unless method_defined?(:"orig_#{m}")
+    end
+
+    def read(name, length = nil, offset = nil, mode: 'r', **opts)
+      return orig_read(name, length, offset, mode: mode, **opts) if __command__?(name)
+
+      File.open(name, mode, **opts) do |f|
+        f.seek(offset) if offset
+        length ? f.read(length) : f.read
+      end
+    end
+
+    def binread(name, length = nil, offset = nil)
+      read(name, length, offset, mode: 'rb')
+    end
+
+    def write(name, data, offset = nil, mode: nil, **opts)
+      return orig_write(name, data, offset, **opts) if __command__?(name)
+
+      mode ||= offset ? File::WRONLY | File::CREAT : 'w'
+      File.open(name, mode, **opts) do |f|
+        f.seek(offset) if offset
+        f.write(data)
+      end
+    end
+
+    def binwrite(name, data, offset = nil)
+      mode = offset ? File::WRONLY | File::CREAT | File::BINARY : 'wb'
+      write(name, data, offset, mode: mode)
+    end
+
+    def readlines(name, *args, chomp: false, **opts)
+      return orig_readlines(name, *args, chomp: chomp, **opts) if __command__?(name)
+
+      File.open(name, 'r', **opts) { |f| f.readlines(*args, chomp: chomp) }
+    end
+
+    def foreach(name, *args, chomp: false, **opts, &block)
+      return enum_for(:foreach, name, *args, chomp: chomp, **opts) unless block
+      return orig_foreach(name, *args, chomp: chomp, **opts, &block) if __command__?(name)
+
+      File.open(name, 'r', **opts) { |f| f.each_line(*args, chomp: chomp, &block) }
+      nil
+    end
+
+    # Copies `src` to `dst` (IOs, IO-like objects or paths); with
+    # `copy_length`, at most that many bytes; with `src_offset`, from that
+    # offset of `src`. Returns the byte count.
+    def copy_stream(src, dst, copy_length = nil, src_offset = nil)
+      src_io = __stream__(src, 'rb')
+      dst_io = __stream__(dst, 'wb')
+      src_io.seek(src_offset) if src_offset
+      __copy__(src_io, dst_io, copy_length)
+    ensure
+      src_io.close if src_io && !src_io.equal?(src)
+      dst_io.close if dst_io && !dst_io.equal?(dst)
+    end
+
+    def splice(src, dest, maxlen)
+      Polyphony.backend_splice(src, dest, maxlen)
+    end
+
+    def tee(src, dest, maxlen)
+      Polyphony.backend_tee(src, dest, maxlen)
+    end
+
+    def double_splice(src, dest)
+      Polyphony.backend_double_splice(src, dest)
+    end
+
+    private
+
+    def __command__?(name)
+      name.is_a?(String) && name.start_with?('|')
+    end
+
+    def __stream__(obj, mode)
+      return File.open(obj, mode) if obj.is_a?(String)
+      return File.open(obj.to_path, mode) if obj.respond_to?(:to_path)
+
+      obj
+    end
+
+    def __copy__(src, dst, length)
+      total = 0
+      buf = +''
+      while length.nil? || total < length
+        want = length ? [length - total, 65_536].min : 65_536
+        chunk = __read_chunk__(src, want, buf)
+        break if chunk.nil? || chunk.empty?
+
+        dst.write(chunk)
+        total += chunk.bytesize
+      end
+      total
+    end
+
+    def __read_chunk__(src, want, buf)
+      return src.read(want, buf) unless src.respond_to?(:readpartial)
+
+      src.readpartial(want, buf)
+    rescue EOFError
+      nil
+    end
+  end
+end
+
+# `Kernel#gets` reads `$stdin` (fiber-aware) when there are no file
+# arguments, as `ARGF` would.
+module Kernel
+  alias_method :orig_gets, :gets unless method_defined?(:orig_gets)
+
+  def gets(*args, **kw)
+    return orig_gets(*args, **kw) unless ARGV.empty?
+
+    $stdin.gets(*args, **kw)
+  end
+  module_function :gets
+  public :gets
+end
