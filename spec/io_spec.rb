@@ -173,7 +173,7 @@ RSpec.describe 'IO (fiber-aware, stdlib semantics)' do
 
     it 'each_line yields every line, tail included; without a block it is an Enumerator' do
       r, = pipe_with("1\n2\n3")
-      expect(r.each_line.to_a).to eq(["1\n", "2\n", '3'])
+      expect(r.each_line.to_a).to eq(%W[1\n 2\n 3])
       r, = pipe_with("1\n2\n")
       lines = []
       expect(r.each_line(chomp: true) { |l| lines << l }).to equal(r)
@@ -182,7 +182,7 @@ RSpec.describe 'IO (fiber-aware, stdlib semantics)' do
 
     it 'readline raises EOFError at the end; readlines collects' do
       r, = pipe_with("a\nb\n")
-      expect(r.readlines).to eq(["a\n", "b\n"])
+      expect(r.readlines).to eq(%W[a\n b\n])
       expect { r.readline }.to raise_error(EOFError)
     end
 
@@ -364,7 +364,7 @@ RSpec.describe 'IO (fiber-aware, stdlib semantics)' do
     it 'read_loop yields chunks until EOF and returns the IO' do
       r, w = IO.pipe
       spin do
-        3.times { |i| w << "c#{i}" && sleep(0.01) }
+        3.times { |i| (w << "c#{i}") && sleep(0.01) }
         w.close
       end
       chunks = []
@@ -451,7 +451,7 @@ RSpec.describe 'IO (fiber-aware, stdlib semantics)' do
         expect(IO.read(f.path, 2, 1)).to eq("\nb")
         expect(IO.binread(f.path).encoding).to eq(Encoding::BINARY)
         expect(IO.readlines(f.path, chomp: true)).to eq(%w[a b])
-        expect(IO.foreach(f.path).to_a).to eq(["a\n", "b\n"])
+        expect(IO.foreach(f.path).to_a).to eq(%W[a\n b\n])
         IO.binwrite(f.path, 'XY', 1)
         expect(File.read(f.path)).to eq("aXY\n")
         expect(IO.read('|echo piped')).to eq("piped\n")
@@ -461,8 +461,73 @@ RSpec.describe 'IO (fiber-aware, stdlib semantics)' do
     it 'File.open with a block reads and writes through the backend' do
       Tempfile.create('blk') do |f|
         File.open(f.path, 'w') { |io| io << 'via block' }
-        expect(File.open(f.path, &:read)).to eq('via block')
+        expect(File.read(f.path)).to eq('via block')
       end
+    end
+  end
+
+  describe 'positions and encodings' do
+    it 'pos, seek and rewind account for bytes read ahead by gets' do
+      Tempfile.create('pos') do |f|
+        f.orig_write("one\ntwo\nthree\n")
+        f.flush
+        File.open(f.path) do |io|
+          expect(io.gets).to eq("one\n")
+          expect(io.pos).to eq(4)
+          io.seek(2, IO::SEEK_CUR)
+          expect(io.gets).to eq("o\n")
+          io.rewind
+          expect(io.gets).to eq("one\n")
+          io.pos = 8
+          expect(io.read).to eq("three\n")
+        end
+      end
+    end
+
+    it 'transcodes like stdlib when the IO has explicit encodings' do
+      Tempfile.create('latin') do |f|
+        File.open(f.path, 'w:ISO-8859-1') { |io| io.write('café') }
+        expect(File.binread(f.path)).to eq("caf\xE9".b)
+        File.open(f.path, 'r:ISO-8859-1:UTF-8') do |io|
+          line = io.gets
+          expect(line).to eq('café')
+          expect(line.encoding).to eq(Encoding::UTF_8)
+        end
+      end
+    end
+  end
+
+  describe '$stdout / $stderr and Kernel#p' do
+    it 'p, puts, print, warn and $stderr writes all come out, in order' do
+      out, err, st = run_ruby(<<~RUBY)
+        require 'polyphony'
+        spin { puts 'from a fiber' }
+        p 1
+        p 2, 3
+        print "printed\n"
+        $stdout << "chained" << "\n"
+        warn 'warned'
+        $stderr.write("err\n")
+        snooze
+      RUBY
+      expect(st).to be_success
+      # Each write is a switchpoint, so the fiber's line may come anywhere,
+      # but never inside another write.
+      expect(out.lines).to include("from a fiber\n")
+      expect(out.lines - ["from a fiber\n"]).to eq(%W[1\n 2\n 3\n printed\n chained\n])
+      expect(err).to eq("warned\nerr\n")
+    end
+
+    it 'writes inside Thread.handle_interrupt(never) (as Kernel#p does) do not hang' do
+      out, _err, st = run_ruby(<<~RUBY, timeout: 10)
+        require 'polyphony'
+        Thread.handle_interrupt(Object => :never) do
+          $stdout.write("a\n")
+          $stdout.write("b\n")
+        end
+      RUBY
+      expect(st).to be_success
+      expect(out).to eq("a\nb\n")
     end
   end
 

@@ -28,6 +28,46 @@ module SpecHelpers
     Thread.current.backend
   end
 
+  # A certificate for `localhost` generated here, and its key (cached).
+  def self_signed_cert
+    @@self_signed_cert ||= begin # rubocop:disable Style/ClassVars
+      key = OpenSSL::PKey::RSA.new(2048)
+      cert = OpenSSL::X509::Certificate.new
+      cert.version = 2
+      cert.serial = 1
+      cert.subject = cert.issuer = OpenSSL::X509::Name.parse('/CN=localhost')
+      cert.public_key = key.public_key
+      cert.not_before = Time.now - 60
+      cert.not_after = Time.now + 3600
+      add_san(cert)
+      cert.sign(key, OpenSSL::Digest.new('SHA256'))
+      [cert, key]
+    end
+  end
+
+  def add_san(cert)
+    ef = OpenSSL::X509::ExtensionFactory.new
+    ef.subject_certificate = ef.issuer_certificate = cert
+    cert.add_extension(ef.create_extension('subjectAltName', 'DNS:localhost,IP:127.0.0.1', false))
+  end
+
+  def server_context
+    cert, key = self_signed_cert
+    OpenSSL::SSL::SSLContext.new.tap do |ctx|
+      ctx.cert = cert
+      ctx.key = key
+    end
+  end
+
+  # A client context that trusts only the spec's certificate.
+  def client_context
+    store = OpenSSL::X509::Store.new
+    store.add_cert(self_signed_cert[0])
+    OpenSSL::SSL::SSLContext.new.tap do |ctx|
+      ctx.set_params(verify_mode: OpenSSL::SSL::VERIFY_PEER, cert_store: store)
+    end
+  end
+
   def monotonic
     Process.clock_gettime(Process::CLOCK_MONOTONIC)
   end

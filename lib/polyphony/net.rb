@@ -72,7 +72,9 @@ module Polyphony
         ssl.sync_close = true
         ssl.hostname = host
         ssl.connect
-        ssl.post_connection_check(host) if context.verify_mode != OpenSSL::SSL::VERIFY_NONE
+        if context.verify_mode != OpenSSL::SSL::VERIFY_NONE && context.verify_hostname != false
+          ssl.post_connection_check(host)
+        end
         ssl
       end
     end

@@ -1,5 +1,6 @@
 # frozen_string_literal: true
 
+# Polyphony::Pipe and Polyphony.pipe.
 module Polyphony
   # Both ends of an anonymous pipe in one object (spec §9.6). Reads use the
   # read end, writes the write end; every backend primitive accepts it.
@@ -70,12 +71,12 @@ module Polyphony
       __write_io__.puts(*args)
     end
 
-    %i[gets getc getbyte each_line read_loop feed_loop wait_readable read_nonblock].each do |m|
-      define_method(m) { |*args, **kw, &block| @r.__send__(m, *args, **kw, &block) }
+    %i[gets getc getbyte each_line read_loop feed_loop wait_readable read_nonblock].each do |meth|
+      define_method(meth) { |*args, **kw, &block| @r.__send__(meth, *args, **kw, &block) }
     end
 
-    def write_nonblock(*args, **kw)
-      __write_io__.write_nonblock(*args, **kw)
+    def write_nonblock(*args, **opts)
+      __write_io__.write_nonblock(*args, **opts)
     end
 
     def wait_writable(timeout = nil)

@@ -22,9 +22,12 @@ class ::IO
   # The stock methods, for code that wants them.
   %i[read write readpartial gets each_line getc getbyte ungetc ungetbyte
      read_nonblock readline readlines readchar readbyte each_char each_byte
-     eof? wait_readable wait_writable close puts].each do |m|
+     eof? wait_readable wait_writable close puts pos seek pos= rewind].each do |m|
     alias_method :"orig_#{m}", m unless method_defined?(:"orig_#{m}")
   end
+
+  # Bytes Ruby buffered before this file was loaded go out first.
+  [$stdout, $stderr].each { |io| io.flush if io.respond_to?(:flush) && !io.closed? }
 
   # Fast-path protocol used by parsers and `IO.copy_stream` (spec §9.2).
   def __read_method__
@@ -40,41 +43,26 @@ class ::IO
   # contents are replaced). Returns `nil` at EOF when `len` is positive, `""`
   # when it is nil (D16).
   def read(len = nil, buf = nil, buf_pos = 0)
-    if len.nil?
-      data = __take_read_buffer__ || (+'').force_encoding(Encoding::BINARY)
-      Polyphony.backend_read(self, data, nil, true, -1)
-      data.force_encoding(__read_encoding__)
-      return data unless buf
-
-      return __into_buffer__(buf, data, buf_pos)
-    end
+    return __read_all__(buf, buf_pos) if len.nil?
 
     len = __check_length__(len)
-    return __into_buffer__(buf, +'', buf_pos) || +'' if len.zero?
+    return __deliver__(+'', buf, buf_pos) if len.zero?
 
-    rb = @read_buffer
-    if buf && (rb.nil? || rb.empty?)
+    if buf && !__buffered?
       return Polyphony.backend_read(self, buf, len, true, buf_pos) || __empty_buffer__(buf, buf_pos)
     end
 
     __fill_read_buffer__(len)
     data = __take_bytes__(len)
-    return __empty_buffer__(buf, buf_pos) if data.nil?
-
-    buf ? __into_buffer__(buf, data, buf_pos) : data
+    data ? __deliver__(data, buf, buf_pos) : __empty_buffer__(buf, buf_pos)
   end
 
   # One read of at most `maxlen` bytes (buffered bytes first). At EOF raises
   # `EOFError`, or returns `nil` if `raise_on_eof` is false.
   def readpartial(maxlen, buf = nil, buf_pos = 0, raise_on_eof = true)
     maxlen = __check_length__(maxlen)
-    return __into_buffer__(buf, +'', buf_pos) || +'' if maxlen.zero?
-
-    rb = @read_buffer
-    if rb && !rb.empty?
-      data = __take_bytes__(maxlen)
-      return buf ? __into_buffer__(buf, data, buf_pos) : data
-    end
+    return __deliver__(+'', buf, buf_pos) if maxlen.zero?
+    return __deliver__(__take_bytes__(maxlen), buf, buf_pos) if __buffered?
 
     buf ||= (+'').force_encoding(Encoding::BINARY)
     return buf if Polyphony.backend_read(self, buf, maxlen, false, buf_pos)
@@ -103,6 +91,8 @@ class ::IO
   def write(*args)
     return 0 if args.empty?
 
+    enc = external_encoding
+    args = __encode__(args, enc) if enc && enc != Encoding::BINARY
     Polyphony.backend_write(self, *args)
   rescue Errno::EBADF
     raise IOError, 'not opened for writing' unless closed?
@@ -121,7 +111,7 @@ class ::IO
     return (write("\n") && nil) if args.empty?
 
     parts = []
-    __puts_parts__(args, parts, {})
+    __puts_parts__(args, parts, {}.compare_by_identity)
     Polyphony.backend_write(self, *parts)
     nil
   end
@@ -131,11 +121,11 @@ class ::IO
   # `limit` caps the line's byte length.
   def gets(*args, chomp: false)
     sep, limit = __line_args__(args)
-    line = __next_line__(sep, limit)
+    line = limit&.zero? ? +'' : __next_line__(sep, limit)
     return nil unless line
 
     line = __chomp_line__(line, sep) if chomp
-    line.force_encoding(__read_encoding__)
+    __decode__(line)
   end
 
   def readline(*args, chomp: false)
@@ -193,9 +183,7 @@ class ::IO
       return nil if rb.empty?
 
       short = rb.bytesize < n
-      if short || rb.byteslice(0, n).force_encoding(enc).valid_encoding?
-        return __take_bytes__(n).force_encoding(enc)
-      end
+      return __take_bytes__(n).force_encoding(enc) if short || rb.byteslice(0, n).force_encoding(enc).valid_encoding?
     end
     __take_bytes__(1).force_encoding(enc)
   end
@@ -234,17 +222,17 @@ class ::IO
   alias eof eof?
 
   # Yields chunks of up to `maxlen` bytes (new Strings) until EOF.
-  def read_loop(maxlen = CHUNK_SIZE, &block)
+  def read_loop(maxlen = CHUNK_SIZE, &)
     data = __take_read_buffer__
     yield data if data && !data.empty?
-    Polyphony.backend_read_loop(self, maxlen, &block)
+    Polyphony.backend_read_loop(self, maxlen, &)
   end
 
   # Calls `receiver.__send__(method, chunk, &block)` for each chunk read.
-  def feed_loop(receiver, method = :call, &block)
+  def feed_loop(receiver, method = :call, &)
     data = __take_read_buffer__
-    receiver.__send__(method, data, &block) if data && !data.empty?
-    Polyphony.backend_feed_loop(self, receiver, method, &block)
+    receiver.__send__(method, data, &) if data && !data.empty?
+    Polyphony.backend_feed_loop(self, receiver, method, &)
   end
 
   # `self` once readable (at once if bytes are buffered); `nil` if `timeout`
@@ -291,6 +279,72 @@ class ::IO
     external_encoding || Encoding.default_external
   end
 
+  def __buffered?
+    rb = @read_buffer
+    rb && !rb.empty?
+  end
+
+  # `data`, or `buf` holding it from `pos` on.
+  def __deliver__(data, buf, pos)
+    buf ? __into_buffer__(buf, data, pos) : data
+  end
+
+  # Everything until EOF, buffered bytes first.
+  def __read_all__(buf, buf_pos)
+    data = __take_read_buffer__ || (+'').force_encoding(Encoding::BINARY)
+    Polyphony.backend_read(self, data, nil, true, -1)
+    __deliver__(__decode__(data), buf, buf_pos)
+  end
+
+  # Text read: tagged with the external encoding, transcoded to the internal
+  # one if the IO has one (`'r:ISO-8859-1:UTF-8'`), as stdlib does.
+  def __decode__(str)
+    str.force_encoding(__read_encoding__)
+    int = internal_encoding
+    int ? str.encode(int) : str
+  end
+
+  # Text written to an IO with an explicit external encoding is transcoded
+  # to it, as stdlib does (binary strings are written as they are).
+  def __encode__(args, enc)
+    args.map do |a|
+      s = a.is_a?(String) ? a : a.to_s
+      s.encoding == enc || s.encoding == Encoding::BINARY || s.ascii_only? ? s : s.encode(enc)
+    end
+  end
+
+  public
+
+  # The logical position: bytes read ahead into the read buffer are not
+  # counted as read.
+  def pos
+    rb = @read_buffer
+    rb && !rb.empty? ? orig_pos - rb.bytesize : orig_pos
+  end
+  alias tell pos
+
+  # Seeking drops the read-ahead (a relative seek accounts for it first).
+  def seek(offset, whence = IO::SEEK_SET)
+    rb = @read_buffer
+    if rb && !rb.empty?
+      offset -= rb.bytesize if [IO::SEEK_CUR, :CUR].include?(whence)
+      @read_buffer = nil
+    end
+    orig_seek(offset, whence)
+  end
+
+  def pos=(offset)
+    @read_buffer = nil
+    self.orig_pos = offset
+  end
+
+  def rewind
+    @read_buffer = nil
+    orig_rewind
+  end
+
+  private
+
   def __check_length__(len)
     len = Integer(len)
     raise ArgumentError, "negative length #{len} given" if len.negative?
@@ -301,9 +355,7 @@ class ::IO
   # Makes sure at least `len` bytes are buffered (fewer at EOF).
   def __fill_read_buffer__(len)
     rb = (@read_buffer ||= (+'').force_encoding(Encoding::BINARY))
-    while rb.bytesize < len
-      break unless __more__(rb, len - rb.bytesize)
-    end
+    loop { break if rb.bytesize >= len || !__more__(rb, len - rb.bytesize) }
   end
 
   # One read into the buffer; false at EOF.
@@ -352,40 +404,44 @@ class ::IO
     nil
   end
 
+  # `[separator, limit]` from `gets`' arguments (`gets(limit)`,
+  # `gets(sep)`, `gets(sep, limit)`); a negative limit means none.
   def __line_args__(args)
-    case args.size
-    when 0 then [$/, nil]
-    when 1
-      a = args[0]
-      if a.nil? then [nil, nil]
-      elsif a.is_a?(Integer) then [$/, a.negative? ? nil : a]
-      else [String(a), nil]
-      end
-    when 2
-      limit = args[1].nil? ? nil : Integer(args[1])
-      [args[0].nil? ? nil : String(args[0]), limit&.negative? ? nil : limit]
-    else raise ArgumentError, "wrong number of arguments (given #{args.size}, expected 0..2)"
-    end
+    raise ArgumentError, "wrong number of arguments (given #{args.size}, expected 0..2)" if args.size > 2
+
+    args = [$/, *args] if args.size == 1 && args[0].is_a?(Integer)
+    sep = args.empty? ? $/ : args[0]
+    [sep.nil? ? nil : String(sep), __line_limit__(args[1])]
+  end
+
+  def __line_limit__(arg)
+    limit = arg.nil? ? nil : Integer(arg)
+    limit&.negative? ? nil : limit
   end
 
   def __next_line__(sep, limit)
-    return +'' if limit&.zero?
     return __read_all_or_limit__(limit) if sep.nil?
 
-    sep = "\n\n" if sep.empty?
-    sep = sep.b
+    sep = sep.empty? ? "\n\n" : sep.b
     rb = (@read_buffer ||= (+'').force_encoding(Encoding::BINARY))
     from = 0
     loop do
-      idx = rb.index(sep, from)
-      if idx && (limit.nil? || idx + sep.bytesize <= limit)
-        return __take_bytes__(idx + sep.bytesize)
-      end
-      return __take_bytes__(limit) if limit && rb.bytesize >= limit
+      len = __line_length__(rb, sep, limit, from)
+      return __take_bytes__(len) if len
 
       from = [rb.bytesize - sep.bytesize + 1, 0].max
       return __take_bytes__(rb.bytesize) unless __more__(rb, CHUNK_SIZE)
     end
+  end
+
+  # The byte length of the line at the start of `rb` (searching for `sep`
+  # from byte `from`), or nil if more bytes are needed.
+  def __line_length__(buffer, sep, limit, from)
+    idx = buffer.index(sep, from)
+    len = idx && (idx + sep.bytesize)
+    return len if len && (limit.nil? || len <= limit)
+
+    limit if limit && buffer.bytesize >= limit
   end
 
   def __read_all_or_limit__(limit)
@@ -398,7 +454,7 @@ class ::IO
   end
 
   def __chomp_line__(line, sep)
-    return line.chomp if sep == $/ || sep == "\n"
+    return line.chomp if [$/, "\n"].include?(sep)
 
     line.end_with?(sep.b) ? line.byteslice(0, line.bytesize - sep.bytesize) : line
   end
@@ -406,11 +462,11 @@ class ::IO
   def __puts_parts__(args, parts, seen)
     args.each do |a|
       if a.is_a?(Array)
-        raise ArgumentError, 'recursive array join' if seen[a.object_id]
+        raise ArgumentError, 'recursive array join' if seen[a]
 
-        seen[a.object_id] = true
+        seen[a] = true
         __puts_parts__(a, parts, seen)
-        seen.delete(a.object_id)
+        seen.delete(a)
         next
       end
       s = a.nil? ? '' : a.to_s
@@ -536,13 +592,12 @@ end
 # `Kernel#gets` reads `$stdin` (fiber-aware) when there are no file
 # arguments, as `ARGF` would.
 module Kernel
-  alias_method :orig_gets, :gets unless method_defined?(:orig_gets)
+  alias orig_gets gets unless method_defined?(:orig_gets)
 
-  def gets(*args, **kw)
-    return orig_gets(*args, **kw) unless ARGV.empty?
+  def gets(*args, **opts)
+    return orig_gets(*args, **opts) unless ARGV.empty?
 
-    $stdin.gets(*args, **kw)
+    $stdin.gets(*args, **opts)
   end
   module_function :gets
-  public :gets
 end

@@ -8,10 +8,10 @@ require 'openssl'
 # the backend makes every method fiber-aware. Stdlib semantics are kept
 # (`sysread` raises `EOFError` at EOF).
 class OpenSSL::SSL::SSLSocket
-  alias_method :orig_connect, :connect unless method_defined?(:orig_connect)
-  alias_method :orig_accept, :accept unless method_defined?(:orig_accept)
-  alias_method :orig_sysread, :sysread unless method_defined?(:orig_sysread)
-  alias_method :orig_syswrite, :syswrite unless method_defined?(:orig_syswrite)
+  alias orig_connect connect unless method_defined?(:orig_connect)
+  alias orig_accept accept unless method_defined?(:orig_accept)
+  alias orig_sysread sysread unless method_defined?(:orig_sysread)
+  alias orig_syswrite syswrite unless method_defined?(:orig_syswrite)
 
   # Client handshake; parks the fiber while OpenSSL waits for the peer.
   def connect
@@ -67,6 +67,8 @@ class OpenSSL::SSL::SSLSocket
   end
 end
 
+# `SSLServer#accept` is fiber-aware through the patched `TCPServer#accept` and
+# `SSLSocket#accept`; `accept_loop` is added.
 class OpenSSL::SSL::SSLServer
   # Accepts connections forever, yielding each one after its handshake.
   # Handshake and connection errors (`OpenSSL::SSL::SSLError`,

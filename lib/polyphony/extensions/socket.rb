@@ -7,8 +7,8 @@ require 'socket'
 # `fileno`, `peeraddr`, `setsockopt` …); only the calls that wait are
 # replaced, and each parks just the calling fiber.
 class ::BasicSocket
-  alias_method :orig_recv, :recv unless method_defined?(:orig_recv)
-  alias_method :orig_send, :send unless method_defined?(:orig_send)
+  alias orig_recv recv unless method_defined?(:orig_recv)
+  alias orig_send send unless method_defined?(:orig_send)
 
   def __read_method__
     :backend_recv
@@ -35,17 +35,17 @@ class ::BasicSocket
   end
 
   # Yields each chunk received (new Strings) until EOF.
-  def recv_loop(maxlen = 8192, &block)
+  def recv_loop(maxlen = 8192, &)
     data = __take_read_buffer__
     yield data if data && !data.empty?
-    Polyphony.backend_recv_loop(self, maxlen, &block)
+    Polyphony.backend_recv_loop(self, maxlen, &)
   end
   alias read_loop recv_loop
 
-  def feed_loop(receiver, method = :call, &block)
+  def feed_loop(receiver, method = :call, &)
     data = __take_read_buffer__
-    receiver.__send__(method, data, &block) if data && !data.empty?
-    Polyphony.backend_recv_feed_loop(self, receiver, method, &block)
+    receiver.__send__(method, data, &) if data && !data.empty?
+    Polyphony.backend_recv_feed_loop(self, receiver, method, &)
   end
 
   # Sends all of `msg`; returns its byte count. With a destination address
@@ -101,11 +101,12 @@ class ::BasicSocket
   end
 end
 
+# `Socket`: stdlib `accept`/`connect`/`recvfrom`, fiber-aware, plus `accept_loop`.
 class ::Socket
   ZERO_LINGER = [0, 0].pack('ii') unless const_defined?(:ZERO_LINGER)
 
-  alias_method :orig_accept, :accept unless method_defined?(:orig_accept)
-  alias_method :orig_connect, :connect unless method_defined?(:orig_connect)
+  alias orig_accept accept unless method_defined?(:orig_accept)
+  alias orig_connect connect unless method_defined?(:orig_connect)
 
   # Stdlib semantics, fiber-aware: `[socket, addrinfo]`.
   def accept
@@ -115,8 +116,8 @@ class ::Socket
   # Accepts forever, yielding each connection as a `TCPSocket` (or
   # `UNIXSocket` for a Unix-domain socket). Ends with `break` or an
   # exception.
-  def accept_loop(&block)
-    Polyphony.backend_accept_loop(self, __connection_class__, &block)
+  def accept_loop(&)
+    Polyphony.backend_accept_loop(self, __connection_class__, &)
   end
 
   # Connects to `addr` (an `Addrinfo` or a packed sockaddr) without blocking
@@ -139,10 +140,12 @@ class ::Socket
   end
 end
 
+# `TCPSocket.new` connects without blocking the thread and returns a real socket (D1).
 class ::TCPSocket
   # A connected socket: resolves `host` (blocking the thread only for
   # DNS, as stdlib), then connects without blocking the thread, trying each
   # address in turn. `connect_timeout:` raises `Errno::ETIMEDOUT`.
+  # rubocop:disable Metrics/ParameterLists -- the stdlib signature
   def initialize(host, port, local_host = nil, local_port = nil, connect_timeout: nil, resolv_timeout: nil)
     _ = resolv_timeout
     fd = __connect_fd__(host, port, local_host, local_port, connect_timeout)
@@ -151,6 +154,7 @@ class ::TCPSocket
     self.sync = true
     self.do_not_reverse_lookup = ::BasicSocket.do_not_reverse_lookup
   end
+  # rubocop:enable Metrics/ParameterLists
 
   # `self`: this is a real socket (Polyphony's wrappers answered their inner
   # socket here).
@@ -163,30 +167,38 @@ class ::TCPSocket
   def __connect_fd__(host, port, local_host, local_port, timeout)
     error = nil
     ::Addrinfo.getaddrinfo(host, port, nil, :STREAM).each do |ai|
-      sock = ::Socket.new(ai.afamily, ::Socket::SOCK_STREAM, 0)
-      begin
-        sock.bind(::Addrinfo.getaddrinfo(local_host, local_port, ai.afamily, :STREAM).first) if local_host || local_port
-        if timeout
-          cancel_after(timeout, with_exception: [Errno::ETIMEDOUT, 'user specified timeout']) { sock.connect(ai) }
-        else
-          sock.connect(ai)
-        end
-        sock.autoclose = false
-        return sock.fileno
-      rescue SystemCallError => e
-        error = e
-        sock.close
-      rescue Exception # rubocop:disable Lint/RescueException
-        sock.close
-        raise
-      end
+      return __connect_one__(ai, local_host, local_port, timeout)
+    rescue SystemCallError => e
+      error = e
     end
     raise error || SocketError.new("no address for #{host}")
   end
+
+  # The fd of a new socket connected to `ai`; the socket is closed if that
+  # fails.
+  def __connect_one__(addrinfo, local_host, local_port, timeout)
+    sock = ::Socket.new(addrinfo.afamily, ::Socket::SOCK_STREAM, 0)
+    begin
+      if local_host || local_port
+        sock.bind(::Addrinfo.getaddrinfo(local_host, local_port, addrinfo.afamily, :STREAM).first)
+      end
+      timeout ? __connect_within__(sock, addrinfo, timeout) : sock.connect(addrinfo)
+      sock.autoclose = false
+      sock.fileno
+    rescue Exception # rubocop:disable Lint/RescueException
+      sock.close
+      raise
+    end
+  end
+
+  def __connect_within__(sock, addrinfo, timeout)
+    cancel_after(timeout, with_exception: [Errno::ETIMEDOUT, 'user specified timeout']) { sock.connect(addrinfo) }
+  end
 end
 
+# Servers hand out real `TCPSocket`s, accepted without blocking the thread.
 class ::TCPServer
-  alias_method :orig_accept, :accept unless method_defined?(:orig_accept)
+  alias orig_accept accept unless method_defined?(:orig_accept)
 
   # The next connection, as a `TCPSocket`.
   def accept
@@ -195,23 +207,25 @@ class ::TCPServer
 
   # Accepts forever, yielding each connection (`break` or an exception ends
   # it).
-  def accept_loop(&block)
-    Polyphony.backend_accept_loop(self, ::TCPSocket, &block)
+  def accept_loop(&)
+    Polyphony.backend_accept_loop(self, ::TCPSocket, &)
   end
 end
 
+# Unix-domain servers hand out `UNIXSocket`s without blocking the thread.
 class ::UNIXServer
-  alias_method :orig_accept, :accept unless method_defined?(:orig_accept)
+  alias orig_accept accept unless method_defined?(:orig_accept)
 
   def accept
     Polyphony.backend_accept(self, ::UNIXSocket)
   end
 
-  def accept_loop(&block)
-    Polyphony.backend_accept_loop(self, ::UNIXSocket, &block)
+  def accept_loop(&)
+    Polyphony.backend_accept_loop(self, ::UNIXSocket, &)
   end
 end
 
+# `UDPSocket#recvfrom` waits for a datagram without blocking the thread.
 class ::UDPSocket
   # `[data, [family, port, host, ip]]` of the next datagram.
   def recvfrom(maxlen, flags = 0)

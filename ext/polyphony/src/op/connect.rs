@@ -100,10 +100,7 @@ pub fn connect_sockaddr(
         )
     };
     if so_err != 0 {
-        return Err(errno_error(
-            so_err,
-            what,
-        ));
+        return Err(errno_error(so_err, what));
     }
     Ok(())
 }

@@ -232,7 +232,11 @@ impl Backend {
         for f in waiters {
             let msg = "stream closed in another fiber";
             let exc = unsafe {
-                rb_sys::rb_exc_new(rb_sys::rb_eIOError, msg.as_ptr() as *const _, msg.len() as _)
+                rb_sys::rb_exc_new(
+                    rb_sys::rb_eIOError,
+                    msg.as_ptr() as *const _,
+                    msg.len() as _,
+                )
             };
             self.schedule(f, exc, true);
         }
@@ -243,9 +247,10 @@ impl Backend {
     /// registration. Returns the ready events.
     pub fn wait_ready(&self, fd: i32, events: u32) -> Result<i32, Error> {
         if self.is_uring() {
-            let (key, res) = self.submit_and_await(OpSlot::on_fd(self.current_fiber(), fd), |_| {
-                io_uring::opcode::PollAdd::new(io_uring::types::Fd(fd), events).build()
-            })?;
+            let (key, res) = self
+                .submit_and_await(OpSlot::on_fd(self.current_fiber(), fd), |_| {
+                    io_uring::opcode::PollAdd::new(io_uring::types::Fd(fd), events).build()
+                })?;
             self.free_op(key);
             return if res < 0 {
                 Err(errno_error(-res, "poll"))
@@ -372,8 +377,8 @@ pub fn ensure_nonblock(fd: i32) -> bool {
         if fl >= 0 && fl & libc::O_NONBLOCK == 0 {
             if (0..=2).contains(&fd) {
                 let mut st: libc::stat = std::mem::zeroed();
-                let regular = libc::fstat(fd, &mut st) == 0
-                    && st.st_mode & libc::S_IFMT == libc::S_IFREG;
+                let regular =
+                    libc::fstat(fd, &mut st) == 0 && st.st_mode & libc::S_IFMT == libc::S_IFREG;
                 return regular;
             }
             libc::fcntl(fd, libc::F_SETFL, fl | libc::O_NONBLOCK);

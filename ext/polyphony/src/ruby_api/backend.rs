@@ -614,11 +614,7 @@ impl Backend {
             )));
         }
         unsafe {
-            std::ptr::copy_nonoverlapping(
-                bytes.as_ptr(),
-                &mut ss as *mut _ as *mut u8,
-                bytes.len(),
-            )
+            std::ptr::copy_nonoverlapping(bytes.as_ptr(), &mut ss as *mut _ as *mut u8, bytes.len())
         };
         op::connect::connect_sockaddr(self, fd, (ss, bytes.len() as _), "connect(2)")?;
         Ok(sock)
@@ -633,7 +629,10 @@ impl Backend {
             let fd = io_fd(r, Dir::Read)?;
             self.fd_closing(fd);
             if unsafe { libc::close(fd) } < 0 {
-                return Err(crate::helpers::errno_error(crate::helpers::last_errno(), "close"));
+                return Err(crate::helpers::errno_error(
+                    crate::helpers::last_errno(),
+                    "close",
+                ));
             }
             return Ok(io);
         }

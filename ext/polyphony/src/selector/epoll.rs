@@ -94,7 +94,11 @@ impl Epoll {
                 libc::epoll_wait(epfd, evs as *mut libc::epoll_event, cap, ms)
             })
             .unwrap_or_else(|| unsafe {
-                let short = if ms < 0 { NOT_RUN_WAIT_MS } else { ms.min(NOT_RUN_WAIT_MS) };
+                let short = if ms < 0 {
+                    NOT_RUN_WAIT_MS
+                } else {
+                    ms.min(NOT_RUN_WAIT_MS)
+                };
                 libc::epoll_wait(epfd, evs as *mut libc::epoll_event, cap, short)
             })
         };

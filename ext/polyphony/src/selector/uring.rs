@@ -117,7 +117,9 @@ impl Uring {
                 let ring = unsafe { &mut *ring };
                 let short = std::time::Duration::from_millis(NOT_RUN_WAIT_MS as u64);
                 let d = timeout.map(|t| t.min(short)).unwrap_or(short);
-                let ts = types::Timespec::new().sec(d.as_secs()).nsec(d.subsec_nanos());
+                let ts = types::Timespec::new()
+                    .sec(d.as_secs())
+                    .nsec(d.subsec_nanos());
                 Some(if ext_arg {
                     ring.submitter()
                         .submit_with_args(1, &types::SubmitArgs::new().timespec(&ts))
