@@ -300,20 +300,13 @@ RSpec.describe 'IO (fiber-aware, stdlib semantics)' do
   describe 'waiting' do
     it 'every blocking read is a switchpoint: other fibers keep running' do
       r, w = IO.pipe
-      ticks = 0
-      ticker = spin do
-        loop do
-          sleep 0.01
-          ticks += 1
-        end
-      end
       spin do
         sleep 0.15
         w << "done\n"
       end
-      expect(r.gets).to eq("done\n")
+      line, ticks = with_ticker { r.gets }
+      expect(line).to eq("done\n")
       expect(ticks).to be >= 5
-      ticker.stop
     end
 
     it 'wait_readable returns self when readable, nil after a timeout' do

@@ -6,17 +6,7 @@ require 'tmpdir'
 
 RSpec.describe 'Sockets' do
   def echo_server
-    server = TCPServer.new('127.0.0.1', 0)
-    spin do
-      server.accept_loop do |conn|
-        spin do
-          conn.read_loop { |data| conn.write(data) }
-        ensure
-          conn.close
-        end
-      end
-    end
-    server
+    serve_echo(TCPServer.new('127.0.0.1', 0))
   end
 
   describe 'TCPSocket / TCPServer (real sockets, D1)' do
@@ -281,22 +271,14 @@ RSpec.describe 'Sockets' do
       a = UDPSocket.new
       a.bind('127.0.0.1', 0)
       b = UDPSocket.new
-      ticks = 0
-      ticker = spin do
-        loop do
-          sleep 0.01
-          ticks += 1
-        end
-      end
       spin do
         sleep 0.1
         b.send('dgram', 0, '127.0.0.1', a.addr[1])
       end
-      data, addr = a.recvfrom(100)
+      (data, addr), ticks = with_ticker { a.recvfrom(100) }
       expect(data).to eq('dgram')
       expect(addr[0]).to eq('AF_INET')
       expect(ticks).to be >= 3
-      ticker.stop
     end
   end
 

@@ -68,6 +68,35 @@ module SpecHelpers
     end
   end
 
+  # Runs the block while a fiber counts `interval` ticks; returns the
+  # block's value and the tick count (shows that other fibers kept running).
+  def with_ticker(interval = 0.01)
+    ticks = 0
+    ticker = spin do
+      loop do
+        sleep interval
+        ticks += 1
+      end
+    end
+    [yield, ticks]
+  ensure
+    ticker&.stop
+  end
+
+  # Echoes every connection `server` accepts, one fiber each; returns it.
+  def serve_echo(server)
+    spin do
+      server.accept_loop do |conn|
+        spin do
+          conn.read_loop { |data| conn.write(data) }
+        ensure
+          conn.close
+        end
+      end
+    end
+    server
+  end
+
   def monotonic
     Process.clock_gettime(Process::CLOCK_MONOTONIC)
   end

@@ -5,29 +5,12 @@ require 'digest'
 
 RSpec.describe 'OpenSSL (fiber-aware TLS)' do
   def tls_echo_server
-    server = Polyphony::Net.tcp_listen('127.0.0.1', 0, secure_context: server_context)
-    spin do
-      server.accept_loop do |conn|
-        spin do
-          conn.read_loop { |data| conn.write(data) }
-        ensure
-          conn.close
-        end
-      end
-    end
-    server
+    serve_echo(Polyphony::Net.tcp_listen('127.0.0.1', 0, secure_context: server_context))
   end
 
   it 'echoes 1 MB from 10 concurrent clients, verified by checksum, while other fibers run' do
     server = tls_echo_server
     port = server.to_io.addr[1]
-    ticks = 0
-    ticker = spin do
-      loop do
-        sleep 0.005
-        ticks += 1
-      end
-    end
     clients = Array.new(10) do
       spin do
         s = Polyphony::Net.tcp_connect('localhost', port, secure_context: client_context)
@@ -39,9 +22,9 @@ RSpec.describe 'OpenSSL (fiber-aware TLS)' do
         Digest::SHA256.digest(got) == Digest::SHA256.digest(data)
       end
     end
-    expect(Fiber.await(*clients)).to all(be(true))
+    results, ticks = with_ticker(0.005) { Fiber.await(*clients) }
+    expect(results).to all(be(true))
     expect(ticks).to be > 5
-    ticker.stop
   end
 
   it 'read(n) returns exactly n bytes, read() reads until EOF, readpartial and gets work' do

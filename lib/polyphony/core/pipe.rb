@@ -10,6 +10,8 @@ module Polyphony
     # Raised by writes after `#close`.
     class ClosedPipeError < RuntimeError; end
 
+    include SpliceTarget
+
     def initialize
       @r, @w = ::IO.pipe
       @r.binmode
@@ -81,22 +83,6 @@ module Polyphony
 
     def wait_writable(timeout = nil)
       __write_io__.wait_writable(timeout)
-    end
-
-    def splice_from(src, maxlen)
-      Polyphony.backend_splice(src, self, maxlen)
-    end
-
-    def tee_from(src, maxlen)
-      Polyphony.backend_tee(src, self, maxlen)
-    end
-
-    def __read_method__
-      :backend_read
-    end
-
-    def __write_method__
-      :backend_write
     end
   end
 

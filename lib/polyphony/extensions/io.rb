@@ -15,6 +15,31 @@ require 'io/nonblock'
 # library's behaviour wins (spec §16): `read(n)` returns `nil` at EOF (D16),
 # an unterminated last line is returned (D3), `read_nonblock` honours
 # `exception:` (D17).
+module Polyphony
+  # Shared by `IO` and `Polyphony::Pipe`: zero-copy moves into `self`, and the
+  # fast-path protocol parsers use to pick a backend method (spec §9.2).
+  module SpliceTarget
+    # Moves up to `maxlen` bytes from pipe `src` (negative: until EOF).
+    def splice_from(src, maxlen)
+      Polyphony.backend_splice(src, self, maxlen)
+    end
+
+    # Copies up to `maxlen` bytes from pipe `src` without consuming them.
+    def tee_from(src, maxlen)
+      Polyphony.backend_tee(src, self, maxlen)
+    end
+
+    def __read_method__
+      :backend_read
+    end
+
+    def __write_method__
+      :backend_write
+    end
+  end
+end
+
+# The fiber-aware instance methods (see the top of this file).
 class ::IO
   CHUNK_SIZE = 8192
   private_constant :CHUNK_SIZE
@@ -29,14 +54,7 @@ class ::IO
   # Bytes Ruby buffered before this file was loaded go out first.
   [$stdout, $stderr].each { |io| io.flush if io.respond_to?(:flush) && !io.closed? }
 
-  # Fast-path protocol used by parsers and `IO.copy_stream` (spec §9.2).
-  def __read_method__
-    :backend_read
-  end
-
-  def __write_method__
-    :backend_write
-  end
+  include Polyphony::SpliceTarget
 
   # Reads `len` bytes (all of them until EOF when `len` is nil). With `buf`
   # the data is placed into it at byte `buf_pos` (stdlib: the buffer's
@@ -254,14 +272,6 @@ class ::IO
 
     Thread.current.backend.close(self)
     nil
-  end
-
-  def splice_from(src, maxlen)
-    Polyphony.backend_splice(src, self, maxlen)
-  end
-
-  def tee_from(src, maxlen)
-    Polyphony.backend_tee(src, self, maxlen)
   end
 
   private
