@@ -286,7 +286,7 @@ RSpec.describe 'IO (fiber-aware, stdlib semantics)' do
       expect { r.write('x') }.to raise_error(IOError, /not opened for writing/)
     end
 
-    it 'writes files (appending too)' do
+    it 'writes files, also in append mode' do
       Tempfile.create('w') do |f|
         f.write("one\n")
         f.puts('two')
