@@ -451,6 +451,21 @@ RSpec.describe 'IO (fiber-aware, stdlib semantics)' do
       end
     end
 
+    it 'IO.popen output is read without blocking other fibers; $? is set' do
+      out, ticks = with_ticker { IO.popen('sleep 0.3; echo popen', &:read) }
+      expect(out).to eq("popen\n")
+      expect(ticks).to be >= 10
+      expect($?.success?).to be(true)
+    end
+
+    it 'a duplex IO.popen writes through its own write end' do
+      io = IO.popen('cat', 'r+')
+      io.puts('round trip')
+      io.close_write
+      expect(io.read).to eq("round trip\n")
+      io.close
+    end
+
     it 'File.open with a block reads and writes through the backend' do
       Tempfile.create('blk') do |f|
         File.open(f.path, 'w') { |io| io << 'via block' }

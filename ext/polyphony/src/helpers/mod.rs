@@ -134,6 +134,12 @@ pub fn io_fd(io: VALUE, dir: Dir) -> Result<i32, Error> {
             )));
         }
         if rb_sys::RB_TYPE_P(io, rb_sys::ruby_value_type::RUBY_T_FILE) {
+            // A duplex IO (`IO.popen(cmd, 'r+')`) writes through its tied
+            // write IO, which has its own fd.
+            let io = match dir {
+                Dir::Write => rb_sys::rb_io_get_write_io(io),
+                Dir::Read => io,
+            };
             return protect(|| rb_sys::rb_io_descriptor(io) as VALUE).map(|fd| fd as i32);
         }
         let m = match dir {
