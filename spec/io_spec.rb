@@ -3,6 +3,7 @@
 require_relative 'spec_helper'
 require 'tempfile'
 require 'zlib'
+require 'stringio'
 
 RSpec.describe 'IO (fiber-aware, stdlib semantics)' do
   def pipe_with(data, close: true)
@@ -200,6 +201,35 @@ RSpec.describe 'IO (fiber-aware, stdlib semantics)' do
           expect(io.eof?).to be(true)
         end
       end
+    end
+
+    it 'mixed readers over many buffered chunks agree with StringIO' do
+      data = Array.new(3000) { |i| "line #{i} #{'x' * (i % 17)}\n" }.join
+      r, w = IO.pipe
+      spin do
+        w << data
+        w.close
+      end
+      ref = StringIO.new(data.b)
+      ops = [
+        ->(io) { io.gets },
+        ->(io) { io.getbyte },
+        ->(io) { io.read(5) },
+        lambda do |io|
+          b = io.getbyte
+          io.ungetbyte(b) if b
+          io.getc
+        end
+      ]
+      got = []
+      want = []
+      6000.times do |i|
+        got << ops[i % 4].call(r).then { |v| v.is_a?(String) ? v.b : v }
+        want << ops[i % 4].call(ref).then { |v| v.is_a?(String) ? v.b : v }
+      end
+      got << r.read.b
+      want << ref.read
+      expect(got).to eq(want)
     end
 
     it 'returns lines in the external encoding' do

@@ -6,7 +6,9 @@ require 'io/nonblock'
 # Fiber-aware IO (spec §9). Every method here parks only the calling fiber
 # while it waits; other fibers of the thread keep running.
 #
-# Reads share a per-IO buffer (`@read_buffer`, spec §9.1): `gets`, `read`,
+# Reads share a per-IO buffer (`@read_buffer`, spec §9.1; the bytes before
+# `@read_pos` are already taken, so taking a line costs no copy of the rest):
+# `gets`, `read`,
 # `getc`, `readpartial`, `read_nonblock`, `each_line`, … all take from it
 # first, so mixing them never reorders or hides data. Ruby's own internal IO
 # buffer is not used by these methods.
@@ -97,11 +99,8 @@ class ::IO
   # returns `nil` at EOF with `exception: false`.
   def read_nonblock(maxlen, buf = nil, exception: true)
     maxlen = __check_length__(maxlen)
-    rb = @read_buffer
-    if rb && !rb.empty? && maxlen.positive?
-      data = __take_bytes__(maxlen)
-      return buf ? __into_buffer__(buf, data, 0) : data
-    end
+    return __deliver__(__take_bytes__(maxlen), buf, 0) if __buffered? && maxlen.positive?
+
     orig_read_nonblock(maxlen, buf, exception: exception)
   end
 
@@ -170,11 +169,10 @@ class ::IO
 
   def getbyte
     __fill_read_buffer__(1)
-    rb = @read_buffer
-    return nil if rb.nil? || rb.empty?
+    return nil unless __buffered?
 
-    b = rb.getbyte(0)
-    __take_bytes__(1)
+    b = @read_buffer.getbyte(@read_pos)
+    __skip__(1)
     b
   end
 
@@ -197,11 +195,11 @@ class ::IO
     max = [Encoding::BINARY, Encoding::US_ASCII].include?(enc) ? 1 : 4
     (1..max).each do |n|
       __fill_read_buffer__(n)
-      rb = @read_buffer
-      return nil if rb.empty?
+      avail = __avail__
+      return nil if avail.zero?
 
-      short = rb.bytesize < n
-      return __take_bytes__(n).force_encoding(enc) if short || rb.byteslice(0, n).force_encoding(enc).valid_encoding?
+      short = avail < n
+      return __take_bytes__(n).force_encoding(enc) if short || __peek__(n).force_encoding(enc).valid_encoding?
     end
     __take_bytes__(1).force_encoding(enc)
   end
@@ -222,20 +220,17 @@ class ::IO
   # Pushes `str` (or the byte/character `int`) back onto the read buffer.
   def ungetc(obj)
     str = obj.is_a?(Integer) ? obj.chr(__read_encoding__) : String(obj)
-    @read_buffer = str.b + (@read_buffer || '')
-    nil
+    __unshift__(str)
   end
 
   def ungetbyte(obj)
     str = obj.is_a?(Integer) ? (obj & 0xff).chr : String(obj)
-    @read_buffer = str.b + (@read_buffer || '')
-    nil
+    __unshift__(str)
   end
 
   def eof?
     __fill_read_buffer__(1)
-    rb = @read_buffer
-    rb.nil? || rb.empty?
+    !__buffered?
   end
   alias eof eof?
 
@@ -256,8 +251,7 @@ class ::IO
   # `self` once readable (at once if bytes are buffered); `nil` if `timeout`
   # seconds pass first.
   def wait_readable(timeout = nil)
-    rb = @read_buffer
-    return self if rb && !rb.empty?
+    return self if __buffered?
 
     __wait_io__(false, timeout)
   end
@@ -291,7 +285,13 @@ class ::IO
 
   def __buffered?
     rb = @read_buffer
-    rb && !rb.empty?
+    rb && rb.bytesize > @read_pos
+  end
+
+  # How many bytes are buffered.
+  def __avail__
+    rb = @read_buffer
+    rb ? rb.bytesize - @read_pos : 0
   end
 
   # `data`, or `buf` holding it from `pos` on.
@@ -328,18 +328,14 @@ class ::IO
   # The logical position: bytes read ahead into the read buffer are not
   # counted as read.
   def pos
-    rb = @read_buffer
-    rb && !rb.empty? ? orig_pos - rb.bytesize : orig_pos
+    orig_pos - __avail__
   end
   alias tell pos
 
   # Seeking drops the read-ahead (a relative seek accounts for it first).
   def seek(offset, whence = IO::SEEK_SET)
-    rb = @read_buffer
-    if rb && !rb.empty?
-      offset -= rb.bytesize if [IO::SEEK_CUR, :CUR].include?(whence)
-      @read_buffer = nil
-    end
+    offset -= __avail__ if [IO::SEEK_CUR, :CUR].include?(whence)
+    @read_buffer = nil
     orig_seek(offset, whence)
   end
 
@@ -364,8 +360,41 @@ class ::IO
 
   # Makes sure at least `len` bytes are buffered (fewer at EOF).
   def __fill_read_buffer__(len)
-    rb = (@read_buffer ||= (+'').force_encoding(Encoding::BINARY))
+    return if __avail__ >= len
+
+    rb = __rbuf__
     loop { break if rb.bytesize >= len || !__more__(rb, len - rb.bytesize) }
+  end
+
+  # The read buffer ready to be appended to: bytes already taken are dropped
+  # here (one copy per refill, not per line taken).
+  def __rbuf__
+    rb = @read_buffer
+    pos = @read_pos
+    if rb.nil?
+      @read_pos = 0
+      return @read_buffer = (+'').force_encoding(Encoding::BINARY)
+    end
+    return rb if pos.zero?
+
+    @read_pos = 0
+    @read_buffer = rb.byteslice(pos, rb.bytesize - pos)
+  end
+
+  # The next `len` buffered bytes, left in the buffer.
+  def __peek__(len)
+    @read_buffer.byteslice(@read_pos, len)
+  end
+
+  def __skip__(len)
+    @read_pos += len
+    @read_buffer = nil if @read_pos >= @read_buffer.bytesize
+  end
+
+  def __unshift__(str)
+    @read_buffer = str.b + (__take_read_buffer__ || '')
+    @read_pos = 0
+    nil
   end
 
   # One read into the buffer; false at EOF.
@@ -376,21 +405,23 @@ class ::IO
   # Removes and returns up to `len` buffered bytes (`nil` if none).
   def __take_bytes__(len)
     rb = @read_buffer
-    return nil if rb.nil? || rb.empty?
+    return nil unless rb
 
-    if rb.bytesize <= len
+    pos = @read_pos
+    avail = rb.bytesize - pos
+    if avail <= len
       @read_buffer = nil
-      return rb
+      return nil if avail.zero?
+
+      return pos.zero? ? rb : rb.byteslice(pos, avail)
     end
-    data = rb.byteslice(0, len)
-    @read_buffer = rb.byteslice(len, rb.bytesize - len)
-    data
+    @read_pos = pos + len
+    rb.byteslice(pos, len)
   end
 
+  # Everything buffered (`nil` if nothing).
   def __take_read_buffer__
-    rb = @read_buffer
-    @read_buffer = nil
-    rb
+    __take_bytes__(__avail__)
   end
 
   def __into_buffer__(buf, data, pos)
@@ -433,25 +464,27 @@ class ::IO
     return __read_all_or_limit__(limit) if sep.nil?
 
     sep = sep.empty? ? "\n\n" : sep.b
-    rb = (@read_buffer ||= (+'').force_encoding(Encoding::BINARY))
-    from = 0
+    from = 0 # relative to the first buffered byte
     loop do
-      len = __line_length__(rb, sep, limit, from)
-      return __take_bytes__(len) if len
+      if @read_buffer
+        len = __line_length__(sep, limit, from)
+        return __take_bytes__(len) if len
 
-      from = [rb.bytesize - sep.bytesize + 1, 0].max
-      return __take_bytes__(rb.bytesize) unless __more__(rb, CHUNK_SIZE)
+        from = [__avail__ - sep.bytesize + 1, 0].max
+      end
+      return __take_read_buffer__ unless __more__(__rbuf__, CHUNK_SIZE)
     end
   end
 
-  # The byte length of the line at the start of `rb` (searching for `sep`
-  # from byte `from`), or nil if more bytes are needed.
-  def __line_length__(buffer, sep, limit, from)
-    idx = buffer.index(sep, from)
-    len = idx && (idx + sep.bytesize)
+  # The byte length of the buffered line (searching for `sep` from the
+  # buffered byte `from` on), or nil if more bytes are needed.
+  def __line_length__(sep, limit, from)
+    pos = @read_pos
+    idx = @read_buffer.index(sep, pos + from)
+    len = idx && (idx - pos + sep.bytesize)
     return len if len && (limit.nil? || len <= limit)
 
-    limit if limit && buffer.bytesize >= limit
+    limit if limit && __avail__ >= limit
   end
 
   def __read_all_or_limit__(limit)

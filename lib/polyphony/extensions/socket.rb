@@ -24,11 +24,8 @@ class ::BasicSocket
     maxlen = __check_length__(maxlen)
     flags = Integer(flags || 0)
     if flags.zero?
-      rb = @read_buffer
-      if rb && !rb.empty?
-        data = __take_bytes__(maxlen)
-        return outbuf ? __into_buffer__(outbuf, data, 0) : data
-      end
+      return __deliver__(__take_bytes__(maxlen), outbuf, 0) if __buffered?
+
       return Polyphony.backend_recv(self, outbuf, maxlen, 0) || __empty_buffer__(outbuf, 0)
     end
     __nonblock_loop__ { recv_nonblock(maxlen, flags, outbuf, exception: false) }
