@@ -41,15 +41,58 @@ RSpec.describe 'Constructs (spec §12, §1.3)' do
       expect(q.num_waiting).to eq(0)
     end
 
-    it 'follows the capped-queue interleaving of the contract' do
+    # CappedQueueTest of Polyphony's test_queue.rb, as the contract quotes it:
+    # a capped push and a blocking shift are switchpoints even when they need
+    # not wait.
+    it 'follows the capped-queue interleaving of the contract exactly' do
       q = Queue.new(3)
       log = []
-      producer = spin { (1..5).each { |i| q << i; log << :"p#{i}" } }
-      consumer = spin { 5.times { log << :"s#{q.shift}"; snooze } }
+      producer = spin do
+        (1..5).each { |i| q.push(i); log << :"p#{i}" }
+        q.push(:stop)
+      end
+      snooze
+      consumer = spin_loop do
+        i = q.shift
+        raise Polyphony::MoveOn if i == :stop
+
+        log << :"s#{i}"
+      end
       Fiber.await(producer, consumer)
-      expect(log.first(2)).to eq(%i[p1 p2])
-      expect(log.sort).to eq(%i[p1 p2 p3 p4 p5 s1 s2 s3 s4 s5])
-      expect(log.index(:p5)).to be > log.index(:s1)
+      expect(log).to eq(%i[p1 p2 s1 p3 s2 p4 s3 p5 s4 s5])
+    end
+
+    it 'lets a pusher blocked on a full capped queue in after clear and delete' do
+      q = Queue.new(3)
+      log = []
+      producer = spin { (1..5).each { |i| q.push(i); log << i } }
+      snooze while log.size < 3
+      q.clear
+      log << :clear
+      producer.await
+      expect(log).to eq([1, 2, 3, :clear, 4, 5])
+
+      q = Queue.new(3)
+      log = []
+      spin { (1..5).each { |i| q.push(i); log << i } }
+      5.times { snooze }
+      expect(log).to eq([1, 2, 3])
+      q.delete(1)
+      log << :del
+      5.times { snooze }
+      expect(log).to eq([1, 2, 3, :del, 4])
+      q.delete(2)
+      log << :del
+      5.times { snooze }
+      expect(log).to eq([1, 2, 3, :del, 4, :del, 5])
+    end
+
+    it 'is a switchpoint in shift even when an item is ready' do
+      q = Queue.new([1, 2])
+      log = []
+      spin { log << :other }
+      log << q.shift
+      expect(log).to eq([:other, 1])
     end
 
     it 'closes: pushes raise, waiters get nil, remaining items drain' do
@@ -113,6 +156,48 @@ RSpec.describe 'Constructs (spec §12, §1.3)' do
       expect(q.shift_all).to eq(%i[first b])
     end
 
+    it 'reports its size, gives the closed message and closes idempotently' do
+      q = Queue.new
+      expect(q.empty?).to be(true)
+      q << 1 << 2
+      expect([q.size, q.length, q.empty?]).to eq([2, 2, false])
+      expect(q.close).to equal(q)
+      expect(q.close).to equal(q)
+      expect(q.closed?).to be(true)
+      expect { q.push(3) }.to raise_error(ClosedQueueError, 'queue closed')
+      expect { q.unshift(0) }.to raise_error(ClosedQueueError, 'queue closed')
+      expect(q.shift_all).to eq([1, 2])
+    end
+
+    it 'releases pushers blocked on a capped queue in FIFO order, all of them on cap(0)' do
+      q = Queue.new(1)
+      q << :x
+      pushers = %i[a b c].map { |v| spin { q << v } }
+      snooze
+      expect(4.times.map { q.shift }).to eq(%i[x a b c])
+      Fiber.await(pushers)
+
+      q << :x
+      pushers = %i[a b c].map { |v| spin { q << v } }
+      snooze
+      expect(pushers.map(&:state)).to eq(%i[waiting waiting waiting])
+      q.cap(0)
+      Fiber.await(pushers)
+      expect(q.shift_all).to eq(%i[x a b c])
+      expect(q.capped?).to be_nil
+    end
+
+    it 'sends a waiter woken by flush_waiters with a plain value back to waiting' do
+      q = Queue.new
+      w = spin { q.shift }
+      snooze
+      q.flush_waiters(:nothing)
+      snooze
+      expect(w.state).to eq(:waiting)
+      q << :real
+      expect(w.await).to eq(:real)
+    end
+
     it 'rejects a bad capacity' do
       expect { Queue.new.cap(-1) }.to raise_error(ArgumentError)
       expect { Queue.new.cap('x') }.to raise_error(TypeError)
@@ -163,6 +248,18 @@ RSpec.describe 'Constructs (spec §12, §1.3)' do
       expect(e.await).to eq(:c)
     end
 
+    it 'raises a scheduled exception in the waiter and returns a plain wake-up value' do
+      e = Polyphony::Event.new
+      f = spin { e.await }
+      snooze
+      f.schedule(IOError.new('woken'))
+      expect { f.await }.to raise_error(IOError, 'woken')
+      g = spin { e.await }
+      snooze
+      g.schedule(:plain)
+      expect(g.await).to eq(:plain)
+    end
+
     it 'refuses a second waiter and can be signalled from another thread' do
       e = Polyphony::Event.new
       f = spin { e.await }
@@ -206,6 +303,15 @@ RSpec.describe 'Constructs (spec §12, §1.3)' do
       m.unlock
     end
 
+    it 'releases the lock when the block raises, and sleep returns the seconds slept' do
+      m = Mutex.new
+      expect { m.synchronize { raise IOError, 'in block' } }.to raise_error(IOError, 'in block')
+      expect(m.locked?).to be_nil
+      m.lock
+      expect(m.sleep(0.01)).to be_a(Float).and be >= 0.005
+      m.unlock
+    end
+
     it 'lets 10,000 fibers contend without starvation, in FIFO order' do
       m = Mutex.new
       order = []
@@ -239,6 +345,26 @@ RSpec.describe 'Constructs (spec §12, §1.3)' do
       expect(cv.signal).to be_nil
     end
 
+    it 're-acquires the mutex when the wait is interrupted, and signal returns the woken fiber' do
+      m = Mutex.new
+      cv = ConditionVariable.new
+      f = spin do
+        m.synchronize do
+          cv.wait(m)
+        rescue IOError
+          m.owned?
+        end
+      end
+      snooze
+      f.raise(IOError)
+      expect(f.await).to be(true)
+      expect(m.locked?).to be_nil
+      w = spin { m.synchronize { cv.wait(m) } }
+      snooze
+      expect(cv.signal).to eq(w)
+      expect(w.await).to be(true)
+    end
+
     it 'broadcasts to all waiters' do
       m = Mutex.new
       cv = ConditionVariable.new
@@ -260,6 +386,17 @@ RSpec.describe 'Constructs (spec §12, §1.3)' do
       expect(mon.mon_locked?).to be(false)
       expect { mon.exit }.to raise_error(ThreadError)
       expect(mon.synchronize { mon.synchronize { :nested } }).to eq(:nested)
+    end
+
+    it 'checks the owner with the contract message and has the mon_* aliases' do
+      mon = Monitor.new
+      expect { mon.mon_check_owner }.to raise_error(ThreadError, 'current fiber not owner')
+      mon.mon_enter
+      expect(mon.try_mon_enter).to be(true)
+      expect { spin { mon.mon_exit }.await }.to raise_error(ThreadError)
+      2.times { mon.mon_exit }
+      expect(mon.mon_locked?).to be(false)
+      expect(mon.mon_synchronize { mon.mon_owned? }).to be(true)
     end
 
     it 'try_enter succeeds for the owner and fails for another fiber' do
@@ -306,6 +443,14 @@ RSpec.describe 'Constructs (spec §12, §1.3)' do
       expect(pool.respond_to?(:anything)).to be(true)
     end
 
+    it 'returns the resource when the block raises and delegates other methods' do
+      pool = Polyphony::ResourcePool.new(limit: 1) { [] }
+      expect { pool.acquire { |r| r << 1; raise IOError } }.to raise_error(IOError)
+      expect([pool.size, pool.available, pool.limit]).to eq([1, 1, 1])
+      pool << 2
+      expect(pool.acquire(&:dup)).to eq([1, 2])
+    end
+
     it 'propagates allocator errors and rejects bad arguments' do
       pool = Polyphony::ResourcePool.new(limit: 1) { raise IOError, 'no' }
       expect { pool.acquire { } }.to raise_error(IOError)
@@ -321,6 +466,17 @@ RSpec.describe 'Constructs (spec §12, §1.3)' do
       n = 0
       move_on_after(0.5) { loop { t.call { n += 1 } } }
       expect(n).to be_between(24, 26)
+    end
+
+    it 'runs the first call at once and skips missed slots instead of bursting' do
+      t = Polyphony::Throttler.new(rate: 20)
+      t0 = monotonic
+      times = []
+      t.call { times << (monotonic - t0) }
+      sleep 0.12
+      2.times { t.call { times << (monotonic - t0) } }
+      expect(times[0]).to be < 0.02
+      expect(times[2] - times[1]).to be >= 0.02
     end
 
     it 'rejects invalid rates' do
@@ -385,6 +541,15 @@ RSpec.describe 'Constructs (spec §12, §1.3)' do
       gate << :go
       sleep 0.01
       expect(pool.busy?).to be(false)
+      pool.stop
+    end
+
+    it 'loses the worker whose cast block raised, and keeps serving with the others' do
+      pool = Polyphony::ThreadPool.new(2)
+      pool.cast { Thread.current.report_on_exception = false; raise 'cast failure' }
+      sleep 0.02
+      expect(pool.instance_variable_get(:@threads).count(&:alive?)).to eq(1)
+      expect(pool.process { :still_served }).to eq(:still_served)
       pool.stop
     end
 

@@ -161,6 +161,14 @@ RSpec.describe 'Fiber API and structured concurrency (spec §3, §6)' do
       expect { f.await }.to raise_error(Polyphony::Cancel)
     end
 
+    it 'stop, cancel and terminate of a finished fiber return nil and keep its result' do
+      f = spin { :done }
+      f.await
+      expect([f.stop(:late), f.interrupt, f.kill, f.move_on, f.cancel, f.terminate]).to eq([nil] * 6)
+      expect(f.result).to eq(:done)
+      expect(f.await).to eq(:done)
+    end
+
     it 'raise supports all argument forms and is a no-op on a dead fiber' do
       [[[], RuntimeError, 'RuntimeError'], [['msg'], RuntimeError, 'msg'],
        [[ArgumentError], ArgumentError, 'ArgumentError'], [[ArgumentError, 'x'], ArgumentError, 'x'],

@@ -74,17 +74,16 @@ module Polyphony
     # Removes and returns the head. Empty: `non_block` → ThreadError;
     # closed → ClosedQueueError; else parks until an item arrives (nil if
     # the queue is closed meanwhile, or after `timeout:` seconds).
+    #
+    # The blocking form is always a switchpoint, as in Polyphony: with an
+    # item ready the fiber still lets the other runnable fibers run first
+    # (staying registered as a waiter meanwhile), which gives producer /
+    # consumer pairs the contract's interleaving (spec §12.1).
     def shift(non_block = false, timeout: nil) # rubocop:disable Style/OptionalBooleanParameter (stdlib signature)
-      deadline = timeout && (now + timeout)
-      fiber = Fiber.current
-      # Not `loop`: ClosedQueueError is a StopIteration, which `loop` would
-      # swallow.
-      while true # rubocop:disable Style/InfiniteLoop
-        value = @lock.synchronize { take_or_register(fiber, non_block) }
-        return value unless value.equal?(NONE)
-        return nil unless wait_for_item(fiber, deadline)
-        return nil if @closed && @items.empty?
-      end
+      return @lock.synchronize { take_now } if non_block
+
+      @lock.synchronize { Kernel.raise ClosedQueueError, 'queue closed' if @closed && @items.empty? }
+      shift_blocking(timeout && (now + timeout))
     end
     alias pop shift
     alias deq shift
@@ -181,6 +180,9 @@ module Polyphony
 
     private
 
+    # A capped queue's push is always a switchpoint (as in Polyphony): the
+    # pusher registers, yields at once if there is room, else parks until a
+    # shift makes room.
     def insert(value, how)
       fiber = Fiber.current
       # Not `loop`: ClosedQueueError is a StopIteration, which `loop` would
@@ -188,28 +190,33 @@ module Polyphony
       while true # rubocop:disable Style/InfiniteLoop
         @lock.synchronize do
           Kernel.raise ClosedQueueError, 'queue closed' if @closed
+          return add(value, how) unless @cap
 
-          if !@cap || @items.size < @cap
-            how == :push ? @items.push(value) : @items.unshift(value)
-            wake_one(@waiters)
-            return self
-          end
           @push_waiters << fiber
+          fiber.schedule if @items.size < @cap
         end
         park(@push_waiters, fiber) { @lock.synchronize { wake_pushers } }
+        @lock.synchronize do
+          @push_waiters.delete(fiber)
+          return add(value, how) if !@cap || @items.size < @cap
+        end
       end
     end
 
-    # Under @lock: the head item if there is one, else registers `fiber` as
-    # a waiter and returns NONE.
-    def take_or_register(fiber, non_block)
-      return take unless @items.empty?
-
-      Kernel.raise ThreadError, 'queue empty' if non_block
+    # Under @lock.
+    def add(value, how)
       Kernel.raise ClosedQueueError, 'queue closed' if @closed
 
-      @waiters << fiber
-      NONE
+      how == :push ? @items.push(value) : @items.unshift(value)
+      wake_one(@waiters)
+      self
+    end
+
+    # Under @lock: the head item; ThreadError if there is none.
+    def take_now
+      Kernel.raise ThreadError, 'queue empty' if @items.empty?
+
+      take
     end
 
     # Under @lock.
@@ -219,25 +226,44 @@ module Polyphony
       value
     end
 
+    # Waits for an item (see #shift); nil if the queue was closed meanwhile
+    # or the deadline passed.
+    def shift_blocking(deadline)
+      fiber = Fiber.current
+      loop do
+        woken = wait_for_item(fiber, deadline)
+        value = @lock.synchronize { @items.empty? ? NONE : take }
+        return value unless value.equal?(NONE)
+        return nil if !woken || @closed
+      end
+    end
+
     # Under @lock: as many blocked pushers as there is room for.
     def wake_pushers
       room = @cap ? @cap - @items.size : @push_waiters.size
       room.times { wake_one(@push_waiters) }
     end
 
-    # Parks until woken; false if the deadline passed first.
+    # Registers `fiber` as a shifter and parks it until woken (at once, after
+    # the other runnable fibers, if an item is ready); false if the deadline
+    # passed first. The fiber is no longer registered on return.
     def wait_for_item(fiber, deadline)
-      unless deadline
-        park(@waiters, fiber) { pass_wake_on }
-        return true
+      @lock.synchronize do
+        @waiters << fiber
+        fiber.schedule unless @items.empty?
       end
+      return park_shifter(fiber) unless deadline
 
       timed_out = Object.new
-      r = Thread.current.backend.timeout(deadline - now, nil, timed_out) { park(@waiters, fiber) { pass_wake_on } }
-      return true unless r.equal?(timed_out)
-
+      r = Thread.current.backend.timeout(deadline - now, nil, timed_out) { park_shifter(fiber) }
       @lock.synchronize { @waiters.delete(fiber) }
-      false
+      !r.equal?(timed_out)
+    end
+
+    def park_shifter(fiber)
+      park(@waiters, fiber) { pass_wake_on }
+      @lock.synchronize { @waiters.delete(fiber) }
+      true
     end
 
     # A woken shifter that leaves by an exception hands its wake-up on.

@@ -55,9 +55,12 @@ module Polyphony
       !@tasks.empty?
     end
 
+    # Kills and joins the workers. Workers already ended by a failed `cast`
+    # are not joined (joining would raise their exception again).
     def stop
-      @threads.each(&:kill)
-      @threads.each(&:join)
+      live = @threads.select(&:alive?)
+      live.each(&:kill)
+      live.each(&:join)
       self
     end
 
