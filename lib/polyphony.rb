@@ -24,6 +24,8 @@ require_relative 'polyphony/core/pipe'
 require_relative 'polyphony/extensions/socket'
 require_relative 'polyphony/extensions/openssl'
 require_relative 'polyphony/net'
+require_relative 'polyphony/extensions/process'
+require_relative 'polyphony/extensions/kernel'
 require_relative 'polyphony/core/stdlib_constants'
 require_relative 'polyphony/core/process_setup'
 

@@ -555,8 +555,10 @@ RSpec.describe 'Constructs (spec §12, §1.3)' do
 
     it 'casts, has a default pool, and rejects bad sizes' do
       q = Queue.new
-      Polyphony::ThreadPool.new(1).cast { q << :cast }
+      pool = Polyphony::ThreadPool.new(1)
+      pool.cast { q << :cast }
       expect(q.shift).to eq(:cast)
+      pool.stop
       expect(Polyphony::ThreadPool.process { 1 + 1 }).to eq(2)
       Polyphony::ThreadPool.reset
       expect { Polyphony::ThreadPool.new(0) }.to raise_error(ArgumentError)

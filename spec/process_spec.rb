@@ -125,6 +125,136 @@ RSpec.describe 'Process-level behaviour (spec §1, §3.7, §13.4)' do
     end
   end
 
+  # Starts a child Ruby running `code` (which prints "ready" when set up),
+  # yields [stdout, wait fiber] once it is ready.
+  def with_ready_child(code)
+    Open3.popen3(env, SpecHelpers::RUBY, '-I', SpecHelpers::LIB, '-e', code) do |_i, o, e, t|
+      expect(o.gets).to eq("ready\n")
+      yield o, t, e
+    end
+  end
+
+  it 'exits at once on a second SIGINT, even if the first Interrupt was rescued' do
+    code = <<~RUBY
+      require 'polyphony'
+      begin
+        puts 'ready'
+        $stdout.flush
+        sleep 10
+      rescue Interrupt
+        puts 'first'
+        $stdout.flush
+      end
+      begin
+        sleep 10
+      ensure
+        puts 'never printed'
+      end
+    RUBY
+    with_ready_child(code) do |o, t|
+      Process.kill('INT', t.pid)
+      expect(o.gets).to eq("first\n")
+      t0 = monotonic
+      Process.kill('INT', t.pid)
+      expect(o.read).to eq('')
+      expect(t.value.exitstatus).to eq(1)
+      expect(monotonic - t0).to be < 2
+    end
+  end
+
+  it 'handles SIGTERM within a fraction of a second while blocked in sleep' do
+    with_ready_child("require 'polyphony'; puts 'ready'; $stdout.flush; sleep 30") do |_o, t|
+      t0 = monotonic
+      Process.kill('TERM', t.pid)
+      expect(t.value.exitstatus).to eq(0)
+      expect(monotonic - t0).to be < 1
+    end
+  end
+
+  it 'runs trap handlers in a fiber that may do I/O while other fibers keep running' do
+    code = <<~'RUBY'
+      require 'polyphony'
+      ticks = 0
+      spin_loop { ticks += 1; sleep 0.005 }
+      done = Polyphony::Event.new
+      trap('USR1') do |signo|
+        r, w = IO.pipe
+        spin { w << 'handler io'; w.close }
+        puts [signo, r.read, Fiber.current.tag.inspect, Fiber.current.parent.inspect].join(' ')
+        sleep 0.05
+        done.signal
+      end
+      puts 'ready'
+      $stdout.flush
+      2.times do
+        before = ticks
+        done.await
+        puts "ticked while handling: #{ticks - before >= 5}"
+        $stdout.flush
+      end
+    RUBY
+    with_ready_child(code) do |o, t|
+      line = "#{Signal.list['USR1']} handler io :oob nil\nticked while handling: true\n"
+      Process.kill('USR1', t.pid)
+      expect(o.gets + o.gets).to eq(line)
+      Process.kill('USR1', t.pid)
+      expect(o.read).to eq(line)
+      expect(t.value.success?).to be(true)
+    end
+  end
+
+  it 'raises an exception from a trap handler in the main fiber' do
+    code = <<~RUBY
+      require 'polyphony'
+      trap('USR2') { raise IOError, 'from handler' }
+      begin
+        puts 'ready'
+        $stdout.flush
+        sleep 10
+      rescue IOError => e
+        puts e.message
+      end
+      p trap('USR2', 'DEFAULT').is_a?(Proc)
+    RUBY
+    with_ready_child(code) do |o, t|
+      Process.kill('USR2', t.pid)
+      expect(o.read).to eq("from handler\ntrue\n")
+      expect(t.value.success?).to be(true)
+    end
+  end
+
+  it 'ends the program with exit!, abort and exit as §13.5 says' do
+    out, _err, status = run_ruby(
+      "require 'polyphony'; spin { begin; exit! 3; ensure; puts 'no'; end }; at_exit { puts 'no' }; sleep", env: env
+    )
+    expect([out, status.exitstatus]).to eq(['', 3])
+    out, err, status = run_ruby("require 'polyphony'; spin { abort 'aborted' }; sleep", env: env)
+    expect([out, err, status.exitstatus]).to eq(['', "aborted\n", 1])
+    code = "require 'polyphony'; at_exit { puts 'user hook' }; " \
+           "spin { begin; sleep; ensure; puts 'child'; end }; snooze; exit 2"
+    out, _err, status = run_ruby(code, env: env)
+    expect([out, status.exitstatus]).to eq(["user hook\nchild\n", 2])
+  end
+
+  it 'stops other threads at exit, unwinding their fibers' do
+    code = <<~RUBY
+      require 'polyphony'
+      Thread.new do
+        spin { begin; sleep; ensure; puts 'thread child ensure'; end }
+        begin
+          sleep
+        ensure
+          puts 'thread ensure'
+        end
+      end
+      sleep 0.05
+    RUBY
+    out, err, status = run_ruby(code, env: env)
+    expect(err).to eq('')
+    expect(out.lines.sort).to eq(["thread child ensure\n", "thread ensure\n"])
+    expect(status.success?).to be(true)
+  end
+
   it 'lets Thread#raise land while the thread waits in the kernel' do
     th = Thread.new do
       sleep 10

@@ -9,7 +9,7 @@ module Polyphony
     # main fiber and backend, at_exit shutdown of child fibers, default
     # SIGINT/SIGTERM handling.
     def __setup_process__
-      @original_pid = Process.pid
+      @original_pid = ::Process.pid
       Thread.current.setup_fiber_scheduling
       Thread.current.backend # raises here if the forced backend is unavailable
       install_terminating_signal_handlers
@@ -19,20 +19,38 @@ module Polyphony
     # Terminates and awaits every child of the fiber running the exit hooks,
     # keeping the program's exit status.
     def __at_exit__
-      return unless Process.pid == @original_pid
+      return unless ::Process.pid == @original_pid
 
       status = $!
+      __stop_other_threads__
       Fiber.current.shutdown_all_children
     rescue Exception => e # rubocop:disable Lint/RescueException
       warn "polyphony: error while shutting down fibers: #{e.class}: #{e.message}" unless status
     end
 
+    # Other threads get Terminate in their main fiber (their fiber trees
+    # unwind) and are waited for; one that does not end within a second
+    # (stuck outside any switchpoint) is killed the stock way.
+    def __stop_other_threads__
+      threads = Thread.list.reject { |t| t == Thread.current || !t.alive? }
+      threads.each(&:kill)
+      threads.each do |t|
+        t.join(1)
+      rescue Exception # rubocop:disable Lint/RescueException
+        nil
+      ensure
+        t.orig_kill if t.alive?
+      end
+    end
+
     # SIGTERM raises SystemExit (status 0) in the main fiber; the first SIGINT
-    # raises Interrupt there, a second one exits at once.
+    # raises Interrupt there, any later one exits at once (`exit!`, status
+    # 1, no cleanup). Raw handlers: they only schedule, so they run in the
+    # signal context.
     def install_terminating_signal_handlers
-      trap('SIGTERM') { Thread.main.main_fiber.schedule_with_priority(SystemExit.new(0)) }
-      trap('SIGINT') do
-        trap('SIGINT') { exit! 130 }
+      orig_trap('SIGTERM') { Thread.main.main_fiber.schedule_with_priority(SystemExit.new(0)) }
+      orig_trap('SIGINT') do
+        orig_trap('SIGINT') { exit! }
         Thread.main.main_fiber.schedule_with_priority(Interrupt.new)
       end
     end

@@ -15,7 +15,7 @@ module Polyphony
 
     # Sleeps (fiber-aware) until the next slot, then yields self.
     def call
-      now = Process.clock_gettime(Process::CLOCK_MONOTONIC)
+      now = ::Process.clock_gettime(::Process::CLOCK_MONOTONIC)
       if @next_time
         delta = @next_time - now
         sleep(delta) if delta.positive?
@@ -35,7 +35,7 @@ module Polyphony
     private
 
     def advance
-      now = Process.clock_gettime(Process::CLOCK_MONOTONIC)
+      now = ::Process.clock_gettime(::Process::CLOCK_MONOTONIC)
       @next_time += @interval
       @next_time += ((now - @next_time) / @interval).ceil * @interval if @next_time < now
     end

@@ -1,5 +1,7 @@
 # frozen_string_literal: true
 
+require 'fcntl'
+
 require 'io/wait'
 require 'io/nonblock'
 
@@ -264,11 +266,49 @@ class ::IO
   def close
     return nil if closed?
 
+    pid = self.pid
+    return __close_popen__(pid) if pid
+
     Thread.current.backend.close(self)
     nil
   end
 
   private
+
+  # Closing an `IO.popen` IO waits for the child, as stock does, but
+  # without blocking the other fibers: the pipe ends are replaced with
+  # /dev/null (the child sees EOF or SIGPIPE, as after a stock close), then
+  # the child is waited for (fiber-aware; sets `$?`), then the IO closed.
+  # Returns nil.
+  def __close_popen__(pid)
+    write_io = __send__(:__write_io__)
+    if write_io.equal?(self)
+      __detach_pipe__(self, (fcntl(Fcntl::F_GETFL) & Fcntl::O_ACCMODE) == Fcntl::O_WRONLY)
+    else
+      __detach_pipe__(write_io, true)
+      __detach_pipe__(self, false)
+    end
+    pid = __wait_popen_child__(pid)
+  ensure
+    Thread.current.backend.close(self) unless closed?
+    # Interrupted before the child was reaped: reap it in the background.
+    ::Process.detach(pid) if pid
+  end
+
+  # nil once reaped (also if someone else reaped it already).
+  def __wait_popen_child__(pid)
+    ::Process.wait(pid)
+    nil
+  rescue Errno::ECHILD
+    nil
+  end
+
+  def __detach_pipe__(io, write)
+    return if io.closed?
+
+    io.flush if write
+    File.open(File::NULL, write ? 'w' : 'r') { |null| io.reopen(null) }
+  end
 
   def __wait_io__(write, timeout)
     return (Polyphony.backend_wait_io(self, write) && self) if timeout.nil?

@@ -6,6 +6,14 @@
 //! without pidfd fall back to polling `waitpid(WNOHANG)` on a short timer.
 //! `pidfd_open` failure raises (`Errno::ESRCH`); an `ECHILD` from the final
 //! reap (someone else reaped it) returns `[pid, 0]`.
+//!
+//! `wait_child(pid)`: the same wait, but the child is left unreaped, so that
+//! Ruby's own `Process.waitpid` then reaps it at once and sets `$?` in the
+//! calling thread (the fiber-aware `Process.wait*`, `system`, backticks).
+//! Returns false if `pid` is not a child of this process (`ECHILD`).
+//!
+//! Cancellation: both are interruptible at the readiness wait (the pidfd
+//! poll is cancelled like any `wait_io`); the pidfd is closed on every exit.
 
 use std::time::Duration;
 
@@ -31,7 +39,33 @@ fn reap(pid: i32) -> Result<Option<(i32, i32)>, Error> {
     }
 }
 
-pub fn waitpid(b: &Backend, pid: i32) -> Result<(i32, i32), Error> {
+/// `Some(true)` if the child has exited (not reaped), `Some(false)` if `pid`
+/// is not our child, `None` while it runs.
+fn exited(pid: i32) -> Result<Option<bool>, Error> {
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    let flags = libc::WEXITED | libc::WNOHANG | libc::WNOWAIT;
+    let r = unsafe { libc::waitid(libc::P_PID, pid as libc::id_t, &mut info, flags) };
+    if r == 0 {
+        return Ok(if unsafe { info.si_pid() } != 0 {
+            Some(true)
+        } else {
+            None
+        });
+    }
+    match last_errno() {
+        libc::ECHILD => Ok(Some(false)),
+        libc::EINTR => Ok(None),
+        e => Err(errno_error(e, "waitid")),
+    }
+}
+
+/// Waits until `check` gives an answer: on the child's pidfd, or by polling
+/// where the kernel has no pidfd.
+fn wait_for<T>(
+    b: &Backend,
+    pid: i32,
+    check: impl Fn(i32) -> Result<Option<T>, Error>,
+) -> Result<T, Error> {
     let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) } as i32;
     if pidfd < 0 {
         let e = last_errno();
@@ -39,7 +73,7 @@ pub fn waitpid(b: &Backend, pid: i32) -> Result<(i32, i32), Error> {
             return Err(errno_error(e, "pidfd_open"));
         }
         loop {
-            if let Some(r) = reap(pid)? {
+            if let Some(r) = check(pid)? {
                 return Ok(r);
             }
             super::sleep::sleep(b, Duration::from_millis(5))?;
@@ -53,9 +87,25 @@ pub fn waitpid(b: &Backend, pid: i32) -> Result<(i32, i32), Error> {
     }
     let _g = Close(pidfd);
     loop {
-        if let Some(r) = reap(pid)? {
+        if let Some(r) = check(pid)? {
             return Ok(r);
         }
         b.wait_ready(pidfd, READABLE)?;
+    }
+}
+
+pub fn waitpid(b: &Backend, pid: i32) -> Result<(i32, i32), Error> {
+    wait_for(b, pid, reap)
+}
+
+pub fn wait_child(b: &Backend, pid: i32) -> Result<bool, Error> {
+    if pid <= 0 {
+        return Err(crate::helpers::arg_error(format!(
+            "wait_child needs a child pid, not {pid}"
+        )));
+    }
+    match exited(pid)? {
+        Some(r) => Ok(r),
+        None => wait_for(b, pid, exited),
     }
 }

@@ -674,6 +674,13 @@ impl Backend {
         op::waitpid::waitpid(self, pid)
     }
 
+    /// `wait_child(pid) → true | false`: parks the calling fiber until child
+    /// `pid` has exited, leaving it unreaped (false if it is not a child).
+    fn rb_wait_child(&self, pid: Value) -> Result<bool, Error> {
+        let pid: i32 = TryConvert::try_convert(pid)?;
+        op::waitpid::wait_child(self, pid)
+    }
+
     fn rb_pending_count(&self) -> usize {
         self.pending()
     }
@@ -693,6 +700,12 @@ fn thread_backend(thread: Value) -> Result<Value, Error> {
     Ok(val(unsafe {
         rb_sys::rb_ivar_get(th, crate::helpers::intern("@backend"))
     }))
+}
+
+/// `IO#__write_io__` (private): the IO that writes go to, which differs from
+/// the receiver for duplex IOs (`IO.popen(cmd, 'r+')`).
+fn io_write_io(io: Value) -> Value {
+    val(unsafe { rb_sys::rb_io_get_write_io(raw(io)) })
 }
 
 fn current_snooze() -> Result<Value, Error> {
@@ -743,11 +756,14 @@ pub fn init(ruby: &Ruby, polyphony: RModule) -> Result<(), Error> {
     class.define_method("tee", method!(Backend::rb_tee, 3))?;
     class.define_method("double_splice", method!(Backend::rb_double_splice, 2))?;
     class.define_method("waitpid", method!(Backend::rb_waitpid, 1))?;
+    class.define_method("wait_child", method!(Backend::rb_wait_child, 1))?;
     class.define_method("pending_count", method!(Backend::rb_pending_count, 0))?;
     class.define_method("runqueue_length", method!(Backend::rb_runqueue_length, 0))?;
 
     let thread = ruby.class_thread();
     thread.define_method("backend", method!(thread_backend, 0))?;
+    ruby.class_io()
+        .define_private_method("__write_io__", method!(io_write_io, 0))?;
     let kernel = ruby.module_kernel();
     kernel.define_private_method("snooze", magnus::function!(current_snooze, 0))?;
     kernel.define_private_method("suspend", magnus::function!(current_suspend, 0))?;

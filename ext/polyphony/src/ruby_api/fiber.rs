@@ -332,6 +332,10 @@ enum Outcome {
     Done,
     /// A non-exception jump (thread kill): resumed once the fiber is tidied.
     Jump(i32),
+    /// An uncaught exception in a fiber that became its thread's root fiber
+    /// (the forking fiber, in the child of a fork): it has no parent to
+    /// report to, so it ends the thread (the process) as in plain Ruby.
+    Raise(VALUE),
 }
 
 /// Body of every spun fiber. `arg` is the value of its first resume.
@@ -351,6 +355,7 @@ unsafe extern "C" fn fiber_body(
     });
     match r {
         Ok(Outcome::Jump(tag)) => rb_sys::rb_jump_tag(tag),
+        Ok(Outcome::Raise(exc)) => rb_sys::rb_exc_raise(exc),
         _ => QNIL,
     }
 }
@@ -359,6 +364,7 @@ fn run(fiber: VALUE, value: VALUE) -> Outcome {
     let st = state(fiber);
     st.running.set(RUNNING);
     let (result, uncaught, jump) = run_block(fiber, st, value);
+    let reraise = uncaught && st.main.get() && is_nil(st.parent.get());
     if let Err(e) = finalize(fiber, st, result, uncaught, jump.is_some()) {
         if let Some(exc) = e.value() {
             let _ = call(
@@ -370,6 +376,7 @@ fn run(fiber: VALUE, value: VALUE) -> Outcome {
     }
     match jump {
         Some(tag) => Outcome::Jump(tag),
+        None if reraise => Outcome::Raise(st.result.get()),
         None => Outcome::Done,
     }
 }

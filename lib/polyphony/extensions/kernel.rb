@@ -1,0 +1,169 @@
+# frozen_string_literal: true
+
+require 'open3'
+
+# Helpers of the Kernel and Open3 patches in this file.
+module Polyphony
+  class << self
+    # Installs `handler` for `signal`. A fiber created in the signal context
+    # would inherit its "trap context" for good (no Mutex, Queue or join in
+    # it), so the fiber that runs the handler is created beforehand, on
+    # standby (unscheduled, parentless, tag :oob); the signal context only
+    # schedules it with priority. Once started, it first creates the
+    # standby for the next signal. Signals arriving before it started are
+    # coalesced, as the kernel does.
+    def __trap__(signal, handler)
+      standby = []
+      standby[0] = __standby_signal_fiber__(handler, standby)
+      orig_trap(signal) { |signo| standby[0].schedule_with_priority(signo) }
+    end
+
+    def __standby_signal_fiber__(handler, standby)
+      main = Thread.current.main_fiber
+      fiber = main.spin(:oob) do |signo|
+        standby[0] = __standby_signal_fiber__(handler, standby)
+        __signal_handler_body__(handler, signo)
+      end
+      main.remove_child(fiber)
+      fiber.parent = nil
+      Thread.current.backend.unschedule(fiber)
+      fiber
+    end
+
+    def __signal_handler_body__(handler, signo)
+      handler.respond_to?(:arity) && handler.arity.zero? ? handler.call : handler.call(signo)
+    rescue Exception => e # rubocop:disable Lint/RescueException
+      Thread.main.main_fiber.schedule_with_priority(e)
+    end
+
+    # Spawns for `system`: nil if the command cannot be run (raises with
+    # `exception`).
+    def __spawn__(args, opts, exception)
+      ::Process.spawn(*args, **opts)
+    rescue SystemCallError
+      Kernel.raise if exception
+
+      nil
+    end
+
+    # Stock `system(..., exception: true)`'s message.
+    def __command_failure__(status, args)
+      command = args.reject { |a| a.is_a?(Hash) }.join(' ')
+      "Command failed with #{status.to_s.sub(/\Apid \d+ /, '')}: #{command}"
+    end
+
+    # Writes (or copies, for an IO-like source) `data` to a child's stdin and
+    # closes it; a child that exits without reading it (EPIPE) is fine.
+    def __feed_stdin__(io, data)
+      if data.respond_to?(:readpartial)
+        IO.copy_stream(data, io)
+      else
+        io.write(data)
+      end
+    rescue Errno::EPIPE
+      nil
+    ensure
+      io.close
+    end
+  end
+end
+
+# Subprocesses and signal handlers that suspend only the calling fiber
+# (spec §5, §11, §13.4, decision D14).
+module Kernel
+  alias orig_system system
+  alias orig_backtick `
+  alias orig_trap trap
+
+  # Runs the command as stock `system` does (same arguments and options,
+  # the child inherits stdin/stdout/stderr) but waits for it without
+  # blocking the other fibers. Sets `$?` (D14). Returns true/false, or nil
+  # if the command could not be run (`exception: true` raises instead).
+  def system(*args, exception: false, **opts)
+    pid = Polyphony.__spawn__(args, opts, exception)
+    return nil unless pid
+
+    ::Process.wait(pid)
+    return true if $?.success?
+
+    Kernel.raise RuntimeError, Polyphony.__command_failure__($?, args) if exception
+
+    false
+  end
+
+  # `cmd`: runs the command (through the shell if it has shell syntax) and
+  # returns its standard output, reading it without blocking the other
+  # fibers. Sets `$?` (D14); stderr is inherited.
+  def `(cmd)
+    cmd = cmd.to_str
+    r, w = IO.pipe
+    pid = ::Process.spawn(cmd, out: w)
+    w.close
+    output = r.read
+    ::Process.wait(pid)
+    pid = nil
+    output
+  ensure
+    w&.close unless w&.closed?
+    r&.close unless r&.closed?
+    ::Process.detach(pid) if pid
+  end
+
+  # `trap(signal) { }` / `trap(signal, callable)`: the handler runs in a new
+  # fiber scheduled at the head of the run queue (so it may do I/O, spin,
+  # sleep…), not in the signal context. An exception it raises goes to the
+  # main thread's main fiber. String commands ("IGNORE", "DEFAULT", …) and
+  # nil behave as stock. Returns the previous handler.
+  def trap(signal, command = nil, &block)
+    handler = block || command
+    return orig_trap(signal, command, &block) unless handler.respond_to?(:call)
+
+    Polyphony.__trap__(signal, handler)
+  end
+
+  module_function :system, :`, :trap
+end
+
+# Open3's capture methods, with stdout and stderr read by fibers (spec §11).
+# `popen3` & co. are stock: their pipes use the fiber-aware IO methods and
+# their "wait thread" is the `Process.detach` fiber.
+module Open3
+  def capture3(*cmd)
+    opts = cmd.last.is_a?(Hash) ? cmd.pop.dup : {}
+    stdin_data = opts.delete(:stdin_data) || ''
+    binmode = opts.delete(:binmode)
+    popen3(*cmd, opts) do |i, o, e, t|
+      [i, o, e].each(&:binmode) if binmode
+      out = spin { o.read }
+      err = spin { e.read }
+      Polyphony.__feed_stdin__(i, stdin_data)
+      [out.await, err.await, t.value]
+    end
+  end
+
+  def capture2(*cmd)
+    opts = cmd.last.is_a?(Hash) ? cmd.pop.dup : {}
+    stdin_data = opts.delete(:stdin_data) || ''
+    binmode = opts.delete(:binmode)
+    popen2(*cmd, opts) do |i, o, t|
+      [i, o].each(&:binmode) if binmode
+      out = spin { o.read }
+      Polyphony.__feed_stdin__(i, stdin_data)
+      [out.await, t.value]
+    end
+  end
+
+  def capture2e(*cmd)
+    opts = cmd.last.is_a?(Hash) ? cmd.pop.dup : {}
+    stdin_data = opts.delete(:stdin_data) || ''
+    binmode = opts.delete(:binmode)
+    popen2e(*cmd, opts) do |i, oe, t|
+      [i, oe].each(&:binmode) if binmode
+      out = spin { oe.read }
+      Polyphony.__feed_stdin__(i, stdin_data)
+      [out.await, t.value]
+    end
+  end
+
+  module_function :capture3, :capture2, :capture2e
+end
