@@ -4,6 +4,7 @@ $LOAD_PATH.unshift File.expand_path('../lib', __dir__)
 require 'polyphony'
 require 'open3'
 require 'rbconfig'
+require_relative 'support/servers'
 
 module SpecHelpers
   RUBY = File.join(RbConfig::CONFIG['bindir'], RbConfig::CONFIG['ruby_install_name'])
@@ -110,6 +111,8 @@ RSpec.configure do |config|
   config.before(:suite) do
     puts "polyphony specs on the #{Thread.current.backend.kind} backend"
   end
+
+  config.after(:suite) { TestServers.stop_all }
 
   config.after do
     # Nothing may leak from one example into the next.

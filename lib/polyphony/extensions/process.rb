@@ -128,8 +128,10 @@ module Polyphony
 
       pid = Integer(pid)
       if pid.positive? && flags.nobits?(POLL_WAIT_FLAGS)
+        # The child has exited (or is not ours): WNOHANG reaps at once and
+        # keeps Ruby from calling the scheduler's process_wait hook.
         Thread.current.backend.wait_child(pid)
-        return yield(flags)
+        return yield(flags | ::Process::WNOHANG)
       end
       __poll_for_child__ { yield(flags | ::Process::WNOHANG) }
     end

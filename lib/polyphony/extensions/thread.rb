@@ -29,11 +29,13 @@ class ::Thread
     orig_initialize(*args) { |*thread_args| __run__(block, thread_args) }
   end
 
-  # Prepares the current thread: main fiber and backend.
+  # Prepares the current thread: main fiber, backend and the Fiber::Scheduler
+  # on that backend.
   def setup_fiber_scheduling
     @main_fiber = Fiber.current
     @main_fiber.setup_main_fiber
     backend
+    Fiber.set_scheduler(Polyphony::FiberScheduler.new) unless Fiber.scheduler.is_a?(Polyphony::FiberScheduler)
     self
   end
 

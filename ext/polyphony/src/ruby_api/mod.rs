@@ -2,6 +2,7 @@
 
 pub mod backend;
 pub mod fiber;
+pub mod fiber_scheduler;
 
 use std::cell::Cell;
 
@@ -35,5 +36,6 @@ pub fn init(ruby: &Ruby) -> Result<(), Error> {
     let _ = raw(polyphony.as_value());
     backend::init(ruby, polyphony)?;
     fiber::init(ruby, polyphony)?;
+    fiber_scheduler::init(ruby, polyphony)?;
     Ok(())
 }

@@ -1,0 +1,96 @@
+# frozen_string_literal: true
+
+module Polyphony
+  # Ruby's Fiber::Scheduler interface on the thread's backend (spec §13.8).
+  # Installed for every thread that uses the gem, so that code Polyphony does
+  # not patch — C extensions waiting through `rb_io_wait` (pg), stdlib
+  # `Thread::SizedQueue`, a `Mutex` locked by C code, `Addrinfo.getaddrinfo` —
+  # suspends only the calling fiber. Ruby calls the hooks in non-blocking
+  # fibers only: every spun fiber, but not the thread's main fiber on Ruby
+  # 3.1 (Polyphony's patches keep covering it).
+  #
+  # `io_wait`, `kernel_sleep`, `block` and `unblock` are defined in Rust
+  # (ext/polyphony/src/ruby_api/fiber_scheduler.rs); the rest is here.
+  class FiberScheduler
+    # `io_wait` with a timeout: false if `timeout` seconds pass first.
+    def __io_wait_timeout__(io, events, timeout)
+      Thread.current.backend.timeout(timeout, nil, false) { io_wait(io, events, nil) }
+    end
+
+    # `block` with a timeout: false if `timeout` seconds pass first.
+    def __block_timeout__(blocker, timeout)
+      Thread.current.backend.timeout(timeout, nil, false) { block(blocker) }
+    end
+
+    # Reads at least `length` bytes (at least one if 0) into `buffer` at
+    # `offset`, unless EOF comes first; the byte count, or -errno.
+    def io_read(io, buffer, length, offset = 0)
+      total = 0
+      room = buffer.size - offset
+      while total < room
+        chunk = Thread.current.backend.read(io, +'', room - total, false, 0)
+        break unless chunk
+
+        buffer.set_string(chunk, offset + total)
+        total += chunk.bytesize
+        break if total >= length
+      end
+      total
+    rescue SystemCallError => e
+      -e.errno
+    end
+
+    # Writes `length` bytes (all of the buffer past `offset` if 0); the byte
+    # count, or -errno.
+    def io_write(io, buffer, length, offset = 0)
+      length = buffer.size - offset if length.zero?
+      Thread.current.backend.write(io, buffer.get_string(offset, length))
+    rescue SystemCallError => e
+      -e.errno
+    end
+
+    # Waits for the child without blocking the thread; a Process::Status.
+    def process_wait(pid, flags)
+      Polyphony.__wait_for_child__(pid, flags) { |f| ::Process::Status.wait(pid, f) }
+    end
+
+    # Runs the block; raises `exception_class.new(*args)` in this fiber if
+    # it takes longer than `duration` seconds.
+    def timeout_after(duration, exception_class, *args, &)
+      Thread.current.backend.timeout(duration, exception_class.new(*args), &)
+    end
+
+    # Resolves `hostname` on a worker thread; its IP addresses.
+    def address_resolve(hostname)
+      hostname = hostname.split('%', 2).first
+      Polyphony::ThreadPool.process { ::Addrinfo.getaddrinfo(hostname, nil).map(&:ip_address).uniq }
+    end
+
+    if RUBY_VERSION >= '3.2'
+      # `IO.select` on a worker thread (Ruby ≥ 3.2 calls this hook).
+      def io_select(readables, writables, exceptables, timeout)
+        Polyphony::ThreadPool.process { ::IO.select(readables, writables, exceptables, timeout) }
+      end
+    end
+
+    if RUBY_VERSION >= '3.4'
+      # Work Ruby would run without the GVL goes to a worker thread.
+      def blocking_operation_wait(work)
+        Polyphony::ThreadPool.process(&work)
+      end
+    end
+
+    # `Fiber.schedule { }`: a new child of the current fiber.
+    def fiber(*args, **kwargs, &block)
+      Kernel.raise ArgumentError, 'Fiber.schedule needs a block' unless block
+
+      spin { block.call(*args, **kwargs) }
+    end
+
+    # Called by Ruby when the thread ends or the scheduler is replaced: the
+    # fibers belong to the thread's fiber tree, which is shut down by then.
+    def close
+      nil
+    end
+  end
+end
