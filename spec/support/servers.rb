@@ -23,6 +23,8 @@ module TestServers
     end
 
     def stop_all
+      return unless Process.pid == OWNER_PID
+
       stop_postgres
       stop_redis
     end
@@ -118,5 +120,7 @@ module TestServers
   end
 end
 
-# Also when the run is cut short (after(:suite) does not run then).
-at_exit { TestServers.stop_all }
+# Also when the run is cut short (after(:suite) does not run then); only in
+# the process that started them, not in the children that specs fork.
+TestServers::OWNER_PID = Process.pid
+at_exit { TestServers.stop_all if Process.pid == TestServers::OWNER_PID }

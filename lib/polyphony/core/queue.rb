@@ -62,7 +62,12 @@ module Polyphony
     # Appends `value`; wakes the first waiting shifter. Parks while a capped
     # queue is full. ClosedQueueError if closed.
     def push(value)
-      insert(value, :push)
+      # Uncapped: no loop, and no `return` out of the synchronize block
+      # (a non-local return unwinds with a longjmp: this is the hot path of
+      # every mailbox and monitor message).
+      return insert(value, :push) if @cap
+
+      @lock.synchronize { add(value, :push) }
     end
     alias << push
     alias enq push
@@ -102,6 +107,14 @@ module Polyphony
         wake_pushers
         items
       end
+    end
+
+    # `[first, *every item present now]`, taken without a switchpoint (for
+    # draining a backlog after one blocking `shift` returned `first`).
+    def __shift_ready__(first)
+      return [first] if @items.empty?
+
+      [first, *shift_all]
     end
 
     # Removes the first item equal to `value`.

@@ -274,9 +274,13 @@ class ::Fiber
     def __await_pending__(pending, current)
       mailbox = current.monitor_mailbox
       until pending.empty?
-        fiber, result = mailbox.shift
-        next unless pending.delete(fiber)
-        return result if result.is_a?(Exception)
+        # One switchpoint, then whatever else has arrived meanwhile: with
+        # many fibers ending together, a shift per message would switch
+        # once per fiber.
+        mailbox.__shift_ready__(mailbox.shift).each do |fiber, result|
+          next unless pending.delete(fiber)
+          return result if result.is_a?(Exception)
+        end
       end
       nil
     end

@@ -1,0 +1,312 @@
+# frozen_string_literal: true
+
+# The benchmark suite (`rake bench`; `QUICK=1 rake bench` for a short run).
+#
+# Every workload runs in a fresh process, for the gem on io_uring and on
+# epoll, and for its denominator in the same invocation: bare Ruby fibers
+# for switch/spawn/memory/pipe, the raw Rust reference server
+# (bench/tools/limit) for echo/http. Servers run on core 0, the load
+# generators (bench/tools/echo-client, wrk) on core 1. Prints one table of
+# figures and the ratios the targets are stated in (issue 6), and writes
+# the figures as JSON to bench/results.json.
+
+require 'json'
+require 'open3'
+require 'rbconfig'
+require 'socket'
+
+ROOT = File.expand_path('..', __dir__)
+RUBY = File.join(RbConfig::CONFIG['bindir'], RbConfig::CONFIG['ruby_install_name'])
+QUICK = ENV['QUICK'] == '1'
+TOOLS = File.join(ROOT, 'bench/tools')
+TOOLS_TARGET = File.join(TOOLS, 'target')
+NET_SECS = QUICK ? 2 : 5
+SIZES =
+  if QUICK
+    { 'SWITCH_FIBERS' => 1000, 'SWITCH_ROUNDS' => 100, 'SPAWN_TOTAL' => 20_000, 'SPAWN_BATCHES' => 20,
+      'MEMORY_SMALL' => 10_000, 'MEMORY_LARGE' => 20_000, 'TIMER_FIBERS' => 2000, 'TIMER_ROUNDS' => 2,
+      'PIPE_MB' => 256 }
+  else
+    {}
+  end
+
+# io_uring may be disabled (kernel.io_uring_disabled, seccomp, old kernel):
+# its column then says n/a.
+IO_URING = begin
+  out, = Open3.capture2e({ 'POLYPHONY_BACKEND' => nil }, RUBY, '-I', File.join(ROOT, 'lib'), '-e',
+                         'require "polyphony"; print Thread.current.backend.kind')
+  out.strip == 'io_uring'
+end
+BACKENDS = IO_URING ? %w[io_uring epoll] : %w[epoll]
+
+# 100k simultaneous fibers need two memory maps each (stack and guard
+# page), beyond the default vm.max_map_count (65530), for bare Ruby fibers
+# as for ours. Raised for the run when we may (restored at exit); else the
+# large memory figure uses as many fibers as fit.
+MAP_COUNT = '/proc/sys/vm/max_map_count'
+def fit_memory_fibers(wanted)
+  current = File.read(MAP_COUNT).to_i
+  need = (wanted * 2) + 30_000
+  return wanted if current >= need
+
+  begin
+    File.write(MAP_COUNT, need.to_s)
+    at_exit { File.write(MAP_COUNT, current.to_s) }
+    return wanted
+  rescue SystemCallError
+    nil
+  end
+  fit = ((current - 30_000) / 2 / 10_000) * 10_000
+  warn "bench: vm.max_map_count is #{current}: the memory figure uses #{fit} fibers, not #{wanted}"
+  fit
+end
+
+def log(msg)
+  warn "bench: #{msg}"
+end
+
+def build_tools
+  %w[echo-client limit].each do |tool|
+    cmd = ['cargo', 'build', '--release', '-q', '--manifest-path', File.join(TOOLS, tool, 'Cargo.toml')]
+    system({ 'CARGO_TARGET_DIR' => TOOLS_TARGET }, *cmd, exception: true)
+  end
+end
+
+def tool(name)
+  File.join(TOOLS_TARGET, 'release', name)
+end
+
+def run_workload(impl, name, backend)
+  env = SIZES.transform_values(&:to_s).merge('POLYPHONY_BACKEND' => backend)
+  out, err, status = Open3.capture3(env, 'taskset', '-c', '0', RUBY, '-I', File.join(ROOT, 'lib'),
+                                    File.join(ROOT, 'bench/workloads.rb'), impl, name)
+  raise "#{impl} #{name} failed: #{err}" unless status.success?
+
+  JSON.parse(out.lines.last, symbolize_names: true)
+end
+
+def free_port
+  s = TCPServer.new('127.0.0.1', 0)
+  s.addr[1]
+ensure
+  s&.close
+end
+
+# CPU seconds (user + system) used so far by process `pid`.
+def cpu_seconds(pid)
+  fields = File.read("/proc/#{pid}/stat").split(') ').last.split
+  (fields[11].to_i + fields[12].to_i) / 100.0
+end
+
+# Starts a server on core 0 (`cmd` gets the port), waits until it accepts.
+def with_server(cmd, env = {})
+  port = free_port
+  pid = Process.spawn(env, 'taskset', '-c', '0', *cmd, port.to_s, out: File::NULL, err: File::NULL)
+  deadline = Process.clock_gettime(Process::CLOCK_MONOTONIC) + 15
+  begin
+    TCPSocket.new('127.0.0.1', port).close
+  rescue SystemCallError
+    raise "server #{cmd.join(' ')} did not start" if Process.clock_gettime(Process::CLOCK_MONOTONIC) > deadline
+
+    sleep 0.05
+    retry
+  end
+  yield port, pid
+ensure
+  if pid
+    Process.kill('KILL', pid)
+    Process.wait(pid)
+  end
+end
+
+def parse_metrics(text)
+  text.scan(/^(\w+): ([\d.]+)/).to_h { |k, v| [k.to_sym, v.to_f] }
+end
+
+# Closed-loop client on core 1; the server's CPU seconds over the run.
+def drive(port, pid, http:)
+  cpu0 = cpu_seconds(pid)
+  t0 = Process.clock_gettime(Process::CLOCK_MONOTONIC)
+  env = http ? { 'HTTP' => '1' } : {}
+  out, = Open3.capture2(env, 'taskset', '-c', '1', tool('echo-client'), "127.0.0.1:#{port}", '100', '64',
+                        NET_SECS.to_s, '1')
+  wall = Process.clock_gettime(Process::CLOCK_MONOTONIC) - t0
+  m = parse_metrics(out)
+  prefix = http ? 'httpc' : 'echo'
+  { rate: m[prefix.to_sym], p99_ms: m[:"#{prefix}_p99"], fair: m[:"#{prefix}_fair"],
+    cpu: (cpu_seconds(pid) - cpu0) / wall }
+end
+
+def wrk(port, pid)
+  return {} unless system('which wrk > /dev/null 2>&1')
+
+  cpu0 = cpu_seconds(pid)
+  t0 = Process.clock_gettime(Process::CLOCK_MONOTONIC)
+  out, = Open3.capture2('taskset', '-c', '1', 'wrk', '-t1', '-c100', "-d#{NET_SECS}s", "http://127.0.0.1:#{port}/")
+  wall = Process.clock_gettime(Process::CLOCK_MONOTONIC) - t0
+  { wrk_rate: out[%r{Requests/sec:\s+([\d.]+)}, 1].to_f, wrk_cpu: (cpu_seconds(pid) - cpu0) / wall }
+end
+
+def network(kind)
+  http = kind == 'http'
+  servers = {
+    'io_uring' => [[RUBY, '-I', File.join(ROOT, 'lib'), File.join(ROOT, "bench/servers/#{kind}_server.rb")],
+                   { 'POLYPHONY_BACKEND' => 'io_uring' }],
+    'epoll' => [[RUBY, '-I', File.join(ROOT, 'lib'), File.join(ROOT, "bench/servers/#{kind}_server.rb")],
+                { 'POLYPHONY_BACKEND' => 'epoll' }],
+    'reference' => [[tool('limit-server'), kind], {}]
+  }
+  servers.delete('io_uring') unless IO_URING
+  servers.to_h do |label, (cmd, env)|
+    log "#{kind} on #{label}"
+    r = with_server(cmd, env) { |port, pid| drive(port, pid, http: http).merge(http ? wrk(port, pid) : {}) }
+    [label, r]
+  end
+end
+
+def micro
+  SIZES['MEMORY_LARGE'] = fit_memory_fibers(SIZES.fetch('MEMORY_LARGE', 100_000))
+  results = {}
+  %w[switch spawn memory pipe].each do |name|
+    log name
+    results[name] = BACKENDS.to_h { |b| [b, run_workload('polyphony', name, b)] }
+    results[name]['bare'] = run_workload('bare', name, 'epoll')
+  end
+  log 'timers'
+  results['timers'] = BACKENDS.to_h { |b| [b, run_workload('polyphony', 'timers', b)] }
+  results
+end
+
+# Rows: [label, target text, io_uring value, epoll value, ok?]
+def rows(m, net)
+  per_cpu = ->(r, key = :rate) { r && (r[key] / [r[:cpu], 0.01].max) }
+  ratio = lambda do |workload, key|
+    %w[io_uring epoll].map { |b| m[workload][b] && (m[workload][b][key] / m[workload]['bare'][key]) }
+  end
+  mem = lambda do |key|
+    %w[io_uring epoll].map { |b| m['memory'][b] && (m['memory'][b][key] - m['memory']['bare'][key]) }
+  end
+  net_ratio = lambda do |kind|
+    ref = per_cpu.call(net[kind]['reference'])
+    %w[io_uring epoll].map { |b| net[kind][b] && (per_cpu.call(net[kind][b]) / ref) }
+  end
+  pick = ->(h, key) { %w[io_uring epoll].map { |b| h[b]&.fetch(key) } }
+  large = m['memory']['bare'].keys.grep(/kb_per_fiber_/).max_by { |k| k.to_s[/\d+/].to_i }
+  [
+    ['switch vs bare Ruby fibers', '>= 0.80', *ratio.call('switch', :switches_per_s), ->(v) { v >= 0.80 }],
+    ['spawn all-at-once vs bare Ruby', '>= 0.33', *ratio.call('spawn', :spawn_per_s), ->(v) { v >= 0.33 }],
+    ['spawn 1k batches vs bare Ruby', '>= 0.45', *ratio.call('spawn', :batch_per_s), ->(v) { v >= 0.45 }],
+    ['timer overshoot p99 (ms)', '<= 2', *pick.call(m['timers'], :overshoot_p99_ms), ->(v) { v <= 2 }],
+    ["memory/idle fiber - bare (KB, #{large.to_s[/\d+/]})", '<= 0.4', *mem.call(large), ->(v) { v <= 0.4 }],
+    ['pipe vs bare Ruby', '>= 0.97', *ratio.call('pipe', :gb_per_s), ->(v) { v >= 0.97 }],
+    ['echo msg/s per CPU-s vs Rust', '>= 0.95', *net_ratio.call('echo'), ->(v) { v >= 0.95 }],
+    ['HTTP req/s per CPU-s vs Rust', '>= 0.85', *net_ratio.call('http'), ->(v) { v >= 0.85 }],
+    ['HTTP p99 at 100 conns (ms)', '<= 1.0', *pick.call(net['http'], :p99_ms), ->(v) { v <= 1.0 }]
+  ].map { |label, target, u, e, ok| [label, target, u, e, u.nil? ? nil : ok.call(u)] }
+end
+
+def fmt(v)
+  return 'n/a' if v.nil?
+
+  v.abs >= 100 ? format('%.0f', v) : format('%.3g', v)
+end
+
+def met(flag)
+  { true => 'yes', false => 'NO', nil => 'n/a' }[flag]
+end
+
+# bench/results.svg: each target as a bar of "how far to the target" (1.0 =
+# just met; above is better), io_uring and epoll side by side.
+def write_chart(m, net, path)
+  scored = rows(m, net).map do |label, target, u, e, _|
+    want = target[/[\d.]+/].to_f
+    score = ->(v) { v && (target.start_with?('>=') ? v / want : want / [v, 1e-9].max) }
+    [label, score.call(u), score.call(e)]
+  end
+  bar_w = 300
+  row_h = 34
+  scale = ->(x) { [x.to_f, 2.0].min / 2.0 * bar_w }
+  height = (scored.size * row_h) + 50
+  head = %(<svg xmlns="http://www.w3.org/2000/svg" width="640" height="#{height}" font-family="sans-serif")
+  svg = [%(#{head} font-size="12">),
+         %(<text x="10" y="18" font-weight="bold">polyphony vs its targets (1.0 = target met; capped at 2)</text>)]
+  scored.each_with_index do |(label, u, e), i|
+    y = 30 + (i * row_h)
+    svg << %(<text x="10" y="#{y + 14}">#{label.gsub('&', '&amp;').gsub('<', '&lt;').gsub('>', '&gt;')}</text>)
+    [[u, '#3b6ea5', 0], [e, '#9bbbe0', 13]].each do |v, color, dy|
+      next unless v
+
+      svg << %(<rect x="300" y="#{y + dy}" width="#{scale.call(v).round(1)}" height="11" fill="#{color}"/>)
+      svg << %(<text x="#{305 + scale.call(v)}" y="#{y + dy + 10}">#{format('%.2f', v)}</text>)
+    end
+    svg << %(<line x1="#{300 + (bar_w / 2)}" y1="#{y - 2}" x2="#{300 + (bar_w / 2)}" y2="#{y + 26}" stroke="#c33"/>)
+  end
+  legend_y = 40 + (scored.size * row_h)
+  svg << (%(<rect x="300" y="#{legend_y - 9}" width="10" height="10" fill="#3b6ea5"/>) +
+         %(<text x="314" y="#{legend_y}">io_uring</text>))
+  svg << (%(<rect x="380" y="#{legend_y - 9}" width="10" height="10" fill="#9bbbe0"/>) +
+         %(<text x="394" y="#{legend_y}">epoll</text>))
+  svg << '</svg>'
+  File.write(path, "#{svg.join("\n")}\n")
+end
+
+def print_tables(m, net)
+  puts
+  puts "polyphony benchmarks — #{Time.now.utc.strftime('%Y-%m-%d')}, Linux #{`uname -r`.strip}, " \
+       "#{`nproc`.strip} cores, Ruby #{RUBY_VERSION}#{QUICK ? ', QUICK=1' : ''}" \
+       "#{IO_URING ? '' : ' — io_uring unavailable on this machine'}"
+  puts
+  puts '| target | wanted | io_uring | epoll | met (io_uring) |'
+  puts '| --- | --- | --- | --- | --- |'
+  rows(m, net).each { |l, t, u, e, ok| puts "| #{l} | #{t} | #{fmt(u)} | #{fmt(e)} | #{met(ok)} |" }
+  puts
+  puts '| figure | io_uring | epoll | denominator |'
+  puts '| --- | --- | --- | --- |'
+  figures(m, net).each { |l, u, e, d| puts "| #{l} | #{fmt(u)} | #{fmt(e)} | #{d ? fmt(d) : ''} |" }
+end
+
+def figures(m, net)
+  fig = ->(w, k) { [m[w]['io_uring']&.fetch(k), m[w]['epoll'][k], m[w]['bare']&.fetch(k)] }
+  netf = ->(kind, k) { [net[kind]['io_uring']&.[](k), net[kind]['epoll'][k], net[kind]['reference'][k]] }
+  rows = [
+    ['switches/s (bare Ruby)', *fig.call('switch', :switches_per_s)],
+    ['fibers/s, all at once (bare Ruby)', *fig.call('spawn', :spawn_per_s)],
+    ['fibers/s, 1k batches (bare Ruby)', *fig.call('spawn', :batch_per_s)]
+  ]
+  m['memory']['bare'].keys.grep(/kb_per_fiber_/).each do |k|
+    rows << ["KB per idle fiber at #{k.to_s[/\d+/]} (bare Ruby)", *fig.call('memory', k)]
+  end
+  rows += [
+    ['pipe GB/s (bare Ruby)', *fig.call('pipe', :gb_per_s)],
+    ['timer overshoot mean ms', m['timers']['io_uring']&.fetch(:overshoot_mean_ms),
+     m['timers']['epoll'][:overshoot_mean_ms], nil],
+    ['echo msg/s (Rust server)', *netf.call('echo', :rate)],
+    ['echo p99 ms (Rust server)', *netf.call('echo', :p99_ms)],
+    ['echo fairness min/mean (Rust server)', *netf.call('echo', :fair)],
+    ['echo server CPU (Rust server)', *netf.call('echo', :cpu)],
+    ['http req/s, closed loop (Rust server)', *netf.call('http', :rate)],
+    ['http p99 ms (Rust server)', *netf.call('http', :p99_ms)],
+    ['http server CPU (Rust server)', *netf.call('http', :cpu)]
+  ]
+  rows << ['http req/s, wrk (Rust server)', *netf.call('http', :wrk_rate)] if net['http']['reference'][:wrk_rate]
+  rows
+end
+
+RESULTS = File.join(ROOT, 'bench/results.json')
+
+if ENV['REPORT_ONLY'] == '1'
+  # Prints the table of the last run again.
+  data = JSON.parse(File.read(RESULTS))
+  sym = ->(h) { h.transform_values { |by_impl| by_impl.transform_values { |r| r.transform_keys(&:to_sym) } } }
+  print_tables(sym.call(data['micro']), sym.call(data['net']))
+  write_chart(sym.call(data['micro']), sym.call(data['net']), File.join(ROOT, 'bench/results.svg'))
+  exit
+end
+
+build_tools
+micro_results = micro
+net_results = { 'echo' => network('echo'), 'http' => network('http') }
+File.write(RESULTS, JSON.pretty_generate({ date: Time.now.utc.to_s, quick: QUICK, io_uring: IO_URING,
+                                           micro: micro_results, net: net_results }))
+print_tables(micro_results, net_results)
+write_chart(micro_results, net_results, File.join(ROOT, 'bench/results.svg'))
