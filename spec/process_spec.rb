@@ -3,6 +3,15 @@
 RSpec.describe 'Process-level behaviour (spec §1, §3.7, §13.4)' do
   let(:env) { { 'POLYPHONY_BACKEND' => ENV.fetch('POLYPHONY_BACKEND', 'auto') } }
 
+  # Starts a child Ruby running `code` (which prints "ready" when set up),
+  # yields [stdout, wait fiber] once it is ready.
+  def with_ready_child(code)
+    Open3.popen3(env, SpecHelpers::RUBY, '-I', SpecHelpers::LIB, '-e', code) do |_i, o, e, t|
+      expect(o.gets).to eq("ready\n")
+      yield o, t, e
+    end
+  end
+
   it 'prints the overview program output exactly' do
     code = <<~RUBY
       require 'polyphony'
@@ -96,8 +105,7 @@ RSpec.describe 'Process-level behaviour (spec §1, §3.7, §13.4)' do
         puts 'main ensure'
       end
     RUBY
-    Open3.popen3(env, SpecHelpers::RUBY, '-I', SpecHelpers::LIB, '-e', code) do |_i, o, _e, t|
-      expect(o.gets).to eq("ready\n")
+    with_ready_child(code) do |o, t|
       Process.kill('TERM', t.pid)
       expect(o.read).to eq("main ensure\nchild ensure\n")
       expect(t.value.exitstatus).to eq(0)
@@ -115,22 +123,12 @@ RSpec.describe 'Process-level behaviour (spec §1, §3.7, §13.4)' do
         puts 'interrupted'
       end
     RUBY
-    Open3.popen3(env, SpecHelpers::RUBY, '-I', SpecHelpers::LIB, '-e', code) do |_i, o, _e, t|
-      expect(o.gets).to eq("ready\n")
+    with_ready_child(code) do |o, t|
       t0 = monotonic
       Process.kill('INT', t.pid)
       expect(o.read).to eq("interrupted\n")
       expect(t.value.success?).to be(true)
-      expect(monotonic - t0).to be < 5
-    end
-  end
-
-  # Starts a child Ruby running `code` (which prints "ready" when set up),
-  # yields [stdout, wait fiber] once it is ready.
-  def with_ready_child(code)
-    Open3.popen3(env, SpecHelpers::RUBY, '-I', SpecHelpers::LIB, '-e', code) do |_i, o, e, t|
-      expect(o.gets).to eq("ready\n")
-      yield o, t, e
+      expect(monotonic - t0).to be < 1
     end
   end
 

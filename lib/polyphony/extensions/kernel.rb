@@ -52,6 +52,20 @@ module Polyphony
       "Command failed with #{status.to_s.sub(/\Apid \d+ /, '')}: #{command}"
     end
 
+    # Open3.capture3/capture2/capture2e: `popen` (:popen3, …) with its
+    # output pipes read by fibers and `stdin_data:` fed; [*outputs, status].
+    def __capture__(open3, popen, cmd)
+      opts = cmd.last.is_a?(Hash) ? cmd.pop.dup : {}
+      stdin_data = opts.delete(:stdin_data) || ''
+      binmode = opts.delete(:binmode)
+      open3.__send__(popen, *cmd, opts) do |stdin, *outputs, waiter|
+        [stdin, *outputs].each(&:binmode) if binmode
+        readers = outputs.map { |io| spin { io.read } }
+        __feed_stdin__(stdin, stdin_data)
+        [*readers.map(&:await), waiter.value]
+      end
+    end
+
     # Writes (or copies, for an IO-like source) `data` to a child's stdin and
     # closes it; a child that exits without reading it (EPIPE) is fine.
     def __feed_stdin__(io, data)
@@ -129,40 +143,15 @@ end
 # their "wait thread" is the `Process.detach` fiber.
 module Open3
   def capture3(*cmd)
-    opts = cmd.last.is_a?(Hash) ? cmd.pop.dup : {}
-    stdin_data = opts.delete(:stdin_data) || ''
-    binmode = opts.delete(:binmode)
-    popen3(*cmd, opts) do |i, o, e, t|
-      [i, o, e].each(&:binmode) if binmode
-      out = spin { o.read }
-      err = spin { e.read }
-      Polyphony.__feed_stdin__(i, stdin_data)
-      [out.await, err.await, t.value]
-    end
+    Polyphony.__capture__(self, :popen3, cmd)
   end
 
   def capture2(*cmd)
-    opts = cmd.last.is_a?(Hash) ? cmd.pop.dup : {}
-    stdin_data = opts.delete(:stdin_data) || ''
-    binmode = opts.delete(:binmode)
-    popen2(*cmd, opts) do |i, o, t|
-      [i, o].each(&:binmode) if binmode
-      out = spin { o.read }
-      Polyphony.__feed_stdin__(i, stdin_data)
-      [out.await, t.value]
-    end
+    Polyphony.__capture__(self, :popen2, cmd)
   end
 
   def capture2e(*cmd)
-    opts = cmd.last.is_a?(Hash) ? cmd.pop.dup : {}
-    stdin_data = opts.delete(:stdin_data) || ''
-    binmode = opts.delete(:binmode)
-    popen2e(*cmd, opts) do |i, oe, t|
-      [i, oe].each(&:binmode) if binmode
-      out = spin { oe.read }
-      Polyphony.__feed_stdin__(i, stdin_data)
-      [out.await, t.value]
-    end
+    Polyphony.__capture__(self, :popen2e, cmd)
   end
 
   module_function :capture3, :capture2, :capture2e

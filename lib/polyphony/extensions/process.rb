@@ -23,22 +23,13 @@ module Polyphony
 
   # Prepended to `Process.singleton_class`.
   module ProcessExtensions
-    # Fiber-aware: parks only the calling fiber until the child exits, then
-    # lets Ruby reap it (so `$?` is set in the calling thread, as stock).
-    def wait(pid = -1, flags = 0)
-      Polyphony.__wait_for_child__(pid, flags) { |f| super(pid, f) }
-    end
-
-    def waitpid(pid = -1, flags = 0)
-      Polyphony.__wait_for_child__(pid, flags) { |f| super(pid, f) }
-    end
-
-    def wait2(pid = -1, flags = 0)
-      Polyphony.__wait_for_child__(pid, flags) { |f| super(pid, f) }
-    end
-
-    def waitpid2(pid = -1, flags = 0)
-      Polyphony.__wait_for_child__(pid, flags) { |f| super(pid, f) }
+    # wait, waitpid, wait2, waitpid2: fiber-aware, they park only the
+    # calling fiber until the child exits, then let Ruby reap it (so `$?` is
+    # set in the calling thread, as stock).
+    %i[wait waitpid wait2 waitpid2].each do |name|
+      define_method(name) do |pid = -1, flags = 0|
+        Polyphony.__wait_for_child__(pid, flags) { |f| super(pid, f) }
+      end
     end
 
     # Returns a fiber (child of the thread's main fiber, so it outlives the
