@@ -102,6 +102,8 @@ class ::Thread
   # Sends `msg` to the thread's main fiber mailbox; returns that fiber.
   def <<(msg)
     Thread.pass until main_fiber || !alive?
+    Kernel.raise ThreadError, "can't send to a thread that has ended" unless main_fiber
+
     main_fiber << msg
   end
   alias send <<
