@@ -32,6 +32,9 @@ pub fn read_once(
         return Ok(n);
     }
     if b.is_uring() {
+        if let Some(r) = read_ready(b, fd, dest, pos, max, recv_flags) {
+            return r;
+        }
         loop {
             let mut slot = OpSlot::on_fd(b.current_fiber(), fd);
             slot.carry = true;
@@ -98,6 +101,55 @@ pub fn read_once(
             unsafe { rb_sys::rb_str_set_len(dest, orig_len.min(pos) as _) };
             Err(e)
         }
+    }
+}
+
+/// io_uring fast path: data that is already there is read straight into the
+/// string with a non-blocking call (`recv(MSG_DONTWAIT)`, or
+/// `preadv2(RWF_NOWAIT)`, which works whatever the fd's O_NONBLOCK flag),
+/// saving the ring round trip and the copy out of the op's own buffer; the
+/// call is still a switchpoint. `None` when it would block (or the fd does
+/// not support RWF_NOWAIT): the read then goes through the ring.
+fn read_ready(
+    b: &Backend,
+    fd: i32,
+    dest: VALUE,
+    pos: usize,
+    max: usize,
+    recv_flags: Option<i32>,
+) -> Option<Result<usize, Error>> {
+    let orig_len = unsafe { rb_sys::RSTRING_LEN(dest) as usize };
+    let n = unsafe {
+        rb_sys::rb_str_resize(dest, (pos + max) as _);
+        let ptr = (rb_sys::RSTRING_PTR(dest) as *mut u8).add(pos);
+        match recv_flags {
+            Some(flags) => libc::recv(fd, ptr as *mut _, max, flags | libc::MSG_DONTWAIT),
+            None => {
+                let iov = libc::iovec {
+                    iov_base: ptr as *mut _,
+                    iov_len: max,
+                };
+                libc::preadv2(fd, &iov, 1, -1, libc::RWF_NOWAIT)
+            }
+        }
+    };
+    if n > 0 {
+        unsafe { rb_sys::rb_str_set_len(dest, (pos + n as usize) as _) };
+        return Some(b.switchpoint_after_sync().map(|_| n as usize));
+    }
+    let errno = crate::helpers::last_errno();
+    unsafe { rb_sys::rb_str_set_len(dest, orig_len.min(pos) as _) };
+    if n == 0 {
+        // EOF (or an empty regular file read): let the ring path confirm it,
+        // so that EOF handling stays in one place.
+        return None;
+    }
+    match errno {
+        libc::EAGAIN | libc::EOPNOTSUPP | libc::EINVAL | libc::EINTR => None,
+        e => Some(Err(errno_error(
+            e,
+            if recv_flags.is_some() { "recv" } else { "read" },
+        ))),
     }
 }
 

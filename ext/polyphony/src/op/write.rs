@@ -21,8 +21,20 @@ pub fn write_all(b: &Backend, fd: i32, s: VALUE, send_flags: Option<i32>) -> Res
     if !uring {
         ensure_nonblock(fd);
     }
+    // io_uring: bytes the fd takes at once go out with a non-blocking call
+    // (no ring round trip); the rest through the ring. `direct` tells if the
+    // last bytes went the direct way (the call must still be a switchpoint).
+    let mut direct = false;
     while off < len {
         let chunk = (len - off).min(1 << 30);
+        if uring {
+            if let Some(n) = write_ready(fd, frozen, off, chunk, send_flags)? {
+                off += n;
+                direct = true;
+                continue;
+            }
+            direct = false;
+        }
         let n = if uring {
             let mut slot = OpSlot::on_fd(b.current_fiber(), fd);
             slot.keep.push(frozen);
@@ -75,11 +87,58 @@ pub fn write_all(b: &Backend, fd: i32, s: VALUE, send_flags: Option<i32>) -> Res
         };
         off += n;
     }
-    if !uring {
+    if !uring || direct {
         b.switchpoint_after_sync()?;
     }
     std::hint::black_box(frozen);
     Ok(len)
+}
+
+/// One non-blocking write of `s[off, chunk]` (`send(MSG_DONTWAIT)`, or
+/// `pwritev2(RWF_NOWAIT)`, whatever the fd's O_NONBLOCK flag): `Some(bytes)`,
+/// or `None` when it would block or the fd does not support RWF_NOWAIT.
+fn write_ready(
+    fd: i32,
+    s: VALUE,
+    off: usize,
+    chunk: usize,
+    send_flags: Option<i32>,
+) -> Result<Option<usize>, Error> {
+    let n = unsafe {
+        let ptr = (rb_sys::RSTRING_PTR(s) as *const u8).add(off);
+        match send_flags {
+            Some(f) => libc::send(
+                fd,
+                ptr as *const _,
+                chunk,
+                f | libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+            ),
+            None => {
+                let iov = libc::iovec {
+                    iov_base: ptr as *mut _,
+                    iov_len: chunk,
+                };
+                libc::pwritev2(fd, &iov, 1, -1, libc::RWF_NOWAIT)
+            }
+        }
+    };
+    if n > 0 {
+        return Ok(Some(n as usize));
+    }
+    if n == 0 {
+        return Ok(None);
+    }
+    match crate::helpers::last_errno() {
+        libc::EAGAIN | libc::EOPNOTSUPP | libc::EINVAL | libc::EINTR => Ok(None),
+        e => Err(errno_error(
+            e,
+            if send_flags.is_some() {
+                "send"
+            } else {
+                "write"
+            },
+        )),
+    }
 }
 
 /// `Backend#write(io, *strings)`: every string in order; returns the total.
