@@ -32,8 +32,16 @@ pub fn read_once(
         return Ok(n);
     }
     if b.is_uring() {
-        if let Some(r) = read_ready(b, fd, dest, pos, max, recv_flags) {
-            return r;
+        // Only right after a read that filled its buffer: when reads are
+        // usually waiting for data (a socket of request/response traffic),
+        // the extra EAGAIN syscall costs more than the ring saves.
+        if b.read_full_fd.get() == fd {
+            if let Some(r) = read_ready(b, fd, dest, pos, max, recv_flags) {
+                if !matches!(r, Ok(n) if n == max) {
+                    b.read_full_fd.set(-1);
+                }
+                return r;
+            }
         }
         loop {
             let mut slot = OpSlot::on_fd(b.current_fiber(), fd);
@@ -64,6 +72,9 @@ pub fn read_once(
                 ));
             }
             let n = res as usize;
+            if n == max {
+                b.read_full_fd.set(fd);
+            }
             if n > 0 {
                 let slot = slot.expect("op slot");
                 unsafe {
@@ -104,7 +115,8 @@ pub fn read_once(
     }
 }
 
-/// io_uring fast path: data that is already there is read straight into the
+/// io_uring fast path (after a read that filled its buffer): data that is
+/// already there is read straight into the
 /// string with a non-blocking call (`recv(MSG_DONTWAIT)`, or
 /// `preadv2(RWF_NOWAIT)`, which works whatever the fd's O_NONBLOCK flag),
 /// saving the ring round trip and the copy out of the op's own buffer; the

@@ -47,6 +47,10 @@ pub struct Backend {
     /// Bytes an interrupted io_uring read took from an fd after its fiber
     /// gave up, served first by the next read of that fd.
     pub carry: RefCell<std::collections::HashMap<i32, Vec<u8>>>,
+    /// io_uring: the fd whose last read filled the whole buffer (more data is
+    /// likely waiting, so the next read tries a direct non-blocking call
+    /// first); -1 if none. See `op::read::read_once`.
+    pub read_full_fd: std::cell::Cell<i32>,
     pub sel: RefCell<Selector>,
     pub runners: RefCell<Vec<Frame>>,
     /// Fibers a runner's loop set aside (see `run_loop`): kept here so they
@@ -142,6 +146,7 @@ impl Backend {
             ops: RefCell::new(Slab::new()),
             ready_waiters: RefCell::new(AddrMap::default()),
             carry: RefCell::new(Default::default()),
+            read_full_fd: std::cell::Cell::new(-1),
             sel: RefCell::new(sel),
             runners: RefCell::new(Vec::new()),
             deferred: RefCell::new(Vec::new()),
