@@ -68,6 +68,24 @@ RSpec.describe 'Fiber::Scheduler on the backend (spec §13.6–§13.8, §14)' do
       expect { scheduler.kernel_sleep('x') }.to raise_error(TypeError)
     end
 
+    it 'survives GC.stress through the hooks, across threads' do
+      q = Thread::SizedQueue.new(2)
+      r, w = IO.pipe
+      GC.stress = true
+      begin
+        producer = Thread.new { 3.times { |i| q << "item #{i}" } }
+        got = spin { 3.times.map { q.pop } }
+        waiter = spin { Fiber.scheduler.io_wait(r, IO::READABLE, 1) }
+        spin { w << 'x' }
+        slept = spin { Fiber.scheduler.kernel_sleep(0.001); :slept }
+        results = [got.await, waiter.await, slept.await, producer.value]
+      ensure
+        GC.stress = false
+      end
+      expect(results[0]).to eq(['item 0', 'item 1', 'item 2'])
+      expect(results[1..2]).to eq([IO::READABLE, :slept])
+    end
+
     it 'reads and writes through IO::Buffer in io_read and io_write' do
       r, w = IO.pipe
       scheduler = Fiber.scheduler

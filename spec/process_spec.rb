@@ -221,6 +221,23 @@ RSpec.describe 'Process-level behaviour (spec §1, §3.7, §13.4)' do
     end
   end
 
+  it 'survives GC.stress in trap handlers, fork and backticks' do
+    code = <<~'RUBY'
+      require 'polyphony'
+      GC.stress = true
+      got = Polyphony::Queue.new
+      trap('USR1') { |s| got << s }
+      2.times { Process.kill('USR1', Process.pid); p got.shift }
+      pid = Polyphony.fork { exit 3 }
+      p Process.wait2(pid)[1].exitstatus
+      p `echo hi`
+    RUBY
+    out, err, status = run_ruby(code, env: env, timeout: 60)
+    expect(err).to eq('')
+    expect(out).to eq("#{Signal.list['USR1']}\n#{Signal.list['USR1']}\n3\n\"hi\\n\"\n")
+    expect(status.success?).to be(true)
+  end
+
   it 'ends the program with exit!, abort and exit as §13.5 says' do
     out, _err, status = run_ruby(
       "require 'polyphony'; spin { begin; exit! 3; ensure; puts 'no'; end }; at_exit { puts 'no' }; sleep", env: env

@@ -149,6 +149,22 @@ RSpec.describe 'Threads (spec §3.9, §7, D2)' do
     expect(status.success?).to be(true)
   end
 
+  it 'survives GC.stress while threads are joined, killed and sent messages' do
+    GC.stress = true
+    begin
+      a = Thread.new { spin { sleep 0.001; :child }.await }
+      b = Thread.new { Fiber.current.receive }
+      c = Thread.new { sleep 10 }
+      b << 'message'
+      sleep 0.01
+      c.kill
+      results = [a.value, b.value, c.join]
+    ensure
+      GC.stress = false
+    end
+    expect(results).to eq([:child, 'message', nil])
+  end
+
   it 'wakes fibers blocked in another thread promptly on a Queue push' do
     q = Queue.new
     th = Thread.new { 10.times.map { q.shift } }
