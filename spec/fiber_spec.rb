@@ -108,6 +108,53 @@ RSpec.describe 'Fiber API and structured concurrency (spec §3, §6)' do
       expect(ensured).to eq([:a])
     end
 
+    it 'Fiber.await takes an array, counts a fiber listed twice once, and rejects non-fibers' do
+      a = spin { sleep 0.005; :a }
+      expect(Fiber.await([a, a])).to eq(%i[a a])
+      expect { Fiber.await(a, :x) }.to raise_error(TypeError, /expected a Fiber/)
+      expect { Fiber.await(Fiber.current) }.to raise_error(FiberError)
+    end
+
+    it 'Fiber.await raises the error of a fiber already dead, after terminating the others' do
+      dead = spin { RuntimeError.new('early') } # a result that is an exception
+      snooze
+      other = spin { sleep 1 }
+      expect { Fiber.await(other, dead) }.to raise_error(RuntimeError, 'early')
+      expect(other.state).to eq(:dead)
+    end
+
+    it 'leaves no wake-up behind when an await is interrupted' do
+      a = spin { sleep 0.01 }
+      w = spin do
+        begin
+          a.await
+        rescue RuntimeError
+          nil
+        end
+        t = monotonic
+        sleep 0.05
+        monotonic - t
+      end
+      snooze
+      w.raise(RuntimeError)
+      expect(w.await).to be >= 0.045
+      expect(a.await).to be_nil
+    end
+
+    it 'awaits a thousand fibers ending in any order, also under GC.stress' do
+      fibers = 1000.times.map { |i| spin { sleep 0.001 * (i % 7); i } }
+      expect(Fiber.await(fibers)).to eq((0...1000).to_a)
+      GC.stress = true
+      begin
+        fibers = 20.times.map { |i| spin { snooze; raise 'x' if i == 13; i } }
+        expect { Fiber.await(fibers) }.to raise_error(RuntimeError, 'x')
+        expect(fibers.map(&:state).uniq).to eq([:dead])
+        expect(spin { spin { :inner }.await }.await).to eq(:inner)
+      ensure
+        GC.stress = false
+      end
+    end
+
     it 'Fiber.select returns the first to finish and leaves the rest running' do
       slow = spin { sleep 1 }
       fast = spin { sleep 0.01; :fast }

@@ -74,6 +74,33 @@ RSpec.describe 'Scheduling (spec §2)' do
     expect(monotonic - t).to be < 0.5
   end
 
+  it 'resumes a fiber whose timer expired ahead of the fibers already runnable' do
+    order = []
+    sleeper = spin do
+      sleep 0.001
+      order << :timer
+    end
+    busy = 300.times.map do |i|
+      spin do
+        t = monotonic
+        nil until monotonic - t > 0.0001
+        order << i
+      end
+    end
+    Fiber.await(sleeper, *busy)
+    # In FIFO order the timer would wait behind all 300 (30 ms of work).
+    expect(order.index(:timer)).to be < 150
+  end
+
+  it 'keeps an exception scheduled into a sleeping fiber when its timer then expires' do
+    f = spin { sleep 0.001 }
+    snooze
+    f.schedule(RuntimeError.new('first'))
+    t = monotonic
+    nil until monotonic - t > 0.005
+    expect { f.await }.to raise_error(RuntimeError, 'first')
+  end
+
   it 'treats sleep 0 as a switchpoint and negative sleep as immediate' do
     out = []
     spin { out << :other }

@@ -165,6 +165,25 @@ RSpec.describe 'Threads (spec §3.9, §7, D2)' do
     expect(results).to eq([:child, 'message', nil])
   end
 
+  it "delivers a message sent while the thread's first receive is creating its mailbox" do
+    # The receiving thread and the sender both create the mailbox lazily;
+    # under GC.stress the GVL changes hands inside `Queue.new`, and a second
+    # mailbox used to replace the first one, losing the message (a hang).
+    out, err, status = run_ruby(<<~RUBY, timeout: 60)
+      require 'polyphony'
+      GC.stress = true
+      got = 8.times.map do |i|
+        t = Thread.new { Fiber.current.receive }
+        t << i
+        t.value
+      end
+      GC.stress = false
+      p got
+    RUBY
+    expect([out, err]).to eq(["[0, 1, 2, 3, 4, 5, 6, 7]\n", ''])
+    expect(status.success?).to be(true)
+  end
+
   it 'wakes fibers blocked in another thread promptly on a Queue push' do
     q = Queue.new
     th = Thread.new { 10.times.map { q.shift } }

@@ -4,7 +4,9 @@
 //! fiber with an exception moves it to the tail with the exception; with a
 //! plain value it is dropped if the queued entry carries an exception, else
 //! the fiber moves to the tail with the new value; a priority schedule moves
-//! it to the head whatever it carried. Removal is O(1): the queue keeps a
+//! it to the head whatever it carried. Fibers woken by an expired timer go to
+//! the head as well (see `push_expired`), so that timer precision does not
+//! degrade with the length of the queue. Removal is O(1): the queue keeps a
 //! fiber → entry map and leaves stale slots behind, skipped when popped.
 
 use std::collections::{HashMap, VecDeque};
@@ -83,6 +85,22 @@ impl RunQueue {
             self.slots
                 .retain(|(f, s)| live.get(f).map(|l| l.seq == *s).unwrap_or(false));
         }
+    }
+
+    /// Queues a fiber whose timer expired, at the head (callers push a batch
+    /// of expired timers latest-deadline first, so they run in deadline
+    /// order). A fiber already queued keeps its place and value, unless the
+    /// timer carries an exception and the queued value does not: exceptions
+    /// always win (spec §2.3).
+    pub fn push_expired(&mut self, fiber: VALUE, value: VALUE, is_exception: bool) {
+        if let Some(l) = self.live.get_mut(&fiber) {
+            if is_exception && !l.is_exception {
+                l.value = value;
+                l.is_exception = true;
+            }
+            return;
+        }
+        self.push(fiber, value, is_exception, true);
     }
 
     pub fn pop(&mut self) -> Option<(VALUE, VALUE)> {

@@ -210,8 +210,11 @@ impl Backend {
             self.drain_inbox();
             let next = self.rq.borrow_mut().peek();
             if let Some(f) = next {
-                let sc = self.switch_count.get();
-                if self.pending() > 0 && (sc.is_multiple_of(64) || f == cur) {
+                // Counted here, not in `switch_fiber`: fibers that end go
+                // back to the runner without switching.
+                let picks = self.picks.get() + 1;
+                self.picks.set(picks);
+                if self.pending() > 0 && (picks.is_multiple_of(64) || f == cur) {
                     // Anti-starvation: harvest completions even when the run
                     // queue never empties. Before taking the fiber: an
                     // expired timer may replace its value with an exception.
@@ -292,8 +295,14 @@ impl Backend {
         }
         let mut expired = Vec::new();
         self.timers.borrow_mut().expire(&mut expired);
-        for t in expired {
-            self.schedule(t.fiber, t.value, false);
+        // Expired timers run before the fibers already queued (in deadline
+        // order): with thousands of runnable fibers a timer would otherwise
+        // fire late by the time it takes to run them all.
+        for t in expired.into_iter().rev() {
+            if unsafe { rb_sys::rb_fiber_alive_p(t.fiber) } == QTRUE {
+                let exc = is_exception(t.value);
+                self.rq.borrow_mut().push_expired(t.fiber, t.value, exc);
+            }
         }
         self.drain_inbox();
         if blocking || unsafe { rb_sys::rb_thread_interrupted(rb_sys::rb_thread_current()) } != 0 {

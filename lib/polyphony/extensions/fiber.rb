@@ -153,39 +153,8 @@ class ::Fiber
 
   # ---- awaiting and monitoring ----------------------------------------
 
-  # Waits for the fiber to finish; returns its result, raising it if it is an
-  # exception.
-  def await
-    unless dead?
-      current = Fiber.current
-      Kernel.raise FiberError, 'a fiber cannot await itself' if current == self
-
-      __add_monitor__(current)
-      begin
-        __wait_for_monitor_message__(current)
-      ensure
-        unmonitor(current)
-      end
-    end
-    Kernel.raise result if result.is_a?(Exception)
-
-    result
-  end
-  alias join await
-  alias value await
-
-  def __wait_for_monitor_message__(current)
-    mailbox = current.monitor_mailbox
-    stash = []
-    loop do
-      fiber, = mailbox.shift
-      break if fiber == self
-
-      stash << [fiber, fiber&.result]
-    end
-  ensure
-    stash&.reverse_each { |m| mailbox.unshift(m) }
-  end
+  # `await` (aliases `join`, `value`) and `Fiber.await`/`Fiber.join` are
+  # native (ext/polyphony/src/ruby_api/fiber_await.rs).
 
   # Registers `fiber` as a monitor: it gets [self, result] in its monitor
   # mailbox when this fiber finishes.
@@ -216,24 +185,6 @@ class ::Fiber
   end
 
   class << self
-    # Waits for all fibers; results in argument order. On the first error
-    # the others are terminated and awaited, then the error is raised.
-    def await(*fibers)
-      fibers = __fiber_list__(fibers)
-      return [] if fibers.empty?
-
-      current = Fiber.current
-      pending = __monitor_pending__(fibers, current)
-      begin
-        error = __dead_error__(fibers) || __await_pending__(pending, current)
-        __terminate_pending__(pending, current, error) if error
-      ensure
-        fibers.each { |f| f.unmonitor(current) }
-      end
-      fibers.map(&:result)
-    end
-    alias join await
-
     # Returns [fiber, result] for the first fiber to finish (raising its
     # error); the others keep running.
     def select(*fibers)
@@ -249,51 +200,6 @@ class ::Fiber
     # `await(a, b)` and `await([a, b])` alike.
     def __fiber_list__(args)
       args.size == 1 && args.first.is_a?(Array) ? args.first : args
-    end
-
-    # The error of the first fiber already dead with one, if any.
-    def __dead_error__(fibers)
-      fibers.each { |f| return f.result if f.dead? && f.result.is_a?(Exception) }
-      nil
-    end
-
-    # The live fibers among `fibers`, each now monitored by `current`.
-    def __monitor_pending__(fibers, current)
-      pending = {}
-      fibers.each do |f|
-        next if f.dead?
-
-        pending[f] = true
-        f.__add_monitor__(current)
-      end
-      pending
-    end
-
-    # Waits until every pending fiber finished, or one failed: returns that
-    # error (nil if none).
-    def __await_pending__(pending, current)
-      mailbox = current.monitor_mailbox
-      until pending.empty?
-        # One switchpoint, then whatever else has arrived meanwhile: with
-        # many fibers ending together, a shift per message would switch
-        # once per fiber.
-        mailbox.__shift_ready__(mailbox.shift).each do |fiber, result|
-          next unless pending.delete(fiber)
-          return result if result.is_a?(Exception)
-        end
-      end
-      nil
-    end
-
-    # Terminates the fibers still pending, waits for them, raises `error`.
-    def __terminate_pending__(pending, current, error)
-      pending.each_key(&:terminate)
-      mailbox = current.monitor_mailbox
-      until pending.empty?
-        fiber, = mailbox.shift
-        pending.delete(fiber)
-      end
-      Kernel.raise error
     end
 
     def __select_wait__(fibers, current)

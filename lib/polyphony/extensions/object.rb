@@ -4,7 +4,8 @@
 # called anywhere. `snooze` and `suspend` are private Kernel methods defined
 # natively.
 class ::Object
-  # `spin(tag = nil) { |v| }` (a child of the current fiber) is native.
+  # `spin(tag = nil) { |v| }` (a child of the current fiber) and
+  # `sleep(duration = nil)` are native.
 
   # Spins a fiber calling the block in a loop; `break` or StopIteration end
   # it. With `rate:`/`interval:` the loop is throttled.
@@ -84,15 +85,6 @@ class ::Object
   # `Fiber.current.supervise(...)`.
   def supervise(...)
     Fiber.current.supervise(...)
-  end
-
-  # Parks the current fiber for `duration` seconds, or until scheduled when
-  # no duration is given. Returns nil (or the value it was woken with).
-  def sleep(duration = nil)
-    backend = Thread.current.backend
-    return backend.wait_event(true) if duration.nil?
-
-    backend.sleep(duration)
   end
 
   # Takes the next message from the current fiber's mailbox (blocking).

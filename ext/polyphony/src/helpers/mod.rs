@@ -92,6 +92,15 @@ pub fn runtime_error(msg: impl Into<String>) -> Error {
     Error::new(ruby().exception_runtime_error(), msg.into())
 }
 
+/// An error of the top-level exception class `name` (e.g. "FiberError").
+pub fn error_of(name: &str, msg: impl Into<String>) -> Error {
+    let c = unsafe { rb_sys::rb_const_get(rb_sys::rb_cObject, intern(name)) };
+    match magnus::ExceptionClass::from_value(val(c)) {
+        Some(class) => Error::new(class, msg.into()),
+        None => runtime_error(msg),
+    }
+}
+
 /// Interned id for a method or ivar name.
 #[inline]
 pub fn intern(name: &str) -> rb_sys::ID {

@@ -63,6 +63,8 @@ pub struct Backend {
     pub event_waiters: Cell<usize>,
     pub entered: Cell<bool>,
     pub switch_count: Cell<u64>,
+    /// Fibers taken from the run queue (drives the anti-starvation poll).
+    pub picks: Cell<u64>,
     pub op_count: Cell<u64>,
     pub poll_count: Cell<u64>,
     pub idle_proc: Cell<VALUE>,
@@ -157,6 +159,7 @@ impl Backend {
             event_waiters: Cell::new(0),
             entered: Cell::new(false),
             switch_count: Cell::new(0),
+            picks: Cell::new(0),
             op_count: Cell::new(0),
             poll_count: Cell::new(0),
             idle_proc: Cell::new(QNIL),
@@ -717,6 +720,19 @@ fn current_snooze() -> Result<Value, Error> {
     Backend::current()?.snooze().map(val)
 }
 
+/// `sleep(duration = nil)`: parks the current fiber for `duration` seconds
+/// (a timer; woken early by any schedule, whose value it returns), or until
+/// scheduled when no duration is given. Exceptions scheduled meanwhile are
+/// raised; the timer is cancelled either way.
+fn current_sleep(args: &[Value]) -> Result<Value, Error> {
+    crate::helpers::check_arity(args, 0, 1)?;
+    let b = Backend::current()?;
+    match args.first().map(|v| raw(*v)).filter(|v| !is_nil(*v)) {
+        None => b.wait_event(true).map(val),
+        Some(d) => op::sleep::sleep(b, duration(d)?).map(val),
+    }
+}
+
 fn current_suspend() -> Result<Value, Error> {
     let v = Backend::current()?.switch_fiber()?;
     crate::helpers::raise_if_exception(v).map(val)
@@ -772,5 +788,7 @@ pub fn init(ruby: &Ruby, polyphony: RModule) -> Result<(), Error> {
     let kernel = ruby.module_kernel();
     kernel.define_private_method("snooze", magnus::function!(current_snooze, 0))?;
     kernel.define_private_method("suspend", magnus::function!(current_suspend, 0))?;
+    ruby.class_object()
+        .define_method("sleep", magnus::function!(current_sleep, -1))?;
     Ok(())
 }

@@ -20,11 +20,9 @@
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
-use magnus::{
-    gc, method, prelude::*, typed_data::Obj, DataTypeFunctions, Error, RModule, Ruby, TryConvert,
-    TypedData, Value,
-};
+use magnus::{gc, method, prelude::*, DataTypeFunctions, Error, RModule, Ruby, TypedData, Value};
 use rb_sys::VALUE;
 
 use crate::helpers::{arg_error, call, intern, is_nil, protect, raw, type_error, val, QNIL, QTRUE};
@@ -50,10 +48,24 @@ pub struct FiberState {
     frame: Cell<VALUE>,
     line: Cell<i32>,
     result: Cell<VALUE>,
-    /// `{child => true}` in spin order, or nil.
-    children: Cell<VALUE>,
-    /// The first monitor inline (the common case: one awaiting fiber), the
-    /// others in a Hash.
+    /// The fiber this state belongs to.
+    fiber: Cell<VALUE>,
+    /// Children, in spin order: an intrusive doubly linked list of the
+    /// children's state objects (O(1) insert and removal, no allocation,
+    /// no object ids). `list_owner`/`prev`/`next` are this fiber's links in
+    /// its parent's list.
+    first_child: Cell<VALUE>,
+    last_child: Cell<VALUE>,
+    n_children: Cell<usize>,
+    list_owner: Cell<VALUE>,
+    prev: Cell<VALUE>,
+    next: Cell<VALUE>,
+    /// Fibers blocked in `await` on this one (see `fiber_await.rs`). Boxed:
+    /// one word in every fiber's state instead of three.
+    #[allow(clippy::box_collection)]
+    awaiters: Cell<Option<Box<Vec<Arc<crate::ruby_api::fiber_await::AwaitCtx>>>>>,
+    /// The first monitor inline (the common case: one monitoring fiber),
+    /// the others in a Hash.
     monitor: Cell<VALUE>,
     monitors: Cell<VALUE>,
     mailbox: Cell<VALUE>,
@@ -74,7 +86,12 @@ impl DataTypeFunctions for FiberState {
             &self.caller,
             &self.frame,
             &self.result,
-            &self.children,
+            &self.fiber,
+            &self.first_child,
+            &self.last_child,
+            &self.list_owner,
+            &self.prev,
+            &self.next,
             &self.monitor,
             &self.monitors,
             &self.mailbox,
@@ -85,6 +102,11 @@ impl DataTypeFunctions for FiberState {
                 marker.mark(val(v));
             }
         }
+        self.with_awaiters(|list| {
+            for ctx in list.iter() {
+                ctx.mark(marker);
+            }
+        });
     }
 }
 
@@ -99,7 +121,14 @@ impl FiberState {
             frame: Cell::new(QNIL),
             line: Cell::new(0),
             result: Cell::new(QNIL),
-            children: Cell::new(QNIL),
+            fiber: Cell::new(QNIL),
+            first_child: Cell::new(QNIL),
+            last_child: Cell::new(QNIL),
+            n_children: Cell::new(0),
+            list_owner: Cell::new(QNIL),
+            prev: Cell::new(QNIL),
+            next: Cell::new(QNIL),
+            awaiters: Cell::new(None),
             monitor: Cell::new(QNIL),
             monitors: Cell::new(QNIL),
             mailbox: Cell::new(QNIL),
@@ -109,6 +138,10 @@ impl FiberState {
             graceful: Cell::new(false),
             supervise: Cell::new(false),
         }
+    }
+
+    pub(crate) fn result(&self) -> VALUE {
+        self.result.get()
     }
 
     fn finished(&self) -> bool {
@@ -166,30 +199,94 @@ impl FiberState {
         }
     }
 
-    fn add_child(&self, child: VALUE) {
-        let mut h = self.children.get();
-        if is_nil(h) {
-            h = unsafe { rb_sys::rb_hash_new() };
-            self.children.set(h);
+    /// Appends the fiber whose state object is `child_obj` to this fiber's
+    /// children (`self_obj` is this state's object), leaving any other list
+    /// first.
+    fn link_child(&self, self_obj: VALUE, child_obj: VALUE) {
+        let c = state_of_obj(child_obj);
+        if c.list_owner.get() == self_obj {
+            return;
         }
-        unsafe { rb_sys::rb_hash_aset(h, child, QTRUE) };
+        c.unlink();
+        let last = self.last_child.get();
+        c.list_owner.set(self_obj);
+        c.prev.set(last);
+        c.next.set(QNIL);
+        if is_nil(last) {
+            self.first_child.set(child_obj);
+        } else {
+            state_of_obj(last).next.set(child_obj);
+        }
+        self.last_child.set(child_obj);
+        self.n_children.set(self.n_children.get() + 1);
     }
 
-    fn remove_child(&self, child: VALUE) {
-        let h = self.children.get();
-        if !is_nil(h) {
-            unsafe { rb_sys::rb_hash_delete(h, child) };
+    /// Leaves the parent's children list, if in one.
+    fn unlink(&self) {
+        let owner = self.list_owner.get();
+        if is_nil(owner) {
+            return;
         }
+        let o = state_of_obj(owner);
+        let (prev, next) = (self.prev.get(), self.next.get());
+        if is_nil(prev) {
+            o.first_child.set(next);
+        } else {
+            state_of_obj(prev).next.set(next);
+        }
+        if is_nil(next) {
+            o.last_child.set(prev);
+        } else {
+            state_of_obj(next).prev.set(prev);
+        }
+        o.n_children.set(o.n_children.get() - 1);
+        self.list_owner.set(QNIL);
+        self.prev.set(QNIL);
+        self.next.set(QNIL);
     }
 
     fn has_children(&self) -> bool {
-        let h = self.children.get();
-        !is_nil(h) && hash_size(h) > 0
+        self.n_children.get() > 0
     }
+
+    /// The children's fibers, in spin order.
+    fn child_fibers(&self) -> Vec<VALUE> {
+        let mut out = Vec::with_capacity(self.n_children.get());
+        let mut c = self.first_child.get();
+        while !is_nil(c) {
+            let s = state_of_obj(c);
+            out.push(s.fiber.get());
+            c = s.next.get();
+        }
+        out
+    }
+
+    /// Runs `f` on the awaiter list (empty if none).
+    pub(crate) fn with_awaiters<R>(
+        &self,
+        f: impl FnOnce(&mut Vec<Arc<crate::ruby_api::fiber_await::AwaitCtx>>) -> R,
+    ) -> R {
+        let mut list = self.awaiters.take().unwrap_or_default();
+        let r = f(&mut list);
+        if !list.is_empty() {
+            self.awaiters.set(Some(list));
+        }
+        r
+    }
+}
+
+/// The state inside a `FiberState` object (one made by [`attach_state`]).
+fn state_of_obj(obj: VALUE) -> &'static FiberState {
+    // Only state objects are ever stored in the list links.
+    unsafe { &*(rb_sys::RTYPEDDATA_GET_DATA(obj) as *const FiberState) }
 }
 
 fn hash_size(h: VALUE) -> usize {
     unsafe { rb_sys::rb_num2long(rb_sys::rb_hash_size(h)) as usize }
+}
+
+fn ary_from(v: &[VALUE]) -> VALUE {
+    unsafe { rb_sys::rb_ary_new_from_values(v.len() as _, v.as_ptr()) }
 }
 
 fn hash_keys(h: VALUE) -> Vec<VALUE> {
@@ -197,7 +294,7 @@ fn hash_keys(h: VALUE) -> Vec<VALUE> {
     array_to_vec(keys)
 }
 
-fn array_to_vec(a: VALUE) -> Vec<VALUE> {
+pub(crate) fn array_to_vec(a: VALUE) -> Vec<VALUE> {
     let n = unsafe { rb_sys::RARRAY_LEN(a) };
     (0..n)
         .map(|i| unsafe { rb_sys::rb_ary_entry(a, i) })
@@ -217,35 +314,63 @@ fn state_id() -> rb_sys::ID {
     id
 }
 
-/// The state of `fiber`, if it has one.
-fn try_state(fiber: VALUE) -> Option<&'static FiberState> {
+/// The `rb_data_type_t` of state objects, recorded when the first one is
+/// made (0 before: then no fiber has a state).
+static STATE_TYPE: AtomicU64 = AtomicU64::new(0);
+
+/// The state object of `fiber`, or nil.
+fn try_state_obj(fiber: VALUE) -> VALUE {
     let v = unsafe { rb_sys::rb_ivar_get(fiber, state_id()) };
+    if rb_sys::SPECIAL_CONST_P(v)
+        || !unsafe { rb_sys::RB_TYPE_P(v, rb_sys::ruby_value_type::RUBY_T_DATA) }
+        || !unsafe { rb_sys::RTYPEDDATA_P(v) }
+        || unsafe { rb_sys::RTYPEDDATA_TYPE(v) } as u64 != STATE_TYPE.load(Ordering::Relaxed)
+    {
+        return QNIL;
+    }
+    v
+}
+
+/// The state of `fiber`, if it has one.
+pub(crate) fn try_state(fiber: VALUE) -> Option<&'static FiberState> {
+    let v = try_state_obj(fiber);
     if is_nil(v) {
         return None;
     }
-    let obj: Obj<FiberState> = TryConvert::try_convert(val(v)).ok()?;
-    let ptr: *const FiberState = &*obj;
     // The state object lives as long as the fiber, which the caller holds.
-    Some(unsafe { &*ptr })
+    Some(state_of_obj(v))
 }
 
-/// The state of `fiber`, created (unadopted: no thread, not started) if
-/// missing. `fiber` must be a Fiber.
-fn state(fiber: VALUE) -> &'static FiberState {
-    if let Some(s) = try_state(fiber) {
-        return s;
+/// The state object of `fiber`, created (unadopted: no thread, not started)
+/// if missing. `fiber` must be a Fiber.
+fn state_obj(fiber: VALUE) -> VALUE {
+    let v = try_state_obj(fiber);
+    if !is_nil(v) {
+        return v;
     }
-    attach_state(fiber, FiberState::new(QNIL))
+    attach_state(fiber, FiberState::new(QNIL)).0
 }
 
-fn attach_state(fiber: VALUE, st: FiberState) -> &'static FiberState {
+/// The state of `fiber`, created if missing (see [`state_obj`]).
+pub(crate) fn state(fiber: VALUE) -> &'static FiberState {
+    state_of_obj(state_obj(fiber))
+}
+
+fn attach_state(fiber: VALUE, st: FiberState) -> (VALUE, &'static FiberState) {
+    st.fiber.set(fiber);
     let obj = crate::helpers::ruby().obj_wrap(st);
-    unsafe { rb_sys::rb_ivar_set(fiber, state_id(), raw(obj.as_value())) };
-    let ptr: *const FiberState = &*obj;
-    unsafe { &*ptr }
+    let v = raw(obj.as_value());
+    if STATE_TYPE.load(Ordering::Relaxed) == 0 {
+        STATE_TYPE.store(
+            unsafe { rb_sys::RTYPEDDATA_TYPE(v) } as u64,
+            Ordering::Relaxed,
+        );
+    }
+    unsafe { rb_sys::rb_ivar_set(fiber, state_id(), v) };
+    (v, state_of_obj(v))
 }
 
-fn expect_fiber(v: VALUE) -> Result<VALUE, Error> {
+pub(crate) fn expect_fiber(v: VALUE) -> Result<VALUE, Error> {
     if unsafe { rb_sys::rb_obj_is_fiber(v) } == QTRUE {
         Ok(v)
     } else {
@@ -459,6 +584,8 @@ fn finalize(
     }
     st.result.set(result);
     st.running.set(FINISHED);
+    let parent = st.parent.get();
+    let awaited_by_parent = crate::ruby_api::fiber_await::notify(fiber, st, result, parent)?;
     let mut monitors = Vec::new();
     st.each_monitor(|m| monitors.push(m));
     for m in &monitors {
@@ -471,14 +598,9 @@ fn finalize(
         let mb = monitor_mailbox(*m)?;
         call(mb, "push", &[msg])?;
     }
-    let parent = st.parent.get();
-    if !is_nil(parent) {
-        if let Some(ps) = try_state(parent) {
-            ps.remove_child(fiber);
-        }
-        if uncaught && !st.has_monitor(parent) {
-            schedule(parent, result, true)?;
-        }
+    st.unlink();
+    if !is_nil(parent) && uncaught && !awaited_by_parent && !st.has_monitor(parent) {
+        schedule(parent, result, true)?;
     }
     if let Ok(b) = Backend::current() {
         b.rq.borrow_mut().remove(fiber);
@@ -565,6 +687,13 @@ fn lazy_queue(cell: &Cell<VALUE>) -> Result<VALUE, Error> {
         return Ok(q);
     }
     let q = call(queue_class(), "new", &[])?;
+    // `Queue.new` is Ruby code: another thread may have created and used
+    // the mailbox meanwhile (a cross-thread `<<` racing the owner's first
+    // `receive`). Keep the first one, or a message would be lost.
+    let won = cell.get();
+    if !is_nil(won) {
+        return Ok(won);
+    }
     cell.set(q);
     Ok(q)
 }
@@ -630,9 +759,10 @@ fn spin_child(parent: VALUE, tag: VALUE, site: VALUE, block: VALUE) -> Result<VA
             crate::helpers::inspect_class(site)
         )));
     }
-    let st = attach_state(fiber, st);
-    let ps = state(parent);
-    ps.add_child(fiber);
+    let (obj, st) = attach_state(fiber, st);
+    let pobj = state_obj(parent);
+    let ps = state_of_obj(pobj);
+    ps.link_child(pobj, obj);
     if ps.supervise.get() {
         st.add_monitor(parent);
     }
@@ -754,7 +884,7 @@ fn set_supervise(rb_self: Value, g: Value) -> Value {
 }
 
 /// True once the fiber finished (or, for a raw fiber, is no longer alive).
-fn is_dead(fiber: VALUE) -> bool {
+pub(crate) fn is_dead(fiber: VALUE) -> bool {
     let finished = try_state(fiber).map(|s| s.finished()).unwrap_or(false);
     finished || unsafe { rb_sys::rb_fiber_alive_p(fiber) } != QTRUE
 }
@@ -781,22 +911,27 @@ fn fiber_state(rb_self: Value) -> Result<Value, Error> {
 }
 
 fn children(rb_self: Value) -> Value {
-    let h = st_of(rb_self).children.get();
-    if is_nil(h) {
-        return val(unsafe { rb_sys::rb_ary_new() });
-    }
-    val(unsafe { rb_sys::rb_funcallv(h, intern("keys"), 0, std::ptr::null()) })
+    val(ary_from(&st_of(rb_self).child_fibers()))
 }
 
+/// Makes `child` a child of this fiber (leaving its previous parent's list).
 fn add_child(rb_self: Value, child: Value) -> Result<Value, Error> {
     let c = expect_fiber(raw(child))?;
-    st_of(rb_self).add_child(c);
-    state(c).parent.set(raw(rb_self));
+    let pobj = state_obj(raw(rb_self));
+    let cobj = state_obj(c);
+    state_of_obj(pobj).link_child(pobj, cobj);
+    state_of_obj(cobj).parent.set(raw(rb_self));
     Ok(rb_self)
 }
 
+/// Removes `child` from this fiber's children (no-op if it is not one).
 fn remove_child(rb_self: Value, child: Value) -> Value {
-    st_of(rb_self).remove_child(raw(child));
+    let me = try_state_obj(raw(rb_self));
+    if let Some(c) = try_state(raw(child)) {
+        if !is_nil(me) && c.list_owner.get() == me {
+            c.unlink();
+        }
+    }
     child
 }
 
@@ -927,9 +1062,6 @@ fn setup_main_fiber(rb_self: Value) -> Value {
     st.thread.set(unsafe { rb_sys::rb_thread_current() });
     st.parent.set(QNIL);
     st.running.set(RUNNING);
-    if is_nil(st.children.get()) {
-        st.children.set(unsafe { rb_sys::rb_hash_new() });
-    }
     rb_self
 }
 
@@ -978,6 +1110,17 @@ pub fn init(ruby: &Ruby, polyphony: RModule) -> Result<(), Error> {
     fiber.define_method("dead?", method!(dead_p, 0))?;
     fiber.define_method("state", method!(fiber_state, 0))?;
     fiber.define_method("children", method!(children, 0))?;
+    fiber.define_method("await", method!(crate::ruby_api::fiber_await::rb_await, 0))?;
+    fiber.define_method("join", method!(crate::ruby_api::fiber_await::rb_await, 0))?;
+    fiber.define_method("value", method!(crate::ruby_api::fiber_await::rb_await, 0))?;
+    fiber.define_singleton_method(
+        "await",
+        magnus::function!(crate::ruby_api::fiber_await::rb_await_all, -1),
+    )?;
+    fiber.define_singleton_method(
+        "join",
+        magnus::function!(crate::ruby_api::fiber_await::rb_await_all, -1),
+    )?;
     fiber.define_method("add_child", method!(add_child, 1))?;
     fiber.define_method("__remove_child__", method!(remove_child, 1))?;
     fiber.define_method("remove_child", method!(remove_child, 1))?;

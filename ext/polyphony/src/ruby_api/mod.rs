@@ -2,6 +2,7 @@
 
 pub mod backend;
 pub mod fiber;
+pub mod fiber_await;
 pub mod fiber_scheduler;
 
 use std::cell::Cell;

@@ -1,0 +1,209 @@
+//! `Fiber#await` and `Fiber.await` (spec §3.4, §6.3), natively.
+//!
+//! An awaiting fiber does not go through its monitor mailbox: it registers
+//! one [`AwaitCtx`] with every live fiber it waits for and parks. When an
+//! awaited fiber finishes, [`notify`] (called from the fiber's native
+//! lifecycle) counts it down and wakes the awaiter once all of them finished,
+//! or at the first one that ended with an exception. No message, no Queue,
+//! no Hash: a thousand fibers awaited at once cost one wake-up.
+//!
+//! What it waits for: every given fiber to finish. How it is cancelled: any
+//! exception scheduled into the awaiting fiber (`stop`, `raise`, a timeout)
+//! unregisters it from the fibers still running and is raised; a plain
+//! `schedule(value)` is ignored and the wait goes on. On the first error the
+//! other fibers are sent `terminate`, waited for, then the error is raised.
+
+use std::cell::Cell;
+use std::sync::Arc;
+
+use magnus::{gc, Error, Value};
+use rb_sys::VALUE;
+
+use crate::helpers::{call, is_exception, is_nil, raise_if_exception, raw, val, QNIL};
+use crate::ruby_api::backend::Backend;
+use crate::ruby_api::fiber::{expect_fiber, is_dead, state, try_state, FiberState};
+
+/// One `await` call in progress. Shared by the awaited fibers' states; only
+/// touched with the GVL held.
+pub struct AwaitCtx {
+    awaiter: VALUE,
+    pending: Cell<usize>,
+    /// The first awaited fiber that finished with an exception, or nil.
+    failed: Cell<VALUE>,
+    parked: Cell<bool>,
+}
+
+// The context is only read and written by Ruby threads holding the GVL, one
+// at a time; it is shared across threads only when a fiber awaits a fiber of
+// another thread.
+unsafe impl Send for AwaitCtx {}
+unsafe impl Sync for AwaitCtx {}
+
+impl AwaitCtx {
+    pub fn mark(&self, marker: &gc::Marker) {
+        marker.mark(val(self.awaiter));
+        let f = self.failed.get();
+        if !is_nil(f) {
+            marker.mark(val(f));
+        }
+    }
+}
+
+/// Called when `fiber` finished with `result`: counts it down in every await
+/// waiting for it, waking the awaiters that are done. Returns true if
+/// `parent` was one of them (it then gets an error from `await`, not as an
+/// asynchronous raise).
+pub fn notify(fiber: VALUE, st: &FiberState, result: VALUE, parent: VALUE) -> Result<bool, Error> {
+    let list = st.with_awaiters(std::mem::take);
+    let mut by_parent = false;
+    let failed = is_exception(result);
+    for ctx in list {
+        by_parent |= ctx.awaiter == parent;
+        ctx.pending.set(ctx.pending.get().saturating_sub(1));
+        let mut wake = ctx.pending.get() == 0;
+        if failed && is_nil(ctx.failed.get()) {
+            ctx.failed.set(fiber);
+            wake = true;
+        }
+        if wake && ctx.parked.get() {
+            crate::ruby_api::fiber::schedule(ctx.awaiter, QNIL, false)?;
+        }
+    }
+    Ok(by_parent)
+}
+
+/// Parks until `done` holds, raising a scheduled exception.
+fn wait_until(ctx: &AwaitCtx, done: impl Fn() -> bool) -> Result<(), Error> {
+    let backend = Backend::current()?;
+    while !done() {
+        ctx.parked.set(true);
+        let r = backend.wait_event(false);
+        ctx.parked.set(false);
+        raise_if_exception(r?)?;
+    }
+    Ok(())
+}
+
+fn entry(ary: VALUE, i: usize) -> VALUE {
+    unsafe { rb_sys::rb_ary_entry(ary, i as _) }
+}
+
+fn len(ary: VALUE) -> usize {
+    unsafe { rb_sys::RARRAY_LEN(ary) as usize }
+}
+
+/// Waits for every fiber in `ary` (a private Array, kept alive by the
+/// caller). Returns normally once all finished; raises the first error.
+fn await_all(ary: VALUE) -> Result<(), Error> {
+    let cur = unsafe { rb_sys::rb_fiber_current() };
+    for i in 0..len(ary) {
+        let f = expect_fiber(entry(ary, i))?;
+        if f == cur {
+            return Err(crate::helpers::error_of(
+                "FiberError",
+                "a fiber cannot await itself",
+            ));
+        }
+    }
+    let ctx = Arc::new(AwaitCtx {
+        awaiter: cur,
+        pending: Cell::new(0),
+        failed: Cell::new(QNIL),
+        parked: Cell::new(false),
+    });
+    let mut dead_error = QNIL;
+    for i in 0..len(ary) {
+        let f = entry(ary, i);
+        if is_dead(f) {
+            let r = try_state(f).map(|s| s.result()).unwrap_or(QNIL);
+            if is_nil(dead_error) && is_exception(r) {
+                dead_error = f;
+            }
+            continue;
+        }
+        let fresh = state(f).with_awaiters(|list| {
+            if list.iter().any(|c| Arc::ptr_eq(c, &ctx)) {
+                false
+            } else {
+                list.push(ctx.clone());
+                true
+            }
+        });
+        if fresh {
+            ctx.pending.set(ctx.pending.get() + 1);
+        }
+    }
+    let r = wait_and_settle(ary, &ctx, dead_error);
+    // Leave the fibers still running (after an exception in this fiber).
+    if ctx.pending.get() > 0 {
+        for i in 0..len(ary) {
+            if let Some(st) = try_state(entry(ary, i)) {
+                st.with_awaiters(|list| list.retain(|c| !Arc::ptr_eq(c, &ctx)));
+            }
+        }
+    }
+    r
+}
+
+fn wait_and_settle(ary: VALUE, ctx: &AwaitCtx, dead_error: VALUE) -> Result<(), Error> {
+    let mut failed = dead_error;
+    if is_nil(failed) {
+        wait_until(ctx, || ctx.pending.get() == 0 || !is_nil(ctx.failed.get()))?;
+        failed = ctx.failed.get();
+    }
+    if is_nil(failed) {
+        return Ok(());
+    }
+    // First error: terminate the others, wait for them, raise it.
+    for i in 0..len(ary) {
+        let f = entry(ary, i);
+        if !is_dead(f) {
+            call(f, "terminate", &[])?;
+        }
+    }
+    wait_until(ctx, || ctx.pending.get() == 0)?;
+    let exc = try_state(failed).map(|s| s.result()).unwrap_or(QNIL);
+    raise_if_exception(exc).map(|_| ())
+}
+
+/// `Fiber.await(*fibers)` / `Fiber.await([fibers])` (alias `Fiber.join`):
+/// the results in argument order.
+pub fn rb_await_all(args: &[Value]) -> Result<Value, Error> {
+    let ary = if args.len() == 1 && is_array(raw(args[0])) {
+        unsafe { rb_sys::rb_ary_dup(raw(args[0])) }
+    } else {
+        let v: Vec<VALUE> = args.iter().map(|a| raw(*a)).collect();
+        unsafe { rb_sys::rb_ary_new_from_values(v.len() as _, v.as_ptr()) }
+    };
+    let r = await_all(ary);
+    let out = r.map(|_| {
+        let n = len(ary);
+        let out = unsafe { rb_sys::rb_ary_new_capa(n as _) };
+        for i in 0..n {
+            let res = try_state(entry(ary, i)).map(|s| s.result()).unwrap_or(QNIL);
+            unsafe { rb_sys::rb_ary_push(out, res) };
+        }
+        val(out)
+    });
+    // Keeps `ary` (and the fibers in it) visible to the GC until here.
+    unsafe { std::ptr::read_volatile(&ary) };
+    out
+}
+
+/// `Fiber#await` (aliases `join`, `value`): the fiber's result, raised if it
+/// is an exception.
+pub fn rb_await(rb_self: Value) -> Result<Value, Error> {
+    let f = raw(rb_self);
+    if !is_dead(f) {
+        let ary = unsafe { rb_sys::rb_ary_new_from_values(1, &f) };
+        let r = await_all(ary);
+        unsafe { std::ptr::read_volatile(&ary) };
+        r?;
+    }
+    let res = try_state(f).map(|s| s.result()).unwrap_or(QNIL);
+    raise_if_exception(res).map(val)
+}
+
+fn is_array(v: VALUE) -> bool {
+    unsafe { rb_sys::RB_TYPE_P(v, rb_sys::ruby_value_type::RUBY_T_ARRAY) }
+}
