@@ -107,7 +107,9 @@ class ::IO
   end
 
   # Writes every byte of every argument; returns the total byte count.
-  def write(*args)
+  # `write` is `__write_fast__` (native: one String, no transcoding), which
+  # hands everything else to this.
+  def __write__(*args)
     return 0 if args.empty?
 
     enc = external_encoding
@@ -118,6 +120,10 @@ class ::IO
 
     raise
   end
+
+  private :__write__
+
+  alias write __write_fast__
 
   def <<(obj)
     write(obj.to_s)

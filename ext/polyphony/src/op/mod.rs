@@ -153,6 +153,25 @@ impl Backend {
         }
     }
 
+    /// A buffer of at least `cap` bytes' capacity (empty), reused if one is
+    /// pooled. Give it back with [`Backend::give_buf`].
+    pub fn take_buf(&self, cap: usize) -> Vec<u8> {
+        let mut pool = self.buf_pool.borrow_mut();
+        if let Some(i) = pool.iter().rposition(|b| b.capacity() >= cap) {
+            return pool.swap_remove(i);
+        }
+        Vec::with_capacity(cap)
+    }
+
+    /// Returns a buffer to the pool (small ones only, a few of them).
+    pub fn give_buf(&self, mut buf: Vec<u8>) {
+        let mut pool = self.buf_pool.borrow_mut();
+        if buf.capacity() <= SMALL_READ && pool.len() < 16 {
+            buf.clear();
+            pool.push(buf);
+        }
+    }
+
     pub fn free_op(&self, key: usize) -> Option<OpSlot> {
         let mut ops = self.ops.borrow_mut();
         if ops.contains(key) {
@@ -390,6 +409,11 @@ pub fn ensure_nonblock(fd: i32) -> bool {
 /// Runs a non-blocking system call, parking on readiness while it says
 /// EAGAIN. Used by every epoll-path operation (and by io_uring ops that the
 /// kernel refused with EAGAIN).
+/// Reads up to this size go through a pooled buffer and are copied into
+/// their string, which then holds exactly the bytes read; larger ones read
+/// straight into the string.
+pub const SMALL_READ: usize = 65536;
+
 pub fn retry_nonblocking(
     backend: &Backend,
     fd: i32,

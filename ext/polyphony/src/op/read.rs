@@ -9,7 +9,7 @@
 use magnus::Error;
 use rb_sys::VALUE;
 
-use super::{ensure_nonblock, retry_nonblocking, OpSlot, READABLE};
+use super::{ensure_nonblock, retry_nonblocking, OpSlot, READABLE, SMALL_READ};
 use crate::helpers::{errno_error, QNIL};
 use crate::ruby_api::backend::Backend;
 
@@ -46,7 +46,7 @@ pub fn read_once(
         loop {
             let mut slot = OpSlot::on_fd(b.current_fiber(), fd);
             slot.carry = true;
-            slot.buf = Vec::with_capacity(max);
+            slot.buf = b.take_buf(max);
             let (key, res) = b.submit_and_await(slot, |s| {
                 let ptr = s.buf.as_mut_ptr();
                 match recv_flags {
@@ -61,6 +61,16 @@ pub fn read_once(
                 }
             })?;
             let slot = b.free_op(key);
+            let n = if res >= 0 { res as usize } else { 0 };
+            if let Some(slot) = slot {
+                if n > 0 {
+                    unsafe {
+                        rb_sys::rb_str_resize(dest, pos as _);
+                        rb_sys::rb_str_cat(dest, slot.buf.as_ptr() as *const _, n as _);
+                    }
+                }
+                b.give_buf(slot.buf);
+            }
             if res == -libc::EAGAIN {
                 b.wait_ready(fd, READABLE)?;
                 continue;
@@ -71,16 +81,8 @@ pub fn read_once(
                     if recv_flags.is_some() { "recv" } else { "read" },
                 ));
             }
-            let n = res as usize;
             if n == max {
                 b.read_full_fd.set(fd);
-            }
-            if n > 0 {
-                let slot = slot.expect("op slot");
-                unsafe {
-                    rb_sys::rb_str_resize(dest, pos as _);
-                    rb_sys::rb_str_cat(dest, slot.buf.as_ptr() as *const _, n as _);
-                }
             }
             return Ok(n);
         }
@@ -91,14 +93,10 @@ pub fn read_once(
     let orig_len = unsafe { rb_sys::RSTRING_LEN(dest) as usize };
     let r = retry_nonblocking(b, fd, READABLE, || unsafe {
         // Re-fetch the pointer on every attempt: other fibers may have run.
-        rb_sys::rb_str_resize(dest, (pos + max) as _);
-        let ptr = (rb_sys::RSTRING_PTR(dest) as *mut u8).add(pos);
-        let n = match recv_flags {
+        with_read_target(b, dest, pos, max, |ptr| match recv_flags {
             Some(flags) => libc::recv(fd, ptr as *mut _, max, flags | libc::MSG_DONTWAIT),
             None => libc::read(fd, ptr as *mut _, max),
-        };
-        rb_sys::rb_str_set_len(dest, (pos + n.max(0) as usize) as _);
-        n
+        })
     });
     match r {
         Ok(n) => {
@@ -131,9 +129,7 @@ fn read_ready(
     recv_flags: Option<i32>,
 ) -> Option<Result<usize, Error>> {
     let orig_len = unsafe { rb_sys::RSTRING_LEN(dest) as usize };
-    let n = unsafe {
-        rb_sys::rb_str_resize(dest, (pos + max) as _);
-        let ptr = (rb_sys::RSTRING_PTR(dest) as *mut u8).add(pos);
+    let n = with_read_target(b, dest, pos, max, |ptr| unsafe {
         match recv_flags {
             Some(flags) => libc::recv(fd, ptr as *mut _, max, flags | libc::MSG_DONTWAIT),
             None => {
@@ -144,9 +140,8 @@ fn read_ready(
                 libc::preadv2(fd, &iov, 1, -1, libc::RWF_NOWAIT)
             }
         }
-    };
+    });
     if n > 0 {
-        unsafe { rb_sys::rb_str_set_len(dest, (pos + n as usize) as _) };
         return Some(b.switchpoint_after_sync().map(|_| n as usize));
     }
     let errno = crate::helpers::last_errno();
@@ -162,6 +157,39 @@ fn read_ready(
             e,
             if recv_flags.is_some() { "recv" } else { "read" },
         ))),
+    }
+}
+
+/// Runs the read syscall `read` (given where to put at most `max` bytes, it
+/// returns the count or -1) so that `dest` ends up as its first `pos` bytes
+/// plus the bytes read. Small reads go through a pooled buffer, so the
+/// string holds exactly what arrived (no 8 KiB string for a 64-byte
+/// message); large ones read in place.
+fn with_read_target(
+    b: &Backend,
+    dest: VALUE,
+    pos: usize,
+    max: usize,
+    read: impl FnOnce(*mut u8) -> isize,
+) -> isize {
+    if max <= SMALL_READ {
+        let mut buf = b.take_buf(max);
+        let n = read(buf.as_mut_ptr());
+        unsafe {
+            rb_sys::rb_str_resize(dest, pos as _);
+            if n > 0 {
+                rb_sys::rb_str_cat(dest, buf.as_ptr() as *const _, n as _);
+            }
+        }
+        b.give_buf(buf);
+        return n;
+    }
+    unsafe {
+        rb_sys::rb_str_resize(dest, (pos + max) as _);
+        let ptr = (rb_sys::RSTRING_PTR(dest) as *mut u8).add(pos);
+        let n = read(ptr);
+        rb_sys::rb_str_set_len(dest, (pos + n.max(0) as usize) as _);
+        n
     }
 }
 

@@ -51,6 +51,9 @@ pub struct Backend {
     /// likely waiting, so the next read tries a direct non-blocking call
     /// first); -1 if none. See `op::read::read_once`.
     pub read_full_fd: std::cell::Cell<i32>,
+    /// Read buffers to reuse (see `op::take_buf`): an 8 KiB allocation per
+    /// read of a 64-byte message cost more than the read.
+    pub buf_pool: RefCell<Vec<Vec<u8>>>,
     pub sel: RefCell<Selector>,
     pub runners: RefCell<Vec<Frame>>,
     /// Fibers a runner's loop set aside (see `run_loop`): kept here so they
@@ -65,6 +68,9 @@ pub struct Backend {
     pub switch_count: Cell<u64>,
     /// Fibers taken from the run queue (drives the anti-starvation poll).
     pub picks: Cell<u64>,
+    /// The state object of the fiber that spun last (usually spins again):
+    /// saves a lookup per `spin`. Marked, so it can never dangle.
+    pub spinner_state: Cell<VALUE>,
     pub op_count: Cell<u64>,
     pub poll_count: Cell<u64>,
     pub idle_proc: Cell<VALUE>,
@@ -97,6 +103,7 @@ impl DataTypeFunctions for Backend {
         };
         m(self.thread.get());
         m(self.idle_proc.get());
+        m(self.spinner_state.get());
         mark_cell(&self.rq).for_each_value(m);
         mark_cell(&self.timers).for_each_value(m);
         for (_, s) in mark_cell(&self.ops).iter() {
@@ -149,6 +156,7 @@ impl Backend {
             ready_waiters: RefCell::new(AddrMap::default()),
             carry: RefCell::new(Default::default()),
             read_full_fd: std::cell::Cell::new(-1),
+            buf_pool: RefCell::new(Vec::new()),
             sel: RefCell::new(sel),
             runners: RefCell::new(Vec::new()),
             deferred: RefCell::new(Vec::new()),
@@ -160,6 +168,7 @@ impl Backend {
             entered: Cell::new(false),
             switch_count: Cell::new(0),
             picks: Cell::new(0),
+            spinner_state: Cell::new(QNIL),
             op_count: Cell::new(0),
             poll_count: Cell::new(0),
             idle_proc: Cell::new(QNIL),
@@ -541,7 +550,8 @@ impl Backend {
         };
         let flags = if recv { Some(0) } else { None };
         loop {
-            let s = op::read::new_binary_string(maxlen.min(op::read::MAX_READ_CHUNK));
+            // Empty: the read appends exactly what arrived.
+            let s = op::read::new_binary_string(0);
             let n = op::read::read_once(self, fd, s, 0, maxlen, flags)?;
             if n == 0 {
                 return Ok(args[0]);
@@ -571,7 +581,7 @@ impl Backend {
         let block: Option<Proc> = ruby.block_proc().ok();
         let block_raw = block.map(|p| raw(p.as_value())).unwrap_or(QNIL);
         loop {
-            let s = op::read::new_binary_string(8192);
+            let s = op::read::new_binary_string(0);
             let n = op::read::read_once(rb_self, fd, s, 0, 8192, None)?;
             if n == 0 {
                 return Ok(io);
@@ -716,6 +726,55 @@ fn io_write_io(io: Value) -> Value {
     val(unsafe { rb_sys::rb_io_get_write_io(raw(io)) })
 }
 
+/// `IO#write(*objects)` (installed by `extensions/io.rb`): the common case,
+/// one String to an IO without transcoding (no external encoding, or a
+/// binary one, as for sockets), goes straight to the backend; everything
+/// else, and the errors that need Ruby's wording, through the Ruby
+/// `IO#__write__`. Returns the bytes written (all of them: a fiber-aware
+/// write waits until the fd took everything).
+fn io_write_fast(rb_self: Value, args: &[Value]) -> Result<Value, Error> {
+    let io = raw(rb_self);
+    if let [s] = args {
+        let s = raw(*s);
+        let is_string = unsafe { rb_sys::RB_TYPE_P(s, rb_sys::ruby_value_type::RUBY_T_STRING) };
+        if is_string {
+            let enc = crate::helpers::call(io, "external_encoding", &[])?;
+            let binary = unsafe { rb_sys::rb_enc_from_encoding(rb_sys::rb_ascii8bit_encoding()) };
+            if is_nil(enc) || enc == binary {
+                if let Ok(fd) = io_fd(io, Dir::Write) {
+                    match op::write::write(Backend::current()?, fd, &[s]) {
+                        Ok(n) => return Ok(val(unsafe { rb_sys::rb_uint2inum(n as _) })),
+                        // Not writable: nothing was written; Ruby words it.
+                        Err(e) if is_ebadf(&e) => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+            }
+        }
+    }
+    let argv: Vec<VALUE> = args.iter().map(|a| raw(*a)).collect();
+    protect(|| unsafe {
+        rb_sys::rb_funcallv(
+            io,
+            crate::helpers::intern("__write__"),
+            argv.len() as _,
+            argv.as_ptr(),
+        )
+    })
+    .map(val)
+}
+
+fn is_ebadf(e: &Error) -> bool {
+    let Some(exc) = e.value() else {
+        return false;
+    };
+    unsafe {
+        let errno = rb_sys::rb_const_get(rb_sys::rb_cObject, crate::helpers::intern("Errno"));
+        let ebadf = rb_sys::rb_const_get(errno, crate::helpers::intern("EBADF"));
+        rb_sys::rb_obj_is_kind_of(raw(exc), ebadf) == QTRUE
+    }
+}
+
 fn current_snooze() -> Result<Value, Error> {
     Backend::current()?.snooze().map(val)
 }
@@ -785,6 +844,8 @@ pub fn init(ruby: &Ruby, polyphony: RModule) -> Result<(), Error> {
     thread.define_method("backend", method!(thread_backend, 0))?;
     ruby.class_io()
         .define_private_method("__write_io__", method!(io_write_io, 0))?;
+    ruby.class_io()
+        .define_method("__write_fast__", method!(io_write_fast, -1))?;
     let kernel = ruby.module_kernel();
     kernel.define_private_method("snooze", magnus::function!(current_snooze, 0))?;
     kernel.define_private_method("suspend", magnus::function!(current_suspend, 0))?;

@@ -20,7 +20,6 @@
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 
 use magnus::{gc, method, prelude::*, DataTypeFunctions, Error, RModule, Ruby, TypedData, Value};
 use rb_sys::VALUE;
@@ -60,10 +59,8 @@ pub struct FiberState {
     list_owner: Cell<VALUE>,
     prev: Cell<VALUE>,
     next: Cell<VALUE>,
-    /// Fibers blocked in `await` on this one (see `fiber_await.rs`). Boxed:
-    /// one word in every fiber's state instead of three.
-    #[allow(clippy::box_collection)]
-    awaiters: Cell<Option<Box<Vec<Arc<crate::ruby_api::fiber_await::AwaitCtx>>>>>,
+    /// Fibers blocked in `await` on this one (see `fiber_await.rs`).
+    pub(crate) awaiters: crate::ruby_api::fiber_await::Awaiters,
     /// The first monitor inline (the common case: one monitoring fiber),
     /// the others in a Hash.
     monitor: Cell<VALUE>,
@@ -102,11 +99,7 @@ impl DataTypeFunctions for FiberState {
                 marker.mark(val(v));
             }
         }
-        self.with_awaiters(|list| {
-            for ctx in list.iter() {
-                ctx.mark(marker);
-            }
-        });
+        self.awaiters.mark(marker);
     }
 }
 
@@ -128,7 +121,7 @@ impl FiberState {
             list_owner: Cell::new(QNIL),
             prev: Cell::new(QNIL),
             next: Cell::new(QNIL),
-            awaiters: Cell::new(None),
+            awaiters: Default::default(),
             monitor: Cell::new(QNIL),
             monitors: Cell::new(QNIL),
             mailbox: Cell::new(QNIL),
@@ -142,6 +135,12 @@ impl FiberState {
 
     pub(crate) fn result(&self) -> VALUE {
         self.result.get()
+    }
+
+    /// True once finished, or for a fiber Polyphony does not run, once Ruby
+    /// says it is no longer alive. `fiber` is the fiber of this state.
+    pub(crate) fn is_dead(&self, fiber: VALUE) -> bool {
+        self.finished() || unsafe { rb_sys::rb_fiber_alive_p(fiber) } != QTRUE
     }
 
     fn finished(&self) -> bool {
@@ -259,19 +258,6 @@ impl FiberState {
             c = s.next.get();
         }
         out
-    }
-
-    /// Runs `f` on the awaiter list (empty if none).
-    pub(crate) fn with_awaiters<R>(
-        &self,
-        f: impl FnOnce(&mut Vec<Arc<crate::ruby_api::fiber_await::AwaitCtx>>) -> R,
-    ) -> R {
-        let mut list = self.awaiters.take().unwrap_or_default();
-        let r = f(&mut list);
-        if !list.is_empty() {
-            self.awaiters.set(Some(list));
-        }
-        r
     }
 }
 
@@ -760,7 +746,14 @@ fn spin_child(parent: VALUE, tag: VALUE, site: VALUE, block: VALUE) -> Result<VA
         )));
     }
     let (obj, st) = attach_state(fiber, st);
-    let pobj = state_obj(parent);
+    let cached = backend.spinner_state.get();
+    let pobj = if !is_nil(cached) && state_of_obj(cached).fiber.get() == parent {
+        cached
+    } else {
+        let o = state_obj(parent);
+        backend.spinner_state.set(o);
+        o
+    };
     let ps = state_of_obj(pobj);
     ps.link_child(pobj, obj);
     if ps.supervise.get() {

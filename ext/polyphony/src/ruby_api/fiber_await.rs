@@ -49,12 +49,80 @@ impl AwaitCtx {
     }
 }
 
+/// The awaits waiting for one fiber: the first inline (the common case, no
+/// allocation), the others boxed.
+#[derive(Default)]
+pub struct Awaiters {
+    first: Cell<Option<Arc<AwaitCtx>>>,
+    more: Cell<Option<Box<Vec<Arc<AwaitCtx>>>>>,
+}
+
+impl Awaiters {
+    /// Registers `ctx`; false if it already was.
+    fn add(&self, ctx: &Arc<AwaitCtx>) -> bool {
+        let first = self.first.take();
+        let Some(f) = first else {
+            self.first.set(Some(ctx.clone()));
+            return true;
+        };
+        let dup = Arc::ptr_eq(&f, ctx);
+        self.first.set(Some(f));
+        if dup {
+            return false;
+        }
+        let mut more = self.more.take().unwrap_or_default();
+        let fresh = !more.iter().any(|c| Arc::ptr_eq(c, ctx));
+        if fresh {
+            more.push(ctx.clone());
+        }
+        self.more.set(Some(more));
+        fresh
+    }
+
+    fn remove(&self, ctx: &Arc<AwaitCtx>) {
+        if let Some(f) = self.first.take() {
+            if !Arc::ptr_eq(&f, ctx) {
+                self.first.set(Some(f));
+            }
+        }
+        if let Some(mut more) = self.more.take() {
+            more.retain(|c| !Arc::ptr_eq(c, ctx));
+            if !more.is_empty() {
+                self.more.set(Some(more));
+            }
+        }
+    }
+
+    fn take_all(&self) -> impl Iterator<Item = Arc<AwaitCtx>> {
+        let first = self.first.take();
+        let more = self.more.take();
+        first
+            .into_iter()
+            .chain(more.into_iter().flat_map(|b| b.into_iter()))
+    }
+
+    pub fn mark(&self, marker: &gc::Marker) {
+        let first = self.first.take();
+        if let Some(c) = &first {
+            c.mark(marker);
+        }
+        self.first.set(first);
+        let more = self.more.take();
+        if let Some(list) = &more {
+            for c in list.iter() {
+                c.mark(marker);
+            }
+        }
+        self.more.set(more);
+    }
+}
+
 /// Called when `fiber` finished with `result`: counts it down in every await
 /// waiting for it, waking the awaiters that are done. Returns true if
 /// `parent` was one of them (it then gets an error from `await`, not as an
 /// asynchronous raise).
 pub fn notify(fiber: VALUE, st: &FiberState, result: VALUE, parent: VALUE) -> Result<bool, Error> {
-    let list = st.with_awaiters(std::mem::take);
+    let list = st.awaiters.take_all();
     let mut by_parent = false;
     let failed = is_exception(result);
     for ctx in list {
@@ -93,9 +161,10 @@ fn len(ary: VALUE) -> usize {
 }
 
 /// Waits for every fiber in `ary` (a private Array, kept alive by the
-/// caller). Returns normally once all finished; raises the first error.
-fn await_all(ary: VALUE) -> Result<(), Error> {
+/// caller). Returns their states once all finished; raises the first error.
+fn await_all(ary: VALUE) -> Result<Vec<&'static FiberState>, Error> {
     let cur = unsafe { rb_sys::rb_fiber_current() };
+    let mut states = Vec::with_capacity(len(ary));
     for i in 0..len(ary) {
         let f = expect_fiber(entry(ary, i))?;
         if f == cur {
@@ -104,6 +173,7 @@ fn await_all(ary: VALUE) -> Result<(), Error> {
                 "a fiber cannot await itself",
             ));
         }
+        states.push(state(f));
     }
     let ctx = Arc::new(AwaitCtx {
         awaiter: cur,
@@ -112,37 +182,26 @@ fn await_all(ary: VALUE) -> Result<(), Error> {
         parked: Cell::new(false),
     });
     let mut dead_error = QNIL;
-    for i in 0..len(ary) {
+    for (i, st) in states.iter().enumerate() {
         let f = entry(ary, i);
-        if is_dead(f) {
-            let r = try_state(f).map(|s| s.result()).unwrap_or(QNIL);
-            if is_nil(dead_error) && is_exception(r) {
+        if st.is_dead(f) {
+            if is_nil(dead_error) && is_exception(st.result()) {
                 dead_error = f;
             }
             continue;
         }
-        let fresh = state(f).with_awaiters(|list| {
-            if list.iter().any(|c| Arc::ptr_eq(c, &ctx)) {
-                false
-            } else {
-                list.push(ctx.clone());
-                true
-            }
-        });
-        if fresh {
+        if st.awaiters.add(&ctx) {
             ctx.pending.set(ctx.pending.get() + 1);
         }
     }
     let r = wait_and_settle(ary, &ctx, dead_error);
     // Leave the fibers still running (after an exception in this fiber).
     if ctx.pending.get() > 0 {
-        for i in 0..len(ary) {
-            if let Some(st) = try_state(entry(ary, i)) {
-                st.with_awaiters(|list| list.retain(|c| !Arc::ptr_eq(c, &ctx)));
-            }
+        for st in &states {
+            st.awaiters.remove(&ctx);
         }
     }
-    r
+    r.map(|_| states)
 }
 
 fn wait_and_settle(ary: VALUE, ctx: &AwaitCtx, dead_error: VALUE) -> Result<(), Error> {
@@ -176,14 +235,9 @@ pub fn rb_await_all(args: &[Value]) -> Result<Value, Error> {
         unsafe { rb_sys::rb_ary_new_from_values(v.len() as _, v.as_ptr()) }
     };
     let r = await_all(ary);
-    let out = r.map(|_| {
-        let n = len(ary);
-        let out = unsafe { rb_sys::rb_ary_new_capa(n as _) };
-        for i in 0..n {
-            let res = try_state(entry(ary, i)).map(|s| s.result()).unwrap_or(QNIL);
-            unsafe { rb_sys::rb_ary_push(out, res) };
-        }
-        val(out)
+    let out = r.map(|states| {
+        let results: Vec<VALUE> = states.iter().map(|s| s.result()).collect();
+        val(unsafe { rb_sys::rb_ary_new_from_values(results.len() as _, results.as_ptr()) })
     });
     // Keeps `ary` (and the fibers in it) visible to the GC until here.
     unsafe { std::ptr::read_volatile(&ary) };
