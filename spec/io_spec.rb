@@ -316,6 +316,31 @@ RSpec.describe 'IO (fiber-aware, stdlib semantics)' do
       expect { r.write('x') }.to raise_error(IOError, /not opened for writing/)
     end
 
+    it 'writes a String through the fast path and other arguments through the full one' do
+      r, w = IO.pipe
+      expect(w.write('abc')).to eq(3)
+      expect(w.write(:sym, 1, nil)).to eq(4)
+      expect(w.write).to eq(0)
+      w.set_encoding('UTF-16LE')
+      expect(w.write('hé')).to eq(4)
+      w.close
+      expect(r.read.b).to eq('abcsym1'.b + 'hé'.encode('UTF-16LE').b)
+    end
+
+    it 'sends to sockets and keeps the bytes of a string mutated while its write waits' do
+      a, b = UNIXSocket.pair
+      big = 'x' * 2_000_000
+      writer = spin { a.write(big) }
+      snooze
+      big.replace('y')
+      got = +''
+      got << b.readpartial(65_536) while got.bytesize < 2_000_000
+      expect(writer.await).to eq(2_000_000)
+      expect(got).to eq('x' * 2_000_000)
+      expect(a.write('z' * 10)).to eq(10)
+      expect(b.readpartial(10)).to eq('z' * 10)
+    end
+
     it 'writes files, also in append mode' do
       Tempfile.create('w') do |f|
         f.write("one\n")

@@ -14,9 +14,21 @@ use crate::ruby_api::backend::Backend;
 
 /// Writes all of `s` (a String) to `fd`; `send_flags` `Some` uses send(2).
 pub fn write_all(b: &Backend, fd: i32, s: VALUE, send_flags: Option<i32>) -> Result<usize, Error> {
+    // Most writes are taken whole by one non-blocking call: that needs no
+    // frozen copy (nothing can run before the call returns).
+    let len0 = unsafe { rb_sys::RSTRING_LEN(s) as usize };
+    let mut off = 0usize;
+    if len0 > 0 && len0 <= 1 << 30 {
+        if let Some(n) = write_ready(fd, s, 0, len0, send_flags)? {
+            if n == len0 {
+                b.switchpoint_after_sync()?;
+                return Ok(n);
+            }
+            off = n;
+        }
+    }
     let frozen = unsafe { rb_sys::rb_str_new_frozen(s) };
     let len = unsafe { rb_sys::RSTRING_LEN(frozen) as usize };
-    let mut off = 0usize;
     let uring = b.is_uring();
     if !uring {
         ensure_nonblock(fd);

@@ -742,7 +742,17 @@ fn io_write_fast(rb_self: Value, args: &[Value]) -> Result<Value, Error> {
             let binary = unsafe { rb_sys::rb_enc_from_encoding(rb_sys::rb_ascii8bit_encoding()) };
             if is_nil(enc) || enc == binary {
                 if let Ok(fd) = io_fd(io, Dir::Write) {
-                    match op::write::write(Backend::current()?, fd, &[s]) {
+                    let bs = basic_socket();
+                    let socket = bs != rb_sys::special_consts::Qfalse as VALUE
+                        && unsafe { rb_sys::rb_obj_is_kind_of(io, bs) } == QTRUE;
+                    let b = Backend::current()?;
+                    // send(2) on sockets: a shorter kernel path than write(2).
+                    let r = if socket {
+                        op::write::write_all(b, fd, s, Some(0))
+                    } else {
+                        op::write::write(b, fd, &[s])
+                    };
+                    match r {
                         Ok(n) => return Ok(val(unsafe { rb_sys::rb_uint2inum(n as _) })),
                         // Not writable: nothing was written; Ruby words it.
                         Err(e) if is_ebadf(&e) => {}
@@ -762,6 +772,22 @@ fn io_write_fast(rb_self: Value, args: &[Value]) -> Result<Value, Error> {
         )
     })
     .map(val)
+}
+
+/// `BasicSocket` (false if the socket library is not loaded).
+fn basic_socket() -> VALUE {
+    static C: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let v = C.load(Ordering::Relaxed);
+    if v != 0 {
+        return v as VALUE;
+    }
+    let id = crate::helpers::intern("BasicSocket");
+    if unsafe { rb_sys::rb_const_defined(rb_sys::rb_cObject, id) } == 0 {
+        return rb_sys::special_consts::Qfalse as VALUE;
+    }
+    let c = unsafe { rb_sys::rb_const_get(rb_sys::rb_cObject, id) };
+    C.store(c as u64, Ordering::Relaxed);
+    c
 }
 
 fn is_ebadf(e: &Error) -> bool {
