@@ -54,6 +54,8 @@ impl AwaitCtx {
 #[derive(Default)]
 pub struct Awaiters {
     first: Cell<Option<Arc<AwaitCtx>>>,
+    /// Boxed: one word in every fiber's state instead of three.
+    #[allow(clippy::box_collection)]
     more: Cell<Option<Box<Vec<Arc<AwaitCtx>>>>>,
 }
 
