@@ -162,9 +162,9 @@ fn read_ready(
 
 /// Runs the read syscall `read` (given where to put at most `max` bytes, it
 /// returns the count or -1) so that `dest` ends up as its first `pos` bytes
-/// plus the bytes read. Small reads go through a pooled buffer, so the
-/// string holds exactly what arrived (no 8 KiB string for a 64-byte
-/// message); large ones read in place.
+/// plus the bytes read. Small reads into a string without room go through a
+/// pooled buffer, so the string holds exactly what arrived (no 8 KiB string
+/// for a 64-byte message); the others read in place.
 fn with_read_target(
     b: &Backend,
     dest: VALUE,
@@ -172,7 +172,11 @@ fn with_read_target(
     max: usize,
     read: impl FnOnce(*mut u8) -> isize,
 ) -> isize {
-    if max <= SMALL_READ {
+    // A string that can already hold the bytes (a buffer the caller reuses)
+    // is read into in place; growing one to `max` for a short read is what
+    // the pooled buffer avoids.
+    let roomy = unsafe { rb_sys::rb_str_capacity(dest) } as usize >= pos + max;
+    if max <= SMALL_READ && !roomy {
         let mut buf = b.take_buf(max);
         let n = read(buf.as_mut_ptr());
         unsafe {

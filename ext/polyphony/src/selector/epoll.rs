@@ -91,7 +91,7 @@ impl Epoll {
         } else {
             let evs = evs as usize;
             without_gvl(self.wake_fd, move || unsafe {
-                libc::epoll_wait(epfd, evs as *mut libc::epoll_event, cap, ms)
+                wait_precise(epfd, evs as *mut libc::epoll_event, cap, timeout, ms)
             })
             .unwrap_or_else(|| unsafe {
                 let short = if ms < 0 {
@@ -123,6 +123,48 @@ impl Epoll {
         }
         Ok(())
     }
+}
+
+/// False once `epoll_pwait2` turned out to be missing (Linux < 5.11) or
+/// filtered (seccomp): then timeouts are whole milliseconds.
+static PWAIT2: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
+/// `epoll_wait` with a nanosecond timeout (`epoll_pwait2`), so a timer fires
+/// on time instead of up to a millisecond late; `ms` (rounded up) is the
+/// fallback.
+unsafe fn wait_precise(
+    epfd: i32,
+    evs: *mut libc::epoll_event,
+    cap: i32,
+    timeout: Option<Duration>,
+    ms: i32,
+) -> i32 {
+    use std::sync::atomic::Ordering::Relaxed;
+    if PWAIT2.load(Relaxed) {
+        let ts = timeout.map(|d| libc::timespec {
+            tv_sec: d.as_secs().min(i64::MAX as u64) as libc::time_t,
+            tv_nsec: d.subsec_nanos() as libc::c_long,
+        });
+        let tsp = ts
+            .as_ref()
+            .map(|t| t as *const libc::timespec)
+            .unwrap_or(std::ptr::null());
+        let r = libc::syscall(
+            libc::SYS_epoll_pwait2,
+            epfd,
+            evs,
+            cap,
+            tsp,
+            std::ptr::null::<libc::sigset_t>(),
+            0usize,
+        ) as i32;
+        let errno = crate::helpers::last_errno();
+        if r >= 0 || (errno != libc::ENOSYS && errno != libc::EPERM) {
+            return r;
+        }
+        PWAIT2.store(false, Relaxed);
+    }
+    libc::epoll_wait(epfd, evs, cap, ms)
 }
 
 impl Drop for Epoll {
