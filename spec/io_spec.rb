@@ -3,6 +3,7 @@
 require_relative 'spec_helper'
 require 'tempfile'
 require 'zlib'
+require 'objspace'
 require 'stringio'
 
 RSpec.describe 'IO (fiber-aware, stdlib semantics)' do
@@ -641,6 +642,45 @@ RSpec.describe 'IO (fiber-aware, stdlib semantics)' do
       end
       expect(lines.size).to eq(20)
       expect(lines.last).to eq("line 19\n")
+    end
+
+    it 'echoes over a socket with read_loop and write under GC.stress, strings sized to the data' do
+      a, b = UNIXSocket.pair
+      got = []
+      GC.stress = true
+      begin
+        echo = spin { b.read_loop { |data| b.write(data) } }
+        client = spin do
+          30.times do |i|
+            a.write("message #{i}")
+            got << a.readpartial(100)
+          end
+          a.close
+        end
+        client.await
+        echo.await
+      ensure
+        GC.stress = false
+      end
+      expect(got).to eq(30.times.map { |i| "message #{i}" })
+    end
+
+    it 'gives each read_loop chunk its own string holding just the bytes read' do
+      r, w = IO.pipe
+      chunks = []
+      reader = spin { r.read_loop { |d| chunks << d } }
+      sent = +''
+      %w[a bb ccc].each do |s|
+        w.write(s)
+        sent << s
+        snooze until chunks.join == sent
+      end
+      w.close
+      reader.await
+      expect(chunks.join).to eq('abbccc')
+      expect(chunks.map(&:encoding).uniq).to eq([Encoding::BINARY])
+      expect(chunks.map(&:object_id).uniq.size).to eq(chunks.size)
+      expect(ObjectSpace.memsize_of(chunks.first)).to be < 1024
     end
   end
 end
