@@ -13,6 +13,15 @@ use super::{ensure_nonblock, retry_nonblocking, OpSlot, READABLE, SMALL_READ};
 use crate::helpers::{errno_error, QNIL};
 use crate::ruby_api::backend::Backend;
 
+/// The syscall named in errors: recv(2) when there are recv flags.
+fn call_name(recv_flags: Option<i32>) -> &'static str {
+    if recv_flags.is_some() {
+        "recv"
+    } else {
+        "read"
+    }
+}
+
 /// Largest single read the backend issues.
 pub const MAX_READ_CHUNK: usize = 1 << 20;
 
@@ -76,10 +85,7 @@ pub fn read_once(
                 continue;
             }
             if res < 0 {
-                return Err(errno_error(
-                    -res,
-                    if recv_flags.is_some() { "recv" } else { "read" },
-                ));
+                return Err(errno_error(-res, call_name(recv_flags)));
             }
             if n == max {
                 b.read_full_fd.set(fd);
@@ -153,10 +159,7 @@ fn read_ready(
     }
     match errno {
         libc::EAGAIN | libc::EOPNOTSUPP | libc::EINVAL | libc::EINTR => None,
-        e => Some(Err(errno_error(
-            e,
-            if recv_flags.is_some() { "recv" } else { "read" },
-        ))),
+        e => Some(Err(errno_error(e, call_name(recv_flags)))),
     }
 }
 

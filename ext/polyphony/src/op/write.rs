@@ -12,6 +12,15 @@ use super::{ensure_nonblock, retry_nonblocking, OpSlot, WRITABLE};
 use crate::helpers::{errno_error, str_bytes};
 use crate::ruby_api::backend::Backend;
 
+/// The syscall named in errors: send(2) when there are send flags.
+fn call_name(send_flags: Option<i32>) -> &'static str {
+    if send_flags.is_some() {
+        "send"
+    } else {
+        "write"
+    }
+}
+
 /// Writes all of `s` (a String) to `fd`; `send_flags` `Some` uses send(2).
 pub fn write_all(b: &Backend, fd: i32, s: VALUE, send_flags: Option<i32>) -> Result<usize, Error> {
     // Most writes are taken whole by one non-blocking call: that needs no
@@ -71,14 +80,7 @@ pub fn write_all(b: &Backend, fd: i32, s: VALUE, send_flags: Option<i32>) -> Res
                 continue;
             }
             if res < 0 {
-                return Err(errno_error(
-                    -res,
-                    if send_flags.is_some() {
-                        "send"
-                    } else {
-                        "write"
-                    },
-                ));
+                return Err(errno_error(-res, call_name(send_flags)));
             }
             res as usize
         } else {
@@ -142,14 +144,7 @@ fn write_ready(
     }
     match crate::helpers::last_errno() {
         libc::EAGAIN | libc::EOPNOTSUPP | libc::EINVAL | libc::EINTR => Ok(None),
-        e => Err(errno_error(
-            e,
-            if send_flags.is_some() {
-                "send"
-            } else {
-                "write"
-            },
-        )),
+        e => Err(errno_error(e, call_name(send_flags))),
     }
 }
 
