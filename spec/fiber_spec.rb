@@ -155,6 +155,27 @@ RSpec.describe 'Fiber API and structured concurrency (spec §3, §6)' do
       end
     end
 
+    it 'keeps children lists and awaits intact across GC.compact' do
+      parents = 10.times.map do |i|
+        spin do
+          kids = 3.times.map { |j| spin { suspend; [i, j] } }
+          suspend
+          Fiber.await(kids)
+        end
+      end
+      snooze
+      waiters = parents.first(3).map { |p| spin { p.await } }
+      snooze
+      GC.compact
+      expect(parents.map { |p| p.children.size }).to eq([3] * 10)
+      parents.each { |p| p.children.each(&:schedule) }
+      snooze
+      GC.compact
+      parents.each(&:schedule)
+      expect(Fiber.await(parents).flatten(1).size).to eq(30)
+      expect(Fiber.await(waiters).map(&:size)).to eq([3, 3, 3])
+    end
+
     it 'Fiber.select returns the first to finish and leaves the rest running' do
       slow = spin { sleep 1 }
       fast = spin { sleep 0.01; :fast }
