@@ -12,6 +12,19 @@ use super::{ensure_nonblock, retry_nonblocking, OpSlot, WRITABLE};
 use crate::helpers::{errno_error, str_bytes};
 use crate::ruby_api::backend::Backend;
 
+/// One non-blocking send(2) of `len` bytes at `ptr` (no SIGPIPE).
+///
+/// # Safety
+/// `ptr` must point at `len` readable bytes.
+unsafe fn send_now(fd: i32, ptr: *const u8, len: usize, flags: i32) -> isize {
+    libc::send(
+        fd,
+        ptr as *const _,
+        len,
+        flags | libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+    )
+}
+
 /// The syscall named in errors: send(2) when there are send flags.
 fn call_name(send_flags: Option<i32>) -> &'static str {
     if send_flags.is_some() {
@@ -88,12 +101,7 @@ pub fn write_all(b: &Backend, fd: i32, s: VALUE, send_flags: Option<i32>) -> Res
                 let bytes = str_bytes(frozen);
                 let ptr = bytes.as_ptr().add(off);
                 match send_flags {
-                    Some(f) => libc::send(
-                        fd,
-                        ptr as *const _,
-                        chunk,
-                        f | libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
-                    ),
+                    Some(f) => send_now(fd, ptr, chunk, f),
                     None => libc::write(fd, ptr as *const _, chunk),
                 }
             })?;
@@ -121,12 +129,7 @@ fn write_ready(
     let n = unsafe {
         let ptr = (rb_sys::RSTRING_PTR(s) as *const u8).add(off);
         match send_flags {
-            Some(f) => libc::send(
-                fd,
-                ptr as *const _,
-                chunk,
-                f | libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
-            ),
+            Some(f) => send_now(fd, ptr, chunk, f),
             None => {
                 let iov = libc::iovec {
                     iov_base: ptr as *mut _,
