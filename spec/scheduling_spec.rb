@@ -109,6 +109,22 @@ RSpec.describe 'Scheduling (spec §2)' do
     expect(sleep(-1)).to be_nil
   end
 
+  it 'lets a runnable fiber run at every sleep 0, also when timers are harvested' do
+    # Expired timers are queued at the head, but a timer due when it was set
+    # is a snooze: it must not overtake the fibers already runnable. Timers
+    # are harvested every 64 fibers picked, so 500 rounds hit that.
+    sleepers = []
+    missed = 500.times.count do
+      out = []
+      spin { out << :other }
+      sleepers << spin { sleep 0.0001 }
+      sleep 0
+      out.empty?
+    end
+    Fiber.await(sleepers)
+    expect(missed).to eq(0)
+  end
+
   it 'raises TypeError for a non-numeric sleep' do
     expect { sleep('1') }.to raise_error(TypeError, /no implicit conversion to float from string/)
   end

@@ -297,12 +297,16 @@ impl Backend {
         self.timers.borrow_mut().expire(&mut expired);
         // Expired timers run before the fibers already queued (in deadline
         // order): with thousands of runnable fibers a timer would otherwise
-        // fire late by the time it takes to run them all.
-        for t in expired.into_iter().rev() {
+        // fire late by the time it takes to run them all. A timer that was
+        // due when set (`sleep 0`) is a snooze: its fiber goes to the tail.
+        for t in expired.iter().rev().filter(|t| !t.immediate) {
             if unsafe { rb_sys::rb_fiber_alive_p(t.fiber) } == QTRUE {
                 let exc = is_exception(t.value);
                 self.rq.borrow_mut().push_expired(t.fiber, t.value, exc);
             }
+        }
+        for t in expired.iter().filter(|t| t.immediate) {
+            self.schedule(t.fiber, t.value, false);
         }
         self.drain_inbox();
         if blocking || unsafe { rb_sys::rb_thread_interrupted(rb_sys::rb_thread_current()) } != 0 {

@@ -22,6 +22,9 @@ pub type TimerId = (u64, u64);
 pub struct Timer {
     pub fiber: VALUE,
     pub value: VALUE,
+    /// Due when it was set (`sleep 0`, a zero timeout): its fiber goes to
+    /// the tail of the run queue like a snooze, so the others run first.
+    pub immediate: bool,
 }
 
 #[derive(Default)]
@@ -34,7 +37,15 @@ impl Timers {
     pub fn add_at(&mut self, deadline: u64, fiber: VALUE, value: VALUE) -> TimerId {
         self.seq += 1;
         let id = (deadline, self.seq);
-        self.map.insert(id, Timer { fiber, value });
+        let immediate = deadline <= now_ns();
+        self.map.insert(
+            id,
+            Timer {
+                fiber,
+                value,
+                immediate,
+            },
+        );
         id
     }
 
