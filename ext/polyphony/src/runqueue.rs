@@ -9,6 +9,7 @@
 //! degrade with the length of the queue. Removal is O(1): the queue keeps a
 //! fiber → entry map and leaves stale slots behind, skipped when popped.
 
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
 
@@ -54,23 +55,25 @@ pub struct RunQueue {
 impl RunQueue {
     /// Queues `fiber` with `value` following the rules above.
     pub fn push(&mut self, fiber: VALUE, value: VALUE, is_exception: bool, priority: bool) {
-        if !priority {
-            if let Some(l) = self.live.get(&fiber) {
-                if l.is_exception && !is_exception {
-                    return;
-                }
-            }
-        }
         self.seq += 1;
         let seq = self.seq;
-        self.live.insert(
-            fiber,
-            Live {
-                seq,
-                value,
-                is_exception,
-            },
-        );
+        let live = Live {
+            seq,
+            value,
+            is_exception,
+        };
+        // One probe of the map, whether the fiber is queued or not.
+        match self.live.entry(fiber) {
+            Entry::Occupied(mut e) => {
+                if !priority && e.get().is_exception && !is_exception {
+                    return;
+                }
+                e.insert(live);
+            }
+            Entry::Vacant(e) => {
+                e.insert(live);
+            }
+        }
         if priority {
             self.slots.push_front((fiber, seq));
         } else {
@@ -105,11 +108,9 @@ impl RunQueue {
 
     pub fn pop(&mut self) -> Option<(VALUE, VALUE)> {
         while let Some((fiber, seq)) = self.slots.pop_front() {
-            if let Some(l) = self.live.get(&fiber) {
-                if l.seq == seq {
-                    let v = l.value;
-                    self.live.remove(&fiber);
-                    return Some((fiber, v));
+            if let Entry::Occupied(e) = self.live.entry(fiber) {
+                if e.get().seq == seq {
+                    return Some((fiber, e.remove().value));
                 }
             }
         }

@@ -7,6 +7,7 @@
 //! resumed, its stack goes back to Ruby's fiber pool the moment its block
 //! ends, instead of waiting for GC as with `transfer`.
 
+use crate::helpers::id;
 use magnus::Error;
 use rb_sys::VALUE;
 
@@ -49,9 +50,12 @@ impl Backend {
     }
 
     fn drain_inbox(&self) {
-        if !self
-            .inbox_flag
-            .swap(false, std::sync::atomic::Ordering::SeqCst)
+        // A plain load first: the flag is almost always clear, and the swap
+        // is a locked instruction.
+        if !self.inbox_flag.load(std::sync::atomic::Ordering::Acquire)
+            || !self
+                .inbox_flag
+                .swap(false, std::sync::atomic::Ordering::SeqCst)
         {
             return;
         }
@@ -208,19 +212,22 @@ impl Backend {
     fn pick_next(&self, cur: VALUE) -> Result<Option<(VALUE, VALUE)>, Error> {
         loop {
             self.drain_inbox();
-            let next = self.rq.borrow_mut().peek();
-            if let Some(f) = next {
+            let next = self.rq.borrow_mut().pop();
+            if let Some((f, v)) = next {
                 // Counted here, not in `switch_fiber`: fibers that end go
                 // back to the runner without switching.
                 let picks = self.picks.get() + 1;
                 self.picks.set(picks);
                 if self.pending() > 0 && (picks.is_multiple_of(64) || f == cur) {
                     // Anti-starvation: harvest completions even when the run
-                    // queue never empties. Before taking the fiber: an
-                    // expired timer may replace its value with an exception.
+                    // queue never empties. The fiber goes back to the head
+                    // first: an expired timer may replace its value with an
+                    // exception.
+                    self.rq.borrow_mut().push(f, v, is_exception(v), true);
                     self.poll(false)?;
+                    return Ok(self.rq.borrow_mut().pop());
                 }
-                return Ok(self.rq.borrow_mut().pop());
+                return Ok(Some((f, v)));
             }
             self.run_idle()?;
             if !self.rq.borrow().is_empty() {
@@ -236,18 +243,16 @@ impl Backend {
     fn run_idle(&self) -> Result<(), Error> {
         let proc_ = self.idle_proc.get();
         if !is_nil(proc_) {
-            call(proc_, "call", &[])?;
+            call(proc_, id!("call"), &[])?;
         }
         let period = self.idle_gc_period.get();
         if period > 0.0 {
             let now = crate::timers::now_ns();
             if now.saturating_sub(self.last_gc.get()) as f64 >= period * 1e9 {
                 self.last_gc.set(now);
-                let gc = unsafe {
-                    rb_sys::rb_const_get(rb_sys::rb_cObject, crate::helpers::intern("GC"))
-                };
-                call(gc, "start", &[])?;
-                call(gc, "disable", &[])?;
+                let gc = unsafe { rb_sys::rb_const_get(rb_sys::rb_cObject, id!("GC")) };
+                call(gc, id!("start"), &[])?;
+                call(gc, id!("disable"), &[])?;
             }
         }
         Ok(())

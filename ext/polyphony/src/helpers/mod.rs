@@ -63,7 +63,7 @@ pub fn raise_if_exception(v: VALUE) -> Result<VALUE, Error> {
         return Ok(v);
     }
     if crate::ruby_api::fiber::is_interjection(v) {
-        call(v, "invoke", &[])?;
+        call(v, id!("invoke"), &[])?;
         return Ok(v);
     }
     Err(Error::from(magnus::Exception::from_value(val(v)).unwrap()))
@@ -101,20 +101,38 @@ pub fn error_of(name: &str, msg: impl Into<String>) -> Error {
     }
 }
 
-/// Interned id for a method or ivar name.
+/// Interned id for a name computed at run time (a symbol-table lookup that
+/// hashes the name: use `id!` for literals).
 #[inline]
 pub fn intern(name: &str) -> rb_sys::ID {
     unsafe { rb_sys::rb_intern2(name.as_ptr() as *const _, name.len() as _) }
 }
 
-/// Calls `recv.name(*args)` with protection.
-pub fn call(recv: VALUE, name: &str, args: &[VALUE]) -> Result<VALUE, Error> {
+/// The interned id of a literal name, looked up once per call site: ids of
+/// interned names are never freed, so the cached value stays valid.
+macro_rules! id {
+    ($name:literal) => {{
+        static CACHE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        $crate::helpers::cached_id(&CACHE, $name)
+    }};
+}
+pub(crate) use id;
+
+/// `id!`'s slow path: interns `name` and remembers it in `cache`.
+#[inline]
+pub fn cached_id(cache: &std::sync::atomic::AtomicU64, name: &str) -> rb_sys::ID {
+    let v = cache.load(std::sync::atomic::Ordering::Relaxed);
+    if v != 0 {
+        return v as rb_sys::ID;
+    }
     let id = intern(name);
-    protect(|| unsafe { rb_sys::rb_funcallv(recv, id, args.len() as _, args.as_ptr()) })
+    cache.store(id as u64, std::sync::atomic::Ordering::Relaxed);
+    id
 }
 
-pub fn ivar_get(obj: VALUE, name: &str) -> VALUE {
-    unsafe { rb_sys::rb_ivar_get(obj, intern(name)) }
+/// Calls `recv.<id>(*args)` with protection.
+pub fn call(recv: VALUE, id: rb_sys::ID, args: &[VALUE]) -> Result<VALUE, Error> {
+    protect(|| unsafe { rb_sys::rb_funcallv(recv, id, args.len() as _, args.as_ptr()) })
 }
 
 /// Which end of an IO-like object an operation uses.
@@ -149,19 +167,25 @@ pub fn io_fd(io: VALUE, dir: Dir) -> Result<i32, Error> {
                 Dir::Write => rb_sys::rb_io_get_write_io(io),
                 Dir::Read => io,
             };
+            // Open: its fd, with no call. Closed or uninitialized: Ruby
+            // raises its own IOError.
+            let fptr = (*(io as *const rb_sys::RFile)).fptr;
+            if !fptr.is_null() && (*fptr).fd >= 0 {
+                return Ok((*fptr).fd);
+            }
             return protect(|| rb_sys::rb_io_descriptor(io) as VALUE).map(|fd| fd as i32);
         }
         let m = match dir {
-            Dir::Read => "__read_io__",
-            Dir::Write => "__write_io__",
+            Dir::Read => id!("__read_io__"),
+            Dir::Write => id!("__write_io__"),
         };
-        if rb_sys::rb_respond_to(io, intern(m)) != 0 {
+        if rb_sys::rb_respond_to(io, m) != 0 {
             let inner = call(io, m, &[])?;
             if inner != io {
                 return io_fd(inner, dir);
             }
         }
-        let inner = ivar_get(io, "@io");
+        let inner = rb_sys::rb_ivar_get(io, id!("@io"));
         if !is_nil(inner) && inner != io {
             return io_fd(inner, dir);
         }

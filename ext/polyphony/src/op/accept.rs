@@ -3,6 +3,7 @@
 //! io_uring: `IORING_OP_ACCEPT`; epoll: `accept4(SOCK_NONBLOCK)` + readiness.
 //! The new fd is close-on-exec; if wrapping it fails it is closed, never leaked.
 
+use crate::helpers::id;
 use magnus::Error;
 use rb_sys::VALUE;
 
@@ -48,10 +49,10 @@ pub fn accept_fd(b: &Backend, fd: i32) -> Result<i32, Error> {
 /// Wraps an accepted fd in `klass`; closes it if that fails.
 pub fn wrap(klass: VALUE, fd: i32) -> Result<VALUE, Error> {
     let fdv = unsafe { rb_sys::rb_int2inum(fd as isize) };
-    match call(klass, "for_fd", &[fdv]) {
+    match call(klass, id!("for_fd"), &[fdv]) {
         Ok(sock) => {
-            let _ = call(sock, "binmode", &[]);
-            let _ = call(sock, "sync=", &[crate::helpers::QTRUE]);
+            let _ = call(sock, id!("binmode"), &[]);
+            let _ = call(sock, id!("sync="), &[crate::helpers::QTRUE]);
             Ok(sock)
         }
         Err(e) => {

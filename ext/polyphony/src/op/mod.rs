@@ -153,22 +153,29 @@ impl Backend {
         }
     }
 
-    /// A buffer of at least `cap` bytes' capacity (empty), reused if one is
-    /// pooled. Give it back with [`Backend::give_buf`].
+    /// A buffer of at least `cap` bytes' capacity (empty), reused if one of
+    /// the last few pooled fits. Give it back with [`Backend::give_buf`].
     pub fn take_buf(&self, cap: usize) -> Vec<u8> {
         let mut pool = self.buf_pool.borrow_mut();
-        if let Some(i) = pool.iter().rposition(|b| b.capacity() >= cap) {
-            return pool.swap_remove(i);
+        let from = pool.len().saturating_sub(4);
+        if let Some(i) = pool[from..].iter().rposition(|b| b.capacity() >= cap) {
+            let buf = pool.swap_remove(from + i);
+            self.pool_bytes.set(self.pool_bytes.get() - buf.capacity());
+            return buf;
         }
         Vec::with_capacity(cap)
     }
 
-    /// Returns a buffer to the pool (small ones only, a few of them).
+    /// Returns a buffer to the pool: small ones only, up to `POOL_BYTES` in
+    /// all, enough for one read buffer per connection of a busy server (each
+    /// read in flight on io_uring holds its own).
     pub fn give_buf(&self, mut buf: Vec<u8>) {
         let mut pool = self.buf_pool.borrow_mut();
-        if buf.capacity() <= SMALL_READ && pool.len() < 16 {
+        let cap = buf.capacity();
+        if cap <= SMALL_READ && self.pool_bytes.get() + cap <= POOL_BYTES {
             buf.clear();
             pool.push(buf);
+            self.pool_bytes.set(self.pool_bytes.get() + cap);
         }
     }
 
@@ -212,19 +219,16 @@ impl Backend {
             .extend_from_slice(data);
     }
 
-    /// Moves up to `max` carried-over bytes of `fd` (see
-    /// `keep_orphaned_data`) into `dest` at `pos`; `None` if there are none.
-    pub fn take_carry(&self, fd: i32, dest: VALUE, pos: usize, max: usize) -> Option<usize> {
+    /// Hands up to `max` carried-over bytes of `fd` (see
+    /// `keep_orphaned_data`) to `put`; `None` if there are none.
+    pub fn take_carry(&self, fd: i32, max: usize, put: impl FnOnce(&[u8])) -> Option<usize> {
         let mut carry = self.carry.borrow_mut();
         if carry.is_empty() {
             return None;
         }
         let data = carry.get_mut(&fd)?;
         let n = data.len().min(max);
-        unsafe {
-            rb_sys::rb_str_resize(dest, pos as _);
-            rb_sys::rb_str_cat(dest, data.as_ptr() as *const _, n as _);
-        }
+        put(&data[..n]);
         data.drain(..n);
         if data.is_empty() {
             carry.remove(&fd);
@@ -413,6 +417,9 @@ pub fn ensure_nonblock(fd: i32) -> bool {
 /// their string, which then holds exactly the bytes read; larger ones read
 /// straight into the string.
 pub const SMALL_READ: usize = 65536;
+
+/// Most bytes of read buffers a backend keeps for reuse.
+pub const POOL_BYTES: usize = 1 << 20;
 
 pub fn retry_nonblocking(
     backend: &Backend,

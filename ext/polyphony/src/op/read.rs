@@ -25,19 +25,75 @@ fn call_name(recv_flags: Option<i32>) -> &'static str {
 /// Largest single read the backend issues.
 pub const MAX_READ_CHUNK: usize = 1 << 20;
 
-/// Reads once from `fd` into `dest` at byte offset `pos`, at most `max`
-/// bytes. `recv_flags` `Some(f)` uses recv(2) instead of read(2). Returns the
-/// byte count (0 at EOF).
+/// Where a read puts the bytes it got.
+pub enum ReadDest {
+    /// Into an existing String, from byte offset `pos` (what followed `pos`
+    /// is cut).
+    At(VALUE, usize),
+    /// Into a new binary String of exactly the bytes read, made once they
+    /// are there (the chunks of read loops); stays `nil` at EOF.
+    Chunk(VALUE),
+}
+
+impl ReadDest {
+    /// A fresh `Chunk` destination.
+    pub fn chunk() -> Self {
+        ReadDest::Chunk(QNIL)
+    }
+
+    /// The new String of a `Chunk` (`nil` if nothing was read).
+    pub fn string(&self) -> VALUE {
+        match self {
+            ReadDest::At(s, _) => *s,
+            ReadDest::Chunk(s) => *s,
+        }
+    }
+
+    /// Stores `bytes` (read elsewhere) as the result.
+    fn put(&mut self, bytes: &[u8]) {
+        unsafe {
+            match self {
+                ReadDest::At(s, pos) => {
+                    rb_sys::rb_str_resize(*s, *pos as _);
+                    rb_sys::rb_str_cat(*s, bytes.as_ptr() as *const _, bytes.len() as _);
+                }
+                ReadDest::Chunk(s) if !bytes.is_empty() => {
+                    // rb_str_new makes a binary (ASCII-8BIT) String.
+                    *s = rb_sys::rb_str_new(bytes.as_ptr() as *const _, bytes.len() as _);
+                }
+                ReadDest::Chunk(_) => {}
+            }
+        }
+    }
+
+    /// After a failed or empty read: an `At` string keeps only its first
+    /// `pos` bytes (of the `orig_len` it had).
+    fn cut(&self, orig_len: usize) {
+        if let ReadDest::At(s, pos) = self {
+            unsafe { rb_sys::rb_str_set_len(*s, orig_len.min(*pos) as _) };
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            ReadDest::At(s, _) => unsafe { rb_sys::RSTRING_LEN(*s) as usize },
+            ReadDest::Chunk(_) => 0,
+        }
+    }
+}
+
+/// Reads once from `fd` into `dest`, at most `max` bytes. `recv_flags`
+/// `Some(f)` uses recv(2) instead of read(2). Returns the byte count (0 at
+/// EOF).
 pub fn read_once(
     b: &Backend,
     fd: i32,
-    dest: VALUE,
-    pos: usize,
+    dest: &mut ReadDest,
     max: usize,
     recv_flags: Option<i32>,
 ) -> Result<usize, Error> {
     let max = max.clamp(1, MAX_READ_CHUNK);
-    if let Some(n) = b.take_carry(fd, dest, pos, max) {
+    if let Some(n) = b.take_carry(fd, max, |bytes| dest.put(bytes)) {
         return Ok(n);
     }
     if b.is_uring() {
@@ -45,7 +101,7 @@ pub fn read_once(
         // usually waiting for data (a socket of request/response traffic),
         // the extra EAGAIN syscall costs more than the ring saves.
         if b.read_full_fd.get() == fd {
-            if let Some(r) = read_ready(b, fd, dest, pos, max, recv_flags) {
+            if let Some(r) = read_ready(b, fd, dest, max, recv_flags) {
                 if !matches!(r, Ok(n) if n == max) {
                     b.read_full_fd.set(-1);
                 }
@@ -73,10 +129,7 @@ pub fn read_once(
             let n = if res >= 0 { res as usize } else { 0 };
             if let Some(slot) = slot {
                 if n > 0 {
-                    unsafe {
-                        rb_sys::rb_str_resize(dest, pos as _);
-                        rb_sys::rb_str_cat(dest, slot.buf.as_ptr() as *const _, n as _);
-                    }
+                    dest.put(unsafe { std::slice::from_raw_parts(slot.buf.as_ptr(), n) });
                 }
                 b.give_buf(slot.buf);
             }
@@ -96,10 +149,10 @@ pub fn read_once(
     if !ensure_nonblock(fd) {
         b.wait_ready(fd, READABLE)?;
     }
-    let orig_len = unsafe { rb_sys::RSTRING_LEN(dest) as usize };
+    let orig_len = dest.len();
     let r = retry_nonblocking(b, fd, READABLE, || unsafe {
         // Re-fetch the pointer on every attempt: other fibers may have run.
-        with_read_target(b, dest, pos, max, |ptr| match recv_flags {
+        with_read_target(b, dest, max, |ptr| match recv_flags {
             Some(flags) => libc::recv(fd, ptr as *mut _, max, flags | libc::MSG_DONTWAIT),
             None => libc::read(fd, ptr as *mut _, max),
         })
@@ -107,16 +160,29 @@ pub fn read_once(
     match r {
         Ok(n) => {
             if n == 0 {
-                unsafe { rb_sys::rb_str_set_len(dest, orig_len.min(pos) as _) };
+                dest.cut(orig_len);
             }
             b.switchpoint_after_sync()?;
             Ok(n as usize)
         }
         Err(e) => {
-            unsafe { rb_sys::rb_str_set_len(dest, orig_len.min(pos) as _) };
+            dest.cut(orig_len);
             Err(e)
         }
     }
+}
+
+/// One chunk of a read loop: a new binary String of what one read got, at
+/// most `max` bytes; `None` at EOF.
+pub fn read_chunk(
+    b: &Backend,
+    fd: i32,
+    max: usize,
+    recv_flags: Option<i32>,
+) -> Result<Option<VALUE>, Error> {
+    let mut dest = ReadDest::chunk();
+    let n = read_once(b, fd, &mut dest, max, recv_flags)?;
+    Ok((n > 0).then(|| dest.string()))
 }
 
 /// io_uring fast path (after a read that filled its buffer): data that is
@@ -129,13 +195,12 @@ pub fn read_once(
 fn read_ready(
     b: &Backend,
     fd: i32,
-    dest: VALUE,
-    pos: usize,
+    dest: &mut ReadDest,
     max: usize,
     recv_flags: Option<i32>,
 ) -> Option<Result<usize, Error>> {
-    let orig_len = unsafe { rb_sys::RSTRING_LEN(dest) as usize };
-    let n = with_read_target(b, dest, pos, max, |ptr| unsafe {
+    let orig_len = dest.len();
+    let n = with_read_target(b, dest, max, |ptr| unsafe {
         match recv_flags {
             Some(flags) => libc::recv(fd, ptr as *mut _, max, flags | libc::MSG_DONTWAIT),
             None => {
@@ -151,7 +216,7 @@ fn read_ready(
         return Some(b.switchpoint_after_sync().map(|_| n as usize));
     }
     let errno = crate::helpers::last_errno();
-    unsafe { rb_sys::rb_str_set_len(dest, orig_len.min(pos) as _) };
+    dest.cut(orig_len);
     if n == 0 {
         // EOF (or an empty regular file read): let the ring path confirm it,
         // so that EOF handling stays in one place.
@@ -164,39 +229,44 @@ fn read_ready(
 }
 
 /// Runs the read syscall `read` (given where to put at most `max` bytes, it
-/// returns the count or -1) so that `dest` ends up as its first `pos` bytes
-/// plus the bytes read. Small reads into a string without room go through a
-/// pooled buffer, so the string holds exactly what arrived (no 8 KiB string
-/// for a 64-byte message); the others read in place.
+/// returns the count or -1) so that `dest` gets the bytes read. Small reads
+/// into a string without room (and every chunk) go through a pooled buffer,
+/// so the string holds exactly what arrived (no 8 KiB string for a 64-byte
+/// message); the others read in place.
 fn with_read_target(
     b: &Backend,
-    dest: VALUE,
-    pos: usize,
+    dest: &mut ReadDest,
     max: usize,
     read: impl FnOnce(*mut u8) -> isize,
 ) -> isize {
     // A string that can already hold the bytes (a buffer the caller reuses)
     // is read into in place; growing one to `max` for a short read is what
     // the pooled buffer avoids.
-    let roomy = unsafe { rb_sys::rb_str_capacity(dest) } as usize >= pos + max;
-    if max <= SMALL_READ && !roomy {
-        let mut buf = b.take_buf(max);
-        let n = read(buf.as_mut_ptr());
-        unsafe {
-            rb_sys::rb_str_resize(dest, pos as _);
-            if n > 0 {
-                rb_sys::rb_str_cat(dest, buf.as_ptr() as *const _, n as _);
-            }
+    let in_place = match dest {
+        ReadDest::At(s, pos) => {
+            max > SMALL_READ || unsafe { rb_sys::rb_str_capacity(*s) } as usize >= *pos + max
         }
-        b.give_buf(buf);
-        return n;
-    }
-    unsafe {
-        rb_sys::rb_str_resize(dest, (pos + max) as _);
-        let ptr = (rb_sys::RSTRING_PTR(dest) as *mut u8).add(pos);
-        let n = read(ptr);
-        rb_sys::rb_str_set_len(dest, (pos + n.max(0) as usize) as _);
-        n
+        ReadDest::Chunk(_) => false,
+    };
+    match dest {
+        ReadDest::At(s, pos) if in_place => unsafe {
+            rb_sys::rb_str_resize(*s, (*pos + max) as _);
+            let ptr = (rb_sys::RSTRING_PTR(*s) as *mut u8).add(*pos);
+            let n = read(ptr);
+            rb_sys::rb_str_set_len(*s, (*pos + n.max(0) as usize) as _);
+            n
+        },
+        _ => {
+            let mut buf = b.take_buf(max);
+            let n = read(buf.as_mut_ptr());
+            if n > 0 {
+                dest.put(unsafe { std::slice::from_raw_parts(buf.as_ptr(), n as usize) });
+            } else {
+                dest.put(&[]);
+            }
+            b.give_buf(buf);
+            n
+        }
     }
 }
 
@@ -229,7 +299,7 @@ pub fn read(
             Some(l) => (l - total).min(MAX_READ_CHUNK),
             None => 65536,
         };
-        let n = read_once(b, fd, buffer, pos, want, flags)?;
+        let n = read_once(b, fd, &mut ReadDest::At(buffer, pos), want, flags)?;
         if n == 0 {
             break;
         }
@@ -245,10 +315,7 @@ pub fn read(
     Ok(buffer)
 }
 
-pub fn new_binary_string(capa: usize) -> VALUE {
-    unsafe {
-        let s = rb_sys::rb_str_buf_new(capa as _);
-        rb_sys::rb_enc_associate_index(s, rb_sys::rb_ascii8bit_encindex());
-        s
-    }
+/// An empty binary (ASCII-8BIT) String.
+pub fn new_binary_string() -> VALUE {
+    unsafe { rb_sys::rb_str_new(std::ptr::null(), 0) }
 }

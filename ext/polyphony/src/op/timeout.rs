@@ -4,6 +4,7 @@
 //! own scope. The timer is removed on every exit, and a marker already
 //! queued but not yet delivered is withdrawn from the run queue.
 
+use crate::helpers::id;
 use std::time::Duration;
 
 use magnus::Error;
@@ -20,7 +21,7 @@ pub fn timeout(
 ) -> Result<VALUE, Error> {
     let fiber = b.current_fiber();
     let marker_class = crate::ruby_api::timeout_exception_class();
-    let marker = call(marker_class, "new", &[])?;
+    let marker = call(marker_class, id!("new"), &[])?;
     let id = b.timers.borrow_mut().add(d, fiber, marker);
     let r = protect(|| unsafe { rb_sys::rb_yield(QNIL) });
     b.timers.borrow_mut().cancel(id);
@@ -38,7 +39,7 @@ pub fn timeout(
             }
             let exc = call(
                 crate::ruby_api::polyphony_module(),
-                "__timeout_exception__",
+                id!("__timeout_exception__"),
                 &[spec],
             )?;
             Err(Error::from(

@@ -9,6 +9,7 @@
 //! (non-exception) wake-ups do not interrupt I/O operations (D10); they do end
 //! `sleep` and `wait_event`, which return the value.
 
+use crate::helpers::id;
 use std::cell::{Cell, RefCell};
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::Mutex;
@@ -54,6 +55,8 @@ pub struct Backend {
     /// Read buffers to reuse (see `op::take_buf`): an 8 KiB allocation per
     /// read of a 64-byte message cost more than the read.
     pub buf_pool: RefCell<Vec<Vec<u8>>>,
+    /// Capacity of the buffers in `buf_pool`, in bytes.
+    pub pool_bytes: std::cell::Cell<usize>,
     pub sel: RefCell<Selector>,
     pub runners: RefCell<Vec<Frame>>,
     /// Fibers a runner's loop set aside (see `run_loop`): kept here so they
@@ -157,6 +160,7 @@ impl Backend {
             carry: RefCell::new(Default::default()),
             read_full_fd: std::cell::Cell::new(-1),
             buf_pool: RefCell::new(Vec::new()),
+            pool_bytes: std::cell::Cell::new(0),
             sel: RefCell::new(sel),
             runners: RefCell::new(Vec::new()),
             deferred: RefCell::new(Vec::new()),
@@ -196,7 +200,7 @@ impl Backend {
         if cth == th && !ptr.is_null() {
             return Ok(unsafe { &*ptr });
         }
-        let id = crate::helpers::intern("@backend");
+        let id = id!("@backend");
         let mut b = unsafe { rb_sys::rb_ivar_get(th, id) };
         if is_nil(b) {
             let obj = Backend::rb_new()?;
@@ -216,7 +220,7 @@ impl Backend {
         if is_nil(thread) || thread == cur {
             return Backend::current().map(Some);
         }
-        let b = unsafe { rb_sys::rb_ivar_get(thread, crate::helpers::intern("@backend")) };
+        let b = unsafe { rb_sys::rb_ivar_get(thread, id!("@backend")) };
         if is_nil(b) {
             return Ok(None);
         }
@@ -484,7 +488,7 @@ impl Backend {
         let fd = io_fd(raw(args[0]), Dir::Read)?;
         let mut buf = raw(args[1]);
         if is_nil(buf) {
-            buf = op::read::new_binary_string(0);
+            buf = op::read::new_binary_string();
         } else {
             expect_string(buf)?;
             protect(|| unsafe {
@@ -513,7 +517,8 @@ impl Backend {
         let mut strs = Vec::with_capacity(args.len() - 1);
         for a in &args[1..] {
             strs.push(
-                expect_string(raw(*a)).or_else(|_| crate::helpers::call(raw(*a), "to_s", &[]))?,
+                expect_string(raw(*a))
+                    .or_else(|_| crate::helpers::call(raw(*a), id!("to_s"), &[]))?,
             );
         }
         op::write::write(self, fd, &strs)
@@ -550,12 +555,9 @@ impl Backend {
         };
         let flags = if recv { Some(0) } else { None };
         loop {
-            // Empty: the read appends exactly what arrived.
-            let s = op::read::new_binary_string(0);
-            let n = op::read::read_once(self, fd, s, 0, maxlen, flags)?;
-            if n == 0 {
+            let Some(s) = op::read::read_chunk(self, fd, maxlen, flags)? else {
                 return Ok(args[0]);
-            }
+            };
             protect(|| unsafe { rb_sys::rb_yield(s) })?;
         }
     }
@@ -581,11 +583,9 @@ impl Backend {
         let block: Option<Proc> = ruby.block_proc().ok();
         let block_raw = block.map(|p| raw(p.as_value())).unwrap_or(QNIL);
         loop {
-            let s = op::read::new_binary_string(0);
-            let n = op::read::read_once(rb_self, fd, s, 0, 8192, None)?;
-            if n == 0 {
+            let Some(s) = op::read::read_chunk(rb_self, fd, 8192, None)? else {
                 return Ok(io);
-            }
+            };
             protect(|| unsafe {
                 rb_sys::rb_funcall_with_block(raw(receiver), mid, 1, &s, block_raw)
             })?;
@@ -655,7 +655,7 @@ impl Backend {
             return Ok(io);
         }
         if unsafe { rb_sys::RB_TYPE_P(r, rb_sys::ruby_value_type::RUBY_T_FILE) } {
-            if crate::helpers::call(r, "closed?", &[])? == crate::helpers::QTRUE {
+            if crate::helpers::call(r, id!("closed?"), &[])? == crate::helpers::QTRUE {
                 return Ok(val(QNIL));
             }
             let fd = io_fd(r, Dir::Read)?;
@@ -663,7 +663,7 @@ impl Backend {
             protect(|| unsafe { rb_sys::rb_io_close(r) })?;
             return Ok(io);
         }
-        crate::helpers::call(r, "close", &[])?;
+        crate::helpers::call(r, id!("close"), &[])?;
         Ok(io)
     }
 
@@ -715,9 +715,7 @@ fn thread_backend(thread: Value) -> Result<Value, Error> {
     if th == unsafe { rb_sys::rb_thread_current() } {
         Backend::current()?; // creates it on first use
     }
-    Ok(val(unsafe {
-        rb_sys::rb_ivar_get(th, crate::helpers::intern("@backend"))
-    }))
+    Ok(val(unsafe { rb_sys::rb_ivar_get(th, id!("@backend")) }))
 }
 
 /// `IO#__write_io__` (private): the IO that writes go to, which differs from
@@ -737,41 +735,68 @@ fn io_write_fast(rb_self: Value, args: &[Value]) -> Result<Value, Error> {
     if let [s] = args {
         let s = raw(*s);
         let is_string = unsafe { rb_sys::RB_TYPE_P(s, rb_sys::ruby_value_type::RUBY_T_STRING) };
-        if is_string {
-            let enc = crate::helpers::call(io, "external_encoding", &[])?;
-            let binary = unsafe { rb_sys::rb_enc_from_encoding(rb_sys::rb_ascii8bit_encoding()) };
-            if is_nil(enc) || enc == binary {
-                if let Ok(fd) = io_fd(io, Dir::Write) {
-                    let bs = basic_socket();
-                    let socket = bs != rb_sys::special_consts::Qfalse as VALUE
-                        && unsafe { rb_sys::rb_obj_is_kind_of(io, bs) } == QTRUE;
-                    let b = Backend::current()?;
-                    // send(2) on sockets: a shorter kernel path than write(2).
-                    let r = if socket {
-                        op::write::write_all(b, fd, s, Some(0))
-                    } else {
-                        op::write::write(b, fd, &[s])
-                    };
-                    match r {
-                        Ok(n) => return Ok(val(unsafe { rb_sys::rb_uint2inum(n as _) })),
-                        // Not writable: nothing was written; Ruby words it.
-                        Err(e) if is_ebadf(&e) => {}
-                        Err(e) => return Err(e),
-                    }
-                }
+        if let (true, Some(fd)) = (is_string, raw_write_fd(io)) {
+            let bs = basic_socket();
+            let socket = bs != rb_sys::special_consts::Qfalse as VALUE
+                && unsafe { rb_sys::rb_obj_is_kind_of(io, bs) } == QTRUE;
+            let b = Backend::current()?;
+            // send(2) on sockets: a shorter kernel path than write(2).
+            let r = if socket {
+                op::write::write_all(b, fd, s, Some(0))
+            } else {
+                op::write::write(b, fd, &[s])
+            };
+            match r {
+                Ok(n) => return Ok(val(unsafe { rb_sys::rb_uint2inum(n as _) })),
+                // Not writable: nothing was written; Ruby words it.
+                Err(e) if is_ebadf(&e) => {}
+                Err(e) => return Err(e),
             }
         }
     }
     let argv: Vec<VALUE> = args.iter().map(|a| raw(*a)).collect();
-    protect(|| unsafe {
-        rb_sys::rb_funcallv(
-            io,
-            crate::helpers::intern("__write__"),
-            argv.len() as _,
-            argv.as_ptr(),
-        )
-    })
-    .map(val)
+    protect(|| unsafe { rb_sys::rb_funcallv(io, id!("__write__"), argv.len() as _, argv.as_ptr()) })
+        .map(val)
+}
+
+/// The fd that `IO#write` of a String to `io` may write to directly: Ruby
+/// would write the bytes unchanged because the (write end of the) IO is
+/// open, writable, has nothing in its write buffer, and neither transcodes
+/// (no external encoding, or a binary one) nor decorates newlines. `None`
+/// otherwise: the Ruby path handles it, with Ruby's errors. Reads the
+/// `rb_io_t` fields that `IO#external_encoding` reads, without a method
+/// call.
+fn raw_write_fd(io: VALUE) -> Option<i32> {
+    unsafe {
+        if rb_sys::SPECIAL_CONST_P(io)
+            || !rb_sys::RB_TYPE_P(io, rb_sys::ruby_value_type::RUBY_T_FILE)
+        {
+            return None;
+        }
+        let wio = rb_sys::rb_io_get_write_io(io);
+        let fptr = (*(wio as *const rb_sys::RFile)).fptr;
+        if fptr.is_null() {
+            return None;
+        }
+        let f = &*fptr;
+        if f.fd < 0 || f.mode as u32 & rb_sys::FMODE_WRITABLE == 0 || f.wbuf.len != 0 {
+            return None;
+        }
+        if f.mode as u32 & rb_sys::FMODE_TEXTMODE != 0 {
+            return None;
+        }
+        let binary = rb_sys::rb_ascii8bit_encoding() as *const rb_sys::OnigEncodingTypeST;
+        let enc = f.encs.enc;
+        if !f.encs.enc2.is_null() || !(enc.is_null() || enc == binary) {
+            return None;
+        }
+        let decorators = rb_sys::ruby_econv_flag_type::RUBY_ECONV_DECORATOR_MASK as i32
+            | rb_sys::ruby_econv_flag_type::RUBY_ECONV_STATEFUL_DECORATOR_MASK as i32;
+        if f.encs.ecflags & decorators != 0 {
+            return None;
+        }
+        Some(f.fd)
+    }
 }
 
 /// `BasicSocket` (false if the socket library is not loaded).
@@ -781,7 +806,7 @@ fn basic_socket() -> VALUE {
     if v != 0 {
         return v as VALUE;
     }
-    let id = crate::helpers::intern("BasicSocket");
+    let id = id!("BasicSocket");
     if unsafe { rb_sys::rb_const_defined(rb_sys::rb_cObject, id) } == 0 {
         return rb_sys::special_consts::Qfalse as VALUE;
     }
@@ -795,8 +820,8 @@ fn is_ebadf(e: &Error) -> bool {
         return false;
     };
     unsafe {
-        let errno = rb_sys::rb_const_get(rb_sys::rb_cObject, crate::helpers::intern("Errno"));
-        let ebadf = rb_sys::rb_const_get(errno, crate::helpers::intern("EBADF"));
+        let errno = rb_sys::rb_const_get(rb_sys::rb_cObject, id!("Errno"));
+        let ebadf = rb_sys::rb_const_get(errno, id!("EBADF"));
         rb_sys::rb_obj_is_kind_of(raw(exc), ebadf) == QTRUE
     }
 }

@@ -18,6 +18,7 @@
 //! helpers) is Ruby, in `lib/polyphony/extensions/fiber.rb`, built on the
 //! accessors defined here.
 
+use crate::helpers::id;
 use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -276,7 +277,7 @@ fn ary_from(v: &[VALUE]) -> VALUE {
 }
 
 fn hash_keys(h: VALUE) -> Vec<VALUE> {
-    let keys = unsafe { rb_sys::rb_funcallv(h, intern("keys"), 0, std::ptr::null()) };
+    let keys = unsafe { rb_sys::rb_funcallv(h, id!("keys"), 0, std::ptr::null()) };
     array_to_vec(keys)
 }
 
@@ -295,7 +296,7 @@ fn state_id() -> rb_sys::ID {
     }
     // No leading `@`: a hidden instance variable, invisible to
     // `instance_variables` and `instance_variable_get`.
-    let id = intern("__polyphony_state__");
+    let id = id!("__polyphony_state__");
     ID.store(id as u64, Ordering::Relaxed);
     id
 }
@@ -384,7 +385,7 @@ fn fiber_class() -> VALUE {
     if v != 0 {
         return v as VALUE;
     }
-    let c = unsafe { rb_sys::rb_const_get(rb_sys::rb_cObject, intern("Fiber")) };
+    let c = unsafe { rb_sys::rb_const_get(rb_sys::rb_cObject, id!("Fiber")) };
     C.store(c as u64, Ordering::Relaxed);
     c
 }
@@ -480,7 +481,7 @@ fn run(fiber: VALUE, value: VALUE) -> Outcome {
         if let Some(exc) = e.value() {
             let _ = call(
                 crate::ruby_api::polyphony_module(),
-                "__fiber_body_error__",
+                id!("__fiber_body_error__"),
                 &[raw(exc)],
             );
         }
@@ -499,7 +500,7 @@ fn run_block(fiber: VALUE, st: &FiberState, mut value: VALUE) -> (VALUE, bool, O
         let block = st.block.get();
         let r = protect(|| unsafe {
             if crate::helpers::is_exception(value) {
-                rb_sys::rb_funcallv(value, intern("invoke"), 0, std::ptr::null());
+                rb_sys::rb_funcallv(value, id!("invoke"), 0, std::ptr::null());
             }
             if is_nil(block) {
                 rb_sys::rb_raise(
@@ -520,13 +521,13 @@ fn run_block(fiber: VALUE, st: &FiberState, mut value: VALUE) -> (VALUE, bool, O
         if kind_of(exc, restart_class()) {
             let mb = st.mailbox.get();
             if !is_nil(mb) {
-                let _ = call(mb, "clear", &[]);
+                let _ = call(mb, id!("clear"), &[]);
             }
-            value = call(exc, "value", &[]).unwrap_or(QNIL);
+            value = call(exc, id!("value"), &[]).unwrap_or(QNIL);
             continue;
         }
         if kind_of(exc, move_on_class()) || kind_of(exc, terminate_class()) {
-            return (call(exc, "value", &[]).unwrap_or(QNIL), false, None);
+            return (call(exc, id!("value"), &[]).unwrap_or(QNIL), false, None);
         }
         set_source_fiber(exc, fiber);
         return (exc, true, None);
@@ -535,7 +536,7 @@ fn run_block(fiber: VALUE, st: &FiberState, mut value: VALUE) -> (VALUE, bool, O
 
 /// `exc.source_fiber ||= fiber`.
 fn set_source_fiber(exc: VALUE, fiber: VALUE) {
-    let id = intern("@source_fiber");
+    let id = id!("@source_fiber");
     unsafe {
         if is_nil(rb_sys::rb_ivar_get(exc, id)) && rb_sys::rb_obj_frozen_p(exc) != QTRUE {
             rb_sys::rb_ivar_set(exc, id, fiber);
@@ -564,7 +565,7 @@ fn finalize(
         } else {
             rb_sys::special_consts::Qfalse as VALUE
         };
-        let pair = call(fiber, "__finalize_children__", &[result, u])?;
+        let pair = call(fiber, id!("__finalize_children__"), &[result, u])?;
         result = unsafe { rb_sys::rb_ary_entry(pair, 0) };
         uncaught = val(unsafe { rb_sys::rb_ary_entry(pair, 1) }).to_bool();
     }
@@ -582,7 +583,7 @@ fn finalize(
             a
         };
         let mb = monitor_mailbox(*m)?;
-        call(mb, "push", &[msg])?;
+        call(mb, id!("push"), &[msg])?;
     }
     st.unlink();
     if !is_nil(parent) && uncaught && !awaited_by_parent && !st.has_monitor(parent) {
@@ -612,7 +613,7 @@ pub fn end_unstarted(fiber: VALUE, value: VALUE) -> Result<bool, Error> {
         return Ok(false);
     }
     if kind_of(value, move_on_class()) || kind_of(value, terminate_class()) {
-        let v = call(value, "value", &[])?;
+        let v = call(value, id!("value"), &[])?;
         finalize(fiber, st, v, false, true)?;
     } else {
         set_source_fiber(value, fiber);
@@ -672,7 +673,7 @@ fn lazy_queue(cell: &Cell<VALUE>) -> Result<VALUE, Error> {
     if !is_nil(q) {
         return Ok(q);
     }
-    let q = call(queue_class(), "new", &[])?;
+    let q = call(queue_class(), id!("new"), &[])?;
     // `Queue.new` is Ruby code: another thread may have created and used
     // the mailbox meanwhile (a cross-thread `<<` racing the owner's first
     // `receive`). Keep the first one, or a message would be lost.
@@ -717,7 +718,7 @@ fn capture_site(st: &FiberState, skip: usize) {
 fn spin_child(parent: VALUE, tag: VALUE, site: VALUE, block: VALUE) -> Result<VALUE, Error> {
     let backend = Backend::current()?;
     let fiber = protect(|| unsafe {
-        let id = intern("new");
+        let id = id!("new");
         rb_sys::rb_funcall_with_block(fiber_class(), id, 0, std::ptr::null(), body_proc())
     })?;
     let st = FiberState::new(unsafe { rb_sys::rb_thread_current() });
@@ -1051,7 +1052,7 @@ fn set_caller(rb_self: Value, array: Value) -> Result<Value, Error> {
 fn setup_main_fiber(rb_self: Value) -> Value {
     let st = st_of(rb_self);
     st.main.set(true);
-    st.tag.set(unsafe { rb_sys::rb_id2sym(intern("main")) });
+    st.tag.set(unsafe { rb_sys::rb_id2sym(id!("main")) });
     st.thread.set(unsafe { rb_sys::rb_thread_current() });
     st.parent.set(QNIL);
     st.running.set(RUNNING);

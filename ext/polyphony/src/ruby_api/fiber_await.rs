@@ -13,6 +13,7 @@
 //! `schedule(value)` is ignored and the wait goes on. On the first error the
 //! other fibers are sent `terminate`, waited for, then the error is raised.
 
+use crate::helpers::id;
 use std::cell::Cell;
 use std::sync::Arc;
 
@@ -219,7 +220,7 @@ fn wait_and_settle(ary: VALUE, ctx: &AwaitCtx, dead_error: VALUE) -> Result<(), 
     for i in 0..len(ary) {
         let f = entry(ary, i);
         if !is_dead(f) {
-            call(f, "terminate", &[])?;
+            call(f, id!("terminate"), &[])?;
         }
     }
     wait_until(ctx, || ctx.pending.get() == 0)?;

@@ -13,6 +13,7 @@
 //! stopped or raised into while parked leaves it with that exception (the
 //! in-flight poll is cancelled as for `wait_io`).
 
+use crate::helpers::id;
 use magnus::{method, prelude::*, Error, RClass, RModule, Ruby, Value};
 
 use crate::helpers::{call, duration, io_fd, is_nil, raw, val, Dir, QNIL, QTRUE};
@@ -36,7 +37,7 @@ fn io_wait(rb_self: Value, io: Value, events: Value, timeout: Value) -> Result<V
     if !is_nil(raw(timeout)) {
         return call(
             raw(rb_self),
-            "__io_wait_timeout__",
+            id!("__io_wait_timeout__"),
             &[raw(io), raw(events), raw(timeout)],
         )
         .map(val);
@@ -79,7 +80,12 @@ fn kernel_sleep(_rb_self: Value, args: &[Value]) -> Result<Value, Error> {
 fn block(rb_self: Value, args: &[Value]) -> Result<Value, Error> {
     crate::helpers::check_arity(args, 1, 2)?;
     if let Some(t) = args.get(1).filter(|t| !is_nil(raw(**t))) {
-        return call(raw(rb_self), "__block_timeout__", &[raw(args[0]), raw(*t)]).map(val);
+        return call(
+            raw(rb_self),
+            id!("__block_timeout__"),
+            &[raw(args[0]), raw(*t)],
+        )
+        .map(val);
     }
     Backend::current()?.wait_event(true)?;
     Ok(val(QTRUE))
@@ -88,7 +94,7 @@ fn block(rb_self: Value, args: &[Value]) -> Result<Value, Error> {
 /// `unblock(blocker, fiber)`: makes `fiber` runnable; may be called from
 /// any thread (the fiber's own thread is woken).
 fn unblock(_rb_self: Value, _blocker: Value, fiber: Value) -> Result<Value, Error> {
-    call(raw(fiber), "schedule", &[])?;
+    call(raw(fiber), id!("schedule"), &[])?;
     Ok(val(QNIL))
 }
 

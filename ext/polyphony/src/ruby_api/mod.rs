@@ -5,12 +5,13 @@ pub mod fiber;
 pub mod fiber_await;
 pub mod fiber_scheduler;
 
+use crate::helpers::id;
 use std::cell::Cell;
 
 use magnus::{prelude::*, Error, RModule, Ruby};
 use rb_sys::VALUE;
 
-use crate::helpers::{intern, raw};
+use crate::helpers::raw;
 
 thread_local! {
     static POLYPHONY: Cell<VALUE> = const { Cell::new(0) };
@@ -22,14 +23,14 @@ pub fn polyphony_module() -> VALUE {
     if v != 0 {
         return v;
     }
-    let m = unsafe { rb_sys::rb_const_get(rb_sys::rb_cObject, intern("Polyphony")) };
+    let m = unsafe { rb_sys::rb_const_get(rb_sys::rb_cObject, id!("Polyphony")) };
     POLYPHONY.with(|c| c.set(m));
     m
 }
 
 /// `Polyphony::TimeoutException` (defined by the Ruby layer).
 pub fn timeout_exception_class() -> VALUE {
-    unsafe { rb_sys::rb_const_get(polyphony_module(), intern("TimeoutException")) }
+    unsafe { rb_sys::rb_const_get(polyphony_module(), id!("TimeoutException")) }
 }
 
 pub fn init(ruby: &Ruby) -> Result<(), Error> {
