@@ -328,6 +328,25 @@ RSpec.describe 'IO (fiber-aware, stdlib semantics)' do
       expect(r.read.b).to eq('abcsym1'.b + 'hé'.encode('UTF-16LE').b)
     end
 
+    it 'leaves newline conversion to Ruby' do
+      Tempfile.create('crlf') do |f|
+        File.open(f.path, 'w', newline: :crlf) { |io| io.write("a\nb\n") }
+        expect(File.binread(f.path)).to eq("a\r\nb\r\n")
+      end
+    end
+
+    it 'keeps the order of bytes already in the IO write buffer' do
+      Tempfile.create('wbuf') do |f|
+        File.open(f.path, 'w') do |io|
+          io.sync = false
+          io.orig_write('12') # stdlib IO#write: kept in Ruby's write buffer
+          io.write('3')
+          io << '4'
+        end
+        expect(File.read(f.path)).to eq('1234')
+      end
+    end
+
     it 'sends to sockets and keeps the bytes of a string mutated while its write waits' do
       a, b = UNIXSocket.pair
       big = 'x' * 2_000_000

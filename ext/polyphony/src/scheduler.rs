@@ -287,7 +287,7 @@ impl Backend {
                 ));
             }
         }
-        let mut wake: Vec<VALUE> = Vec::new();
+        let mut wake = std::mem::take(&mut *self.wake_buf.borrow_mut());
         for ev in events.drain(..) {
             match ev {
                 Event::Op { key, res, more: _ } => self.complete_op(key, res, &mut wake),
@@ -295,9 +295,16 @@ impl Backend {
             }
         }
         *self.events_buf.borrow_mut() = events;
-        for f in wake {
-            self.schedule(f, QNIL, false);
+        {
+            // Fibers parked on an operation of this thread: alive (one
+            // that ends abandons its operation first), and no Ruby code
+            // runs between here and the queue, so no liveness check.
+            let mut rq = self.rq.borrow_mut();
+            for f in wake.drain(..) {
+                rq.push(f, QNIL, false, false);
+            }
         }
+        *self.wake_buf.borrow_mut() = wake;
         let mut expired = Vec::new();
         self.timers.borrow_mut().expire(&mut expired);
         // Expired timers run before the fibers already queued (in deadline

@@ -64,6 +64,8 @@ pub struct Backend {
     pub deferred: RefCell<Vec<(VALUE, VALUE)>>,
     pub held: RefCell<Vec<(VALUE, VALUE)>>,
     pub events_buf: RefCell<Vec<Event>>,
+    /// Fibers woken by one poll (reused: no allocation per poll).
+    pub wake_buf: RefCell<Vec<VALUE>>,
     pub wake_fd: AtomicI32,
     pub active_ops: Cell<usize>,
     pub event_waiters: Cell<usize>,
@@ -166,6 +168,7 @@ impl Backend {
             deferred: RefCell::new(Vec::new()),
             held: RefCell::new(Vec::new()),
             events_buf: RefCell::new(Vec::new()),
+            wake_buf: RefCell::new(Vec::new()),
             wake_fd: AtomicI32::new(wake),
             active_ops: Cell::new(0),
             event_waiters: Cell::new(0),
@@ -732,10 +735,10 @@ fn io_write_io(io: Value) -> Value {
 /// write waits until the fd took everything).
 fn io_write_fast(rb_self: Value, args: &[Value]) -> Result<Value, Error> {
     let io = raw(rb_self);
-    if let [s] = args {
+    let route = write_route(io);
+    if let (WriteRoute::Direct(fd), [s]) = (route, args) {
         let s = raw(*s);
-        let is_string = unsafe { rb_sys::RB_TYPE_P(s, rb_sys::ruby_value_type::RUBY_T_STRING) };
-        if let (true, Some(fd)) = (is_string, raw_write_fd(io)) {
+        if unsafe { rb_sys::RB_TYPE_P(s, rb_sys::ruby_value_type::RUBY_T_STRING) } {
             let bs = basic_socket();
             let socket = bs != rb_sys::special_consts::Qfalse as VALUE
                 && unsafe { rb_sys::rb_obj_is_kind_of(io, bs) } == QTRUE;
@@ -754,48 +757,62 @@ fn io_write_fast(rb_self: Value, args: &[Value]) -> Result<Value, Error> {
             }
         }
     }
+    let mid = match route {
+        WriteRoute::Stdlib => id!("orig_write"),
+        _ => id!("__write__"),
+    };
     let argv: Vec<VALUE> = args.iter().map(|a| raw(*a)).collect();
-    protect(|| unsafe { rb_sys::rb_funcallv(io, id!("__write__"), argv.len() as _, argv.as_ptr()) })
-        .map(val)
+    protect(|| unsafe { rb_sys::rb_funcallv(io, mid, argv.len() as _, argv.as_ptr()) }).map(val)
 }
 
-/// The fd that `IO#write` of a String to `io` may write to directly: Ruby
-/// would write the bytes unchanged because the (write end of the) IO is
-/// open, writable, has nothing in its write buffer, and neither transcodes
-/// (no external encoding, or a binary one) nor decorates newlines. `None`
-/// otherwise: the Ruby path handles it, with Ruby's errors. Reads the
-/// `rb_io_t` fields that `IO#external_encoding` reads, without a method
-/// call.
-fn raw_write_fd(io: VALUE) -> Option<i32> {
+/// How `IO#write` writes to an IO.
+#[derive(Clone, Copy)]
+enum WriteRoute {
+    /// A String's bytes go unchanged to this fd: the (write end of the) IO
+    /// is open and writable, and neither transcodes (no external encoding,
+    /// or a binary one) nor converts newlines.
+    Direct(i32),
+    /// Ruby's own `IO#write` (`orig_write`): the IO converts newlines
+    /// (`newline: :crlf`, text mode) or holds bytes in Ruby's write buffer,
+    /// which only that method handles.
+    Stdlib,
+    /// `IO#__write__`: transcoding, and the errors of closed or read-only
+    /// IOs, worded as Ruby does.
+    Ruby,
+}
+
+/// Picks the `WriteRoute` of `io` from the `rb_io_t` fields that
+/// `IO#external_encoding` reads, without a method call.
+fn write_route(io: VALUE) -> WriteRoute {
     unsafe {
         if rb_sys::SPECIAL_CONST_P(io)
             || !rb_sys::RB_TYPE_P(io, rb_sys::ruby_value_type::RUBY_T_FILE)
         {
-            return None;
+            return WriteRoute::Ruby;
         }
         let wio = rb_sys::rb_io_get_write_io(io);
         let fptr = (*(wio as *const rb_sys::RFile)).fptr;
         if fptr.is_null() {
-            return None;
+            return WriteRoute::Ruby;
         }
         let f = &*fptr;
-        if f.fd < 0 || f.mode as u32 & rb_sys::FMODE_WRITABLE == 0 || f.wbuf.len != 0 {
-            return None;
+        if f.fd < 0 || f.mode as u32 & rb_sys::FMODE_WRITABLE == 0 {
+            return WriteRoute::Ruby;
         }
-        if f.mode as u32 & rb_sys::FMODE_TEXTMODE != 0 {
-            return None;
+        let decorators = rb_sys::ruby_econv_flag_type::RUBY_ECONV_DECORATOR_MASK as i32
+            | rb_sys::ruby_econv_flag_type::RUBY_ECONV_STATEFUL_DECORATOR_MASK as i32;
+        if f.encs.ecflags & decorators != 0
+            || f.mode as u32 & rb_sys::FMODE_TEXTMODE != 0
+            || f.wbuf.len != 0
+        {
+            return WriteRoute::Stdlib;
         }
         let binary = rb_sys::rb_ascii8bit_encoding() as *const rb_sys::OnigEncodingTypeST;
         let enc = f.encs.enc;
         if !f.encs.enc2.is_null() || !(enc.is_null() || enc == binary) {
-            return None;
+            return WriteRoute::Ruby;
         }
-        let decorators = rb_sys::ruby_econv_flag_type::RUBY_ECONV_DECORATOR_MASK as i32
-            | rb_sys::ruby_econv_flag_type::RUBY_ECONV_STATEFUL_DECORATOR_MASK as i32;
-        if f.encs.ecflags & decorators != 0 {
-            return None;
-        }
-        Some(f.fd)
+        WriteRoute::Direct(f.fd)
     }
 }
 
