@@ -259,11 +259,8 @@ fn with_read_target(
         _ => {
             let mut buf = b.take_buf(max);
             let n = read(buf.as_mut_ptr());
-            if n > 0 {
-                dest.put(unsafe { std::slice::from_raw_parts(buf.as_ptr(), n as usize) });
-            } else {
-                dest.put(&[]);
-            }
+            // Nothing read (or an error): an `At` string is still cut at `pos`.
+            dest.put(unsafe { std::slice::from_raw_parts(buf.as_ptr(), n.max(0) as usize) });
             b.give_buf(buf);
             n
         }

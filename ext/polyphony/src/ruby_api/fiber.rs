@@ -289,16 +289,9 @@ pub(crate) fn array_to_vec(a: VALUE) -> Vec<VALUE> {
 }
 
 fn state_id() -> rb_sys::ID {
-    static ID: AtomicU64 = AtomicU64::new(0);
-    let v = ID.load(Ordering::Relaxed);
-    if v != 0 {
-        return v as rb_sys::ID;
-    }
     // No leading `@`: a hidden instance variable, invisible to
     // `instance_variables` and `instance_variable_get`.
-    let id = id!("__polyphony_state__");
-    ID.store(id as u64, Ordering::Relaxed);
-    id
+    id!("__polyphony_state__")
 }
 
 /// The `rb_data_type_t` of state objects, recorded when the first one is
