@@ -5,7 +5,7 @@
 //! suspended fiber's stack: a fiber that is stopped while an operation is in
 //! flight leaves the slot behind ("orphaned") and the kernel's completion
 //! frees it later. Memory the kernel may write into is owned by the slot
-//! (`buf`); Ruby objects the kernel reads from are kept in `keep` and marked.
+//! (`buf`); a Ruby object the kernel reads from is kept in `keep` and marked.
 
 pub mod accept;
 pub mod connect;
@@ -35,8 +35,9 @@ pub struct OpSlot {
     pub result: Option<i32>,
     /// Kernel-written memory, owned until the completion arrives.
     pub buf: Vec<u8>,
-    /// Ruby objects the kernel reads from while in flight.
-    pub keep: Vec<VALUE>,
+    /// The Ruby object the kernel reads from while in flight (0 if none),
+    /// marked until the completion arrives.
+    pub keep: VALUE,
     pub addr: Option<Box<(libc::sockaddr_storage, libc::socklen_t)>>,
     /// The fd the operation works on (-1 if none): a close of that fd
     /// interrupts the waiter; epoll uses it to find readiness waiters.
@@ -55,7 +56,7 @@ impl OpSlot {
             fiber,
             result: None,
             buf: Vec::new(),
-            keep: Vec::new(),
+            keep: 0,
             addr: None,
             fd: -1,
             events: 0,
@@ -154,7 +155,9 @@ impl Backend {
     }
 
     /// A buffer of at least `cap` bytes' capacity (empty), reused if one of
-    /// the last few pooled fits. Give it back with [`Backend::give_buf`].
+    /// the last few pooled fits (a new one has at least `MIN_POOLED`, so
+    /// that small requests do not fill the pool with buffers too small for
+    /// the next read). Give it back with [`Backend::give_buf`].
     pub fn take_buf(&self, cap: usize) -> Vec<u8> {
         let mut pool = self.buf_pool.borrow_mut();
         let from = pool.len().saturating_sub(4);
@@ -163,7 +166,7 @@ impl Backend {
             self.pool_bytes.set(self.pool_bytes.get() - buf.capacity());
             return buf;
         }
-        Vec::with_capacity(cap)
+        Vec::with_capacity(cap.max(MIN_POOLED))
     }
 
     /// Returns a buffer to the pool: small ones only, up to `POOL_BYTES` in
@@ -410,9 +413,6 @@ pub fn ensure_nonblock(fd: i32) -> bool {
     }
 }
 
-/// Runs a non-blocking system call, parking on readiness while it says
-/// EAGAIN. Used by every epoll-path operation (and by io_uring ops that the
-/// kernel refused with EAGAIN).
 /// Reads up to this size go through a pooled buffer and are copied into
 /// their string, which then holds exactly the bytes read; larger ones read
 /// straight into the string.
@@ -421,6 +421,13 @@ pub const SMALL_READ: usize = 65536;
 /// Most bytes of read buffers a backend keeps for reuse.
 pub const POOL_BYTES: usize = 1 << 20;
 
+/// Smallest buffer `take_buf` makes: the read loops' chunk size, so that a
+/// pooled buffer fits any of their reads (and the sends of `op::write`).
+pub const MIN_POOLED: usize = 8192;
+
+/// Runs a non-blocking system call, parking on readiness while it says
+/// EAGAIN. Used by every epoll-path operation (and by io_uring ops that the
+/// kernel refused with EAGAIN).
 pub fn retry_nonblocking(
     backend: &Backend,
     fd: i32,

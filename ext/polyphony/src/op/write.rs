@@ -2,14 +2,27 @@
 //!
 //! The string is frozen-copied (`rb_str_new_frozen`, which shares the bytes)
 //! so the caller mutating its string cannot move the memory the kernel reads.
-//! io_uring: `IORING_OP_WRITE`/`SEND` with the copy kept in the op slot;
-//! epoll: non-blocking write(2)/send(2), parking on writability on EAGAIN.
+//!
+//! - io_uring, sockets (`send_flags` given): `IORING_OP_SEND` for every
+//!   chunk, from the frozen copy kept in the op slot, or for strings of up to
+//!   `COPY_MAX` bytes from a copy of the bytes in a pooled buffer. The fiber waits for the
+//!   completion (that wait is the call's switchpoint), and the sends of all
+//!   fibers go to the kernel in the ring's next batch, with no send(2) each.
+//! - io_uring, other fds: bytes the fd takes at once go out with a
+//!   non-blocking `pwritev2(RWF_NOWAIT)` (no ring round trip, a snooze as
+//!   switchpoint); the rest through `IORING_OP_WRITE`.
+//! - epoll: non-blocking write(2)/send(2), parking on writability on EAGAIN.
+//!
+//! Cancellation: an exception raised into the waiting fiber (`move_on_after`,
+//! `Fiber#stop`) cancels the ring operation and raises; the slot keeps the
+//! copy alive until the kernel reports the cancel or the completion, so the
+//! bytes already taken are sent and no memory is read after it is freed.
 
 use magnus::Error;
 use rb_sys::VALUE;
 
 use super::{ensure_nonblock, retry_nonblocking, OpSlot, WRITABLE};
-use crate::helpers::{errno_error, str_bytes};
+use crate::helpers::{errno_error, runtime_error, str_bytes};
 use crate::ruby_api::backend::Backend;
 
 /// One non-blocking send(2) of `len` bytes at `ptr` (no SIGPIPE).
@@ -40,7 +53,16 @@ pub fn write_all(b: &Backend, fd: i32, s: VALUE, send_flags: Option<i32>) -> Res
     // frozen copy (nothing can run before the call returns).
     let len0 = unsafe { rb_sys::RSTRING_LEN(s) as usize };
     let mut off = 0usize;
-    if len0 > 0 && len0 <= 1 << 30 {
+    let uring = b.is_uring();
+    // Sockets on io_uring: the ring's send costs less than a send(2) call,
+    // and the fiber must switch anyway.
+    let ring_send = uring && send_flags.is_some();
+    if let (true, Some(flags)) = (ring_send, send_flags) {
+        if len0 > 0 && len0 <= COPY_MAX {
+            return send_copied(b, fd, s, flags);
+        }
+    }
+    if !ring_send && len0 > 0 && len0 <= 1 << 30 {
         if let Some(n) = write_ready(fd, s, 0, len0, send_flags)? {
             if n == len0 {
                 b.switchpoint_after_sync()?;
@@ -51,17 +73,17 @@ pub fn write_all(b: &Backend, fd: i32, s: VALUE, send_flags: Option<i32>) -> Res
     }
     let frozen = unsafe { rb_sys::rb_str_new_frozen(s) };
     let len = unsafe { rb_sys::RSTRING_LEN(frozen) as usize };
-    let uring = b.is_uring();
     if !uring {
         ensure_nonblock(fd);
     }
-    // io_uring: bytes the fd takes at once go out with a non-blocking call
-    // (no ring round trip); the rest through the ring. `direct` tells if the
-    // last bytes went the direct way (the call must still be a switchpoint).
+    // io_uring, not a socket: bytes the fd takes at once go out with a
+    // non-blocking call (no ring round trip); the rest through the ring.
+    // `direct` tells if the last bytes went the direct way (the call must
+    // still be a switchpoint).
     let mut direct = false;
     while off < len {
         let chunk = (len - off).min(1 << 30);
-        if uring {
+        if uring && !ring_send {
             if let Some(n) = write_ready(fd, frozen, off, chunk, send_flags)? {
                 off += n;
                 direct = true;
@@ -71,7 +93,7 @@ pub fn write_all(b: &Backend, fd: i32, s: VALUE, send_flags: Option<i32>) -> Res
         }
         let n = if uring {
             let mut slot = OpSlot::on_fd(b.current_fiber(), fd);
-            slot.keep.push(frozen);
+            slot.keep = frozen;
             let (key, res) = b.submit_and_await(slot, |_| unsafe {
                 let ptr = (rb_sys::RSTRING_PTR(frozen) as *const u8).add(off);
                 match send_flags {
@@ -113,6 +135,47 @@ pub fn write_all(b: &Backend, fd: i32, s: VALUE, send_flags: Option<i32>) -> Res
         b.switchpoint_after_sync()?;
     }
     std::hint::black_box(frozen);
+    Ok(len)
+}
+
+/// Ring sends of strings up to this size copy the bytes into a pooled
+/// buffer (`send_copied`) instead of making a frozen String copy: a short
+/// copy costs less than an object for the GC to collect.
+pub const COPY_MAX: usize = super::MIN_POOLED;
+
+/// io_uring send of all of `s` (at most `COPY_MAX` bytes) through a copy in
+/// a pooled buffer that the op slot owns while the send is in flight. The
+/// fiber waits for each completion; a cancelled send's buffer is freed with
+/// its slot once the kernel is done with it.
+fn send_copied(b: &Backend, fd: i32, s: VALUE, flags: i32) -> Result<usize, Error> {
+    let mut buf = b.take_buf(COPY_MAX);
+    buf.extend_from_slice(unsafe { str_bytes(s) });
+    let len = buf.len();
+    let mut off = 0usize;
+    while off < len {
+        let mut slot = OpSlot::on_fd(b.current_fiber(), fd);
+        slot.buf = buf;
+        let (key, res) = b.submit_and_await(slot, |slot| unsafe {
+            let ptr = slot.buf.as_ptr().add(off);
+            io_uring::opcode::Send::new(io_uring::types::Fd(fd), ptr, (len - off) as u32)
+                .flags(flags | libc::MSG_NOSIGNAL)
+                .build()
+        })?;
+        buf = match b.free_op(key) {
+            Some(slot) => slot.buf,
+            None => return Err(runtime_error("send: operation slot lost")),
+        };
+        if res == -libc::EAGAIN {
+            b.wait_ready(fd, WRITABLE)?;
+            continue;
+        }
+        if res < 0 {
+            b.give_buf(buf);
+            return Err(errno_error(-res, "send"));
+        }
+        off += res as usize;
+    }
+    b.give_buf(buf);
     Ok(len)
 }
 

@@ -52,6 +52,9 @@ pub struct Backend {
     /// likely waiting, so the next read tries a direct non-blocking call
     /// first); -1 if none. See `op::read::read_once`.
     pub read_full_fd: std::cell::Cell<i32>,
+    /// io_uring: receives ask the kernel to poll first (false once a kernel
+    /// older than 5.19 refused the flag with EINVAL). See `op::read`.
+    pub recv_poll_first: std::cell::Cell<bool>,
     /// Read buffers to reuse (see `op::take_buf`): an 8 KiB allocation per
     /// read of a 64-byte message cost more than the read.
     pub buf_pool: RefCell<Vec<Vec<u8>>>,
@@ -113,9 +116,7 @@ impl DataTypeFunctions for Backend {
         mark_cell(&self.timers).for_each_value(m);
         for (_, s) in mark_cell(&self.ops).iter() {
             m(s.fiber);
-            for k in &s.keep {
-                m(*k);
-            }
+            m(s.keep);
         }
         for (f, v) in mark_cell(&self.deferred)
             .iter()
@@ -161,6 +162,7 @@ impl Backend {
             ready_waiters: RefCell::new(AddrMap::default()),
             carry: RefCell::new(Default::default()),
             read_full_fd: std::cell::Cell::new(-1),
+            recv_poll_first: std::cell::Cell::new(true),
             buf_pool: RefCell::new(Vec::new()),
             pool_bytes: std::cell::Cell::new(0),
             sel: RefCell::new(sel),
