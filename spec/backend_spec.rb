@@ -362,5 +362,26 @@ RSpec.describe Polyphony::Backend do
       expect(Polyphony.backend_read(r, +'', 3, true, 0)).to eq('mod')
       expect(Polyphony.backend_sleep(0)).to be_nil
     end
+
+    it 'passes blocks through, for every operation' do
+      r, w = pipe
+      spin { Polyphony.backend_write(w, 'ab'); w.close }
+      chunks = []
+      Polyphony.backend_read_loop(r, 1) { |c| chunks << c }
+      expect(chunks).to eq(%w[a b])
+      Polyphony::BACKEND_FUNCTIONS.each do |name|
+        expect(Thread.current.backend).to respond_to(name)
+      end
+    end
+
+    # A method defined with a block runs in a nested VM loop on the machine
+    # stack, which each fiber waiting in it keeps and the GC scans at every
+    # minor GC: these are plain methods (their iseq is the method's own).
+    it 'are plain methods, not blocks' do
+      Polyphony::BACKEND_FUNCTIONS.each do |name|
+        iseq = RubyVM::InstructionSequence.of(Polyphony.method(:"backend_#{name}"))
+        expect(iseq.label).to eq("backend_#{name}")
+      end
+    end
   end
 end

@@ -11,9 +11,15 @@ module Polyphony
     wait_event wait_io waitpid write
   ].freeze
 
+  # Plain methods, not `define_singleton_method` blocks: a block-defined
+  # method runs in a nested VM loop (`vm_exec`, with its `setjmp` buffer) on
+  # the machine stack, which every fiber waiting in a backend operation kept,
+  # and which Ruby's GC scans conservatively at every minor GC.
   BACKEND_FUNCTIONS.each do |name|
-    define_singleton_method(:"backend_#{name}") do |*args, &block|
-      Thread.current.backend.__send__(name, *args, &block)
-    end
+    singleton_class.class_eval <<~RUBY, __FILE__, __LINE__ + 1
+      def backend_#{name}(*args, &block)         # def backend_read(*args, &block)
+        Thread.current.backend.#{name}(*args, &block) #   Thread.current.backend.read(*args, &block)
+      end                                        # end
+    RUBY
   end
 end
