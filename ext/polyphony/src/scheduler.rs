@@ -76,7 +76,12 @@ impl Backend {
     /// or the last dead fiber's value for `spin { :x }; suspend`; we
     /// consistently return `nil`.)
     pub fn switch_fiber(&self) -> Result<VALUE, Error> {
-        let cur = self.current_fiber();
+        self.switch_fiber_from(self.current_fiber())
+    }
+
+    /// `switch_fiber` for callers that know the current fiber `cur`
+    /// (`rb_fiber_current` costs a thread-local lookup in libruby).
+    pub fn switch_fiber_from(&self, cur: VALUE) -> Result<VALUE, Error> {
         self.switch_count.set(self.switch_count.get() + 1);
         let yieldable = self
             .runners
@@ -347,7 +352,7 @@ impl Backend {
     pub fn snooze(&self) -> Result<VALUE, Error> {
         let cur = self.current_fiber();
         self.rq.borrow_mut().push(cur, QNIL, false, false);
-        let v = self.switch_fiber()?;
+        let v = self.switch_fiber_from(cur)?;
         crate::helpers::raise_if_exception(v)
     }
 }

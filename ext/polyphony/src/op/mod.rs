@@ -92,6 +92,7 @@ impl Backend {
         slot: OpSlot,
         build: impl FnOnce(&mut OpSlot) -> squeue::Entry,
     ) -> Result<(usize, i32), Error> {
+        let fiber = slot.fiber;
         let key = {
             let mut ops = self.ops.borrow_mut();
             let entry = ops.vacant_entry();
@@ -105,17 +106,18 @@ impl Backend {
         };
         self.active_ops.set(self.active_ops.get() + 1);
         self.op_count.set(self.op_count.get() + 1);
-        let res = self.await_slot(key)?;
+        let res = self.await_slot(key, fiber)?;
         Ok((key, res))
     }
 
-    /// Parks until slot `key` has a result (see `submit_and_await`).
-    pub fn await_slot(&self, key: usize) -> Result<i32, Error> {
+    /// Parks `fiber` (the current fiber, the slot's waiter) until slot `key`
+    /// has a result (see `submit_and_await`).
+    pub fn await_slot(&self, key: usize, fiber: VALUE) -> Result<i32, Error> {
         loop {
             // A plain wake-up is ignored (D10). An Interjection runs its block
             // here (in `raise_if_exception`) and the operation goes on; any
             // other exception, or one raised by that block, gives it up.
-            let r = self.switch_fiber().and_then(raise_if_exception);
+            let r = self.switch_fiber_from(fiber).and_then(raise_if_exception);
             let done = self.ops.borrow().get(key).and_then(|s| s.result);
             match r {
                 Err(e) => {
@@ -284,8 +286,9 @@ impl Backend {
                 Ok(res)
             };
         }
+        let fiber = self.current_fiber();
         let key = {
-            let mut slot = OpSlot::new(self.current_fiber());
+            let mut slot = OpSlot::new(fiber);
             slot.fd = fd;
             slot.events = events;
             self.ops.borrow_mut().insert(slot)
@@ -305,7 +308,7 @@ impl Backend {
         }
         self.active_ops.set(self.active_ops.get() + 1);
         self.op_count.set(self.op_count.get() + 1);
-        let res = self.await_slot(key)?;
+        let res = self.await_slot(key, fiber)?;
         self.free_op(key);
         Ok(res)
     }
