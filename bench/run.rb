@@ -23,6 +23,10 @@ TOOLS_TARGET = File.join(TOOLS, 'target')
 NET_SECS = QUICK ? 2 : 5
 # Network runs per server, interleaved (the median is reported).
 NET_REPS = QUICK ? 1 : 3
+# Runs of the switch, spawn and pipe workloads per implementation,
+# interleaved (the median of each figure is reported): a single run on this
+# kind of shared machine was seen 45% off.
+MICRO_REPS = QUICK ? 1 : 3
 SIZES =
   if QUICK
     { 'SWITCH_FIBERS' => 1000, 'SWITCH_ROUNDS' => 100, 'SPAWN_TOTAL' => 20_000, 'SPAWN_BATCHES' => 20,
@@ -177,13 +181,27 @@ def median_run(runs)
   runs.sort_by { |r| r[:rate] / [r[:cpu], 0.01].max }[runs.size / 2]
 end
 
+# One result whose every numeric figure is the median of `runs`' figures.
+def median_figures(runs)
+  runs.first.to_h do |k, v|
+    next [k, v] unless v.is_a?(Numeric)
+
+    [k, runs.map { |r| r[k] }.sort[runs.size / 2]]
+  end
+end
+
 def micro
   SIZES['MEMORY_LARGE'] = fit_memory_fibers(SIZES.fetch('MEMORY_LARGE', 100_000))
   results = {}
   %w[switch spawn memory pipe].each do |name|
     log name
-    results[name] = BACKENDS.to_h { |b| [b, run_workload('polyphony', name, b)] }
-    results[name]['bare'] = run_workload('bare', name, 'epoll')
+    reps = name == 'memory' ? 1 : MICRO_REPS
+    runs = Hash.new { |h, k| h[k] = [] }
+    reps.times do
+      BACKENDS.each { |b| runs[b] << run_workload('polyphony', name, b) }
+      runs['bare'] << run_workload('bare', name, 'epoll')
+    end
+    results[name] = runs.transform_values { |rs| median_figures(rs) }
   end
   log 'timers'
   results['timers'] = BACKENDS.to_h { |b| [b, run_workload('polyphony', 'timers', b)] }
