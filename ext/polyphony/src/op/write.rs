@@ -4,10 +4,11 @@
 //! so the caller mutating its string cannot move the memory the kernel reads.
 //!
 //! - io_uring, sockets (`send_flags` given): `IORING_OP_SEND` for every
-//!   chunk, from the frozen copy kept in the op slot, or for strings of up to
-//!   `COPY_MAX` bytes from a copy of the bytes in a pooled buffer. The fiber waits for the
-//!   completion (that wait is the call's switchpoint), and the sends of all
-//!   fibers go to the kernel in the ring's next batch, with no send(2) each.
+//!   chunk, from the frozen copy kept in the op slot, or (strings of up to
+//!   `COPY_MAX` bytes) from a copy of the bytes in a pooled buffer. The fiber
+//!   waits for the completion (that wait is the call's switchpoint), and the
+//!   sends of all fibers go to the kernel in the ring's next batch, with no
+//!   send(2) each.
 //! - io_uring, other fds: bytes the fd takes at once go out with a
 //!   non-blocking `pwritev2(RWF_NOWAIT)` (no ring round trip, a snooze as
 //!   switchpoint); the rest through `IORING_OP_WRITE`.
@@ -141,7 +142,7 @@ pub fn write_all(b: &Backend, fd: i32, s: VALUE, send_flags: Option<i32>) -> Res
 /// Ring sends of strings up to this size copy the bytes into a pooled
 /// buffer (`send_copied`) instead of making a frozen String copy: a short
 /// copy costs less than an object for the GC to collect.
-pub const COPY_MAX: usize = super::MIN_POOLED;
+const COPY_MAX: usize = super::MIN_POOLED;
 
 /// io_uring send of all of `s` (at most `COPY_MAX` bytes) through a copy in
 /// a pooled buffer that the op slot owns while the send is in flight. The
