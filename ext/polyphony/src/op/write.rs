@@ -95,30 +95,8 @@ pub fn write_all(b: &Backend, fd: i32, s: VALUE, send_flags: Option<i32>) -> Res
         let n = if uring {
             let mut slot = OpSlot::on_fd(b.current_fiber(), fd);
             slot.keep = frozen;
-            let (key, res) = b.submit_and_await(slot, |_| unsafe {
-                let ptr = (rb_sys::RSTRING_PTR(frozen) as *const u8).add(off);
-                match send_flags {
-                    Some(f) => {
-                        io_uring::opcode::Send::new(io_uring::types::Fd(fd), ptr, chunk as u32)
-                            .flags(f | libc::MSG_NOSIGNAL)
-                            .build()
-                    }
-                    None => {
-                        io_uring::opcode::Write::new(io_uring::types::Fd(fd), ptr, chunk as u32)
-                            .offset(u64::MAX)
-                            .build()
-                    }
-                }
-            })?;
-            b.free_op(key);
-            if res == -libc::EAGAIN {
-                b.wait_ready(fd, WRITABLE)?;
-                continue;
-            }
-            if res < 0 {
-                return Err(errno_error(-res, call_name(send_flags)));
-            }
-            res as usize
+            let src = |_: &OpSlot| unsafe { (rb_sys::RSTRING_PTR(frozen) as *const u8).add(off) };
+            ring_write(b, fd, slot, src, chunk, send_flags)?.0
         } else {
             let n = retry_nonblocking(b, fd, WRITABLE, || unsafe {
                 let bytes = str_bytes(frozen);
@@ -156,28 +134,49 @@ fn send_copied(b: &Backend, fd: i32, s: VALUE, flags: i32) -> Result<usize, Erro
     while off < len {
         let mut slot = OpSlot::on_fd(b.current_fiber(), fd);
         slot.buf = buf;
-        let (key, res) = b.submit_and_await(slot, |slot| unsafe {
-            let ptr = slot.buf.as_ptr().add(off);
-            io_uring::opcode::Send::new(io_uring::types::Fd(fd), ptr, (len - off) as u32)
-                .flags(flags | libc::MSG_NOSIGNAL)
-                .build()
-        })?;
-        buf = match b.free_op(key) {
-            Some(slot) => slot.buf,
-            None => return Err(runtime_error("send: operation slot lost")),
-        };
-        if res == -libc::EAGAIN {
-            b.wait_ready(fd, WRITABLE)?;
-            continue;
-        }
-        if res < 0 {
-            b.give_buf(buf);
-            return Err(errno_error(-res, "send"));
-        }
-        off += res as usize;
+        let src = |slot: &OpSlot| unsafe { slot.buf.as_ptr().add(off) };
+        let (n, slot) = ring_write(b, fd, slot, src, len - off, Some(flags))?;
+        buf = slot.buf;
+        off += n;
     }
     b.give_buf(buf);
     Ok(len)
+}
+
+/// One `IORING_OP_SEND` (`send_flags` given) or `IORING_OP_WRITE` of `chunk`
+/// bytes at `src(slot)`, memory the slot keeps alive (`keep` or `buf`) while
+/// the op is in flight. Returns the bytes written (0 when the fd said
+/// EAGAIN: the fiber then waited until it is writable) and the freed slot.
+fn ring_write(
+    b: &Backend,
+    fd: i32,
+    slot: OpSlot,
+    src: impl FnOnce(&OpSlot) -> *const u8,
+    chunk: usize,
+    send_flags: Option<i32>,
+) -> Result<(usize, OpSlot), Error> {
+    let (key, res) = b.submit_and_await(slot, |slot| {
+        let ptr = src(slot);
+        match send_flags {
+            Some(f) => io_uring::opcode::Send::new(io_uring::types::Fd(fd), ptr, chunk as u32)
+                .flags(f | libc::MSG_NOSIGNAL)
+                .build(),
+            None => io_uring::opcode::Write::new(io_uring::types::Fd(fd), ptr, chunk as u32)
+                .offset(u64::MAX)
+                .build(),
+        }
+    })?;
+    let slot = b
+        .free_op(key)
+        .ok_or_else(|| runtime_error("write: operation slot lost"))?;
+    if res == -libc::EAGAIN {
+        b.wait_ready(fd, WRITABLE)?;
+        return Ok((0, slot));
+    }
+    if res < 0 {
+        return Err(errno_error(-res, call_name(send_flags)));
+    }
+    Ok((res as usize, slot))
 }
 
 /// One non-blocking write of `s[off, chunk]` (`send(MSG_DONTWAIT)`, or
