@@ -480,8 +480,9 @@ RSpec.describe 'Constructs (spec §12, §1.3)' do
     end
 
     it 'rejects invalid rates' do
-      expect { Polyphony::Throttler.new(0) }.to raise_error(RuntimeError, /Invalid rate/)
-      expect { Polyphony::Throttler.new(nil) }.to raise_error(RuntimeError, /Invalid rate/)
+      # ArgumentError, not Polyphony's RuntimeError (docs/differences.md).
+      expect { Polyphony::Throttler.new(0) }.to raise_error(ArgumentError, /Invalid rate/)
+      expect { Polyphony::Throttler.new(nil) }.to raise_error(ArgumentError, /Invalid rate/)
       expect(Polyphony::Throttler.new(interval: 0.5).interval).to eq(0.5)
     end
   end

@@ -140,8 +140,8 @@ RSpec.describe 'Timeouts and the global API (spec §5, §13.1)' do
       expect(n).to eq(5)
       expect(monotonic - t0).to be_between(0.035, 0.2)
       expect(throttled_loop(interval: 0.001) { break }).to be_nil
-      expect { throttled_loop(rate: 0) { } }.to raise_error(RuntimeError, /Invalid rate/)
-      expect { throttled_loop('x') { } }.to raise_error(RuntimeError, /Invalid rate/)
+      expect { throttled_loop(rate: 0) { } }.to raise_error(ArgumentError, /Invalid rate/)
+      expect { throttled_loop('x') { } }.to raise_error(ArgumentError, /Invalid rate/)
     end
 
     it 'spin_scope waits for the fibers spun inside and returns the block value' do

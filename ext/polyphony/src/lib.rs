@@ -8,6 +8,7 @@
 //! submission and its readiness-based fallback; `helpers/` the FFI glue.
 
 mod helpers;
+mod kept;
 mod op;
 mod ruby_api;
 mod runqueue;

@@ -94,16 +94,19 @@ impl RunQueue {
     /// of expired timers latest-deadline first, so they run in deadline
     /// order). A fiber already queued keeps its place and value, unless the
     /// timer carries an exception and the queued value does not: exceptions
-    /// always win (spec §2.3).
-    pub fn push_expired(&mut self, fiber: VALUE, value: VALUE, is_exception: bool) {
+    /// always win (docs/scheduling.md). Returns false if the timer's
+    /// exception could not be queued because another one is (the caller
+    /// keeps that timer armed).
+    pub fn push_expired(&mut self, fiber: VALUE, value: VALUE, is_exception: bool) -> bool {
         if let Some(l) = self.live.get_mut(&fiber) {
             if is_exception && !l.is_exception {
                 l.value = value;
                 l.is_exception = true;
             }
-            return;
+            return !(is_exception && l.value != value);
         }
         self.push(fiber, value, is_exception, true);
+        true
     }
 
     pub fn pop(&mut self) -> Option<(VALUE, VALUE)> {
@@ -169,6 +172,36 @@ impl RunQueue {
 }
 
 impl RunQueue {
+    /// `push`, unless `fiber` is queued with an exception already: that
+    /// one is kept (a stop is not replaced by a later close's `IOError`).
+    /// Returns whether `value` was queued.
+    pub fn push_unless_exception(
+        &mut self,
+        fiber: VALUE,
+        value: VALUE,
+        is_exception: bool,
+        priority: bool,
+    ) -> bool {
+        if self
+            .live
+            .get(&fiber)
+            .map(|l| l.is_exception)
+            .unwrap_or(false)
+        {
+            return false;
+        }
+        self.push(fiber, value, is_exception, priority);
+        true
+    }
+
+    /// Removes and returns `fiber`'s queued value if it is an exception.
+    pub fn take_exception(&mut self, fiber: VALUE) -> Option<VALUE> {
+        match self.live.entry(fiber) {
+            Entry::Occupied(e) if e.get().is_exception => Some(e.remove().value),
+            _ => None,
+        }
+    }
+
     /// Removes `fiber`'s entry only if it carries exactly `value`.
     pub fn remove_if_value(&mut self, fiber: VALUE, value: VALUE) -> bool {
         if self

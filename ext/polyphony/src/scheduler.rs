@@ -310,21 +310,7 @@ impl Backend {
             }
         }
         *self.wake_buf.borrow_mut() = wake;
-        let mut expired = Vec::new();
-        self.timers.borrow_mut().expire(&mut expired);
-        // Expired timers run before the fibers already queued (in deadline
-        // order): with thousands of runnable fibers a timer would otherwise
-        // fire late by the time it takes to run them all. A timer that was
-        // due when set (`sleep 0`) is a snooze: its fiber goes to the tail.
-        for t in expired.iter().rev().filter(|t| !t.immediate) {
-            if unsafe { rb_sys::rb_fiber_alive_p(t.fiber) } == QTRUE {
-                let exc = is_exception(t.value);
-                self.rq.borrow_mut().push_expired(t.fiber, t.value, exc);
-            }
-        }
-        for t in expired.iter().filter(|t| t.immediate) {
-            self.schedule(t.fiber, t.value, false);
-        }
+        self.fire_timers();
         self.drain_inbox();
         if blocking || unsafe { rb_sys::rb_thread_interrupted(rb_sys::rb_thread_current()) } != 0 {
             protect(|| unsafe {
@@ -333,6 +319,71 @@ impl Backend {
             })?;
         }
         Ok(())
+    }
+
+    /// Queues the fibers of expired timers. Expired timers run before the
+    /// fibers already queued (in deadline order): with thousands of runnable
+    /// fibers a timer would otherwise fire late by the time it takes to run
+    /// them all. A timer that was due when set (`sleep 0`) is a snooze: its
+    /// fiber goes to the tail.
+    ///
+    /// When several timers of one fiber expire in the same poll, the
+    /// earliest exception wins (an outer `move_on_after` that expired first
+    /// unwinds to its own scope), and an exception wins over a plain wake-up.
+    /// A timer whose exception cannot be delivered now (another one is on its
+    /// way to the fiber) stays armed and fires at the next poll, so a
+    /// deadline is never lost (docs/io-semantics.md).
+    fn fire_timers(&self) {
+        let mut expired = Vec::new();
+        self.timers.borrow_mut().expire(&mut expired);
+        if expired.is_empty() {
+            return;
+        }
+        // Pass 1, in deadline order: one winner per fiber; the exception
+        // timers that lose stay armed.
+        let mut winners: Vec<(crate::timers::TimerId, crate::timers::Timer, bool)> =
+            Vec::with_capacity(expired.len());
+        let mut by_fiber: crate::runqueue::AddrMap<usize> = Default::default();
+        let mut rearm = Vec::new();
+        for (id, t) in expired {
+            // SAFETY: `t.fiber` is a live object (timers are marked).
+            if unsafe { rb_sys::rb_fiber_alive_p(t.fiber) } != QTRUE {
+                continue;
+            }
+            let exc = is_exception(t.value);
+            match by_fiber.get(&t.fiber) {
+                None => {
+                    by_fiber.insert(t.fiber, winners.len());
+                    winners.push((id, t, exc));
+                }
+                Some(&i) => {
+                    if exc && !winners[i].2 {
+                        // An exception beats an earlier plain wake-up.
+                        winners[i] = (id, t, exc);
+                    } else if exc {
+                        rearm.push((id, t));
+                    }
+                }
+            }
+        }
+        // Pass 2, latest first, so that the earliest ends at the head.
+        for (id, t, exc) in winners.into_iter().rev() {
+            let queued = if t.immediate {
+                self.rq
+                    .borrow_mut()
+                    .push_unless_exception(t.fiber, t.value, exc, false)
+                    || !exc
+            } else {
+                self.rq.borrow_mut().push_expired(t.fiber, t.value, exc)
+            };
+            if !queued {
+                rearm.push((id, t));
+            }
+        }
+        let mut timers = self.timers.borrow_mut();
+        for (id, t) in rearm {
+            timers.rearm(id, t);
+        }
     }
 
     /// `wait_event`: parks until scheduled; counts as pending meanwhile.

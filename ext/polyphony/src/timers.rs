@@ -70,8 +70,8 @@ impl Timers {
             .map(|(d, _)| Duration::from_nanos(d.saturating_sub(now_ns())))
     }
 
-    /// Removes and returns the timers due now.
-    pub fn expire(&mut self, out: &mut Vec<Timer>) {
+    /// Removes and returns the timers due now, in deadline order.
+    pub fn expire(&mut self, out: &mut Vec<(TimerId, Timer)>) {
         if self.map.is_empty() {
             return;
         }
@@ -80,8 +80,15 @@ impl Timers {
             if entry.key().0 > now {
                 break;
             }
-            out.push(entry.remove());
+            let id = *entry.key();
+            out.push((id, entry.remove()));
         }
+    }
+
+    /// Puts back an expired timer that could not be delivered: it keeps its
+    /// id (its owner can still cancel it) and fires again at the next poll.
+    pub fn rearm(&mut self, id: TimerId, timer: Timer) {
+        self.map.insert(id, timer);
     }
 
     pub fn clear(&mut self) {

@@ -42,13 +42,11 @@ module Polyphony
 
   class << self
     # Builds the exception raised when a Backend#timeout expires.
+    # The exception a timeout raises, from its `with_exception:` spec (an
+    # exception class, `[class, message]`, an exception, or a message for a
+    # RuntimeError); TypeError for anything else, as `Kernel#raise`.
     def __timeout_exception__(spec)
-      case spec
-      when Class then spec.new
-      when Array then spec[0].new(spec[1])
-      when Exception then spec
-      else RuntimeError.new(spec)
-      end
+      Exception.instantiate(*(spec.is_a?(Array) ? spec : [spec]))
     end
 
     # Last resort for an exception escaping a fiber's lifecycle code.

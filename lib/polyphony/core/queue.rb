@@ -254,7 +254,8 @@ module Polyphony
     # Under @lock: as many blocked pushers as there is room for.
     def wake_pushers
       room = @cap ? @cap - @items.size : @push_waiters.size
-      room.times { wake_one(@push_waiters) }
+      # Never more than there are waiters: a cap of 2**31 costs nothing.
+      [room, @push_waiters.size].min.times { wake_one(@push_waiters) }
     end
 
     # Registers `fiber` as a shifter and parks it until woken (at once, after

@@ -48,7 +48,7 @@ module Polyphony
           when Numeric then spec.positive? ? 1.0 / spec : nil
           when Hash then interval_from_hash(spec)
           end
-        Kernel.raise RuntimeError, "Invalid rate argument #{spec.inspect}" unless interval&.positive?
+        Kernel.raise ArgumentError, "Invalid rate argument #{spec.inspect}" unless interval&.positive?
 
         interval
       end

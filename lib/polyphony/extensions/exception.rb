@@ -13,14 +13,26 @@ class ::Exception
 
     # Normalises an exception spec: String → RuntimeError, [klass, msg] →
     # klass.new(msg), Class → klass.new(message), instance → itself.
+    # TypeError for a class that is not an exception class, or an object
+    # that is neither an exception, a class, a message nor nil (as
+    # `Kernel#raise`).
     def instantiate(error = nil, message = nil)
       case error
       when Exception then error
       when String then RuntimeError.new(error)
-      when Array then error[0].new(error[1])
-      when Class then message.nil? ? error.new : error.new(message)
-      else RuntimeError.new
+      when Array then instantiate(*error)
+      when Class then __instantiate_class__(error, message)
+      when nil then RuntimeError.new
+      else Kernel.raise TypeError, 'exception class/object expected'
       end
+    end
+
+    private
+
+    def __instantiate_class__(klass, message)
+      Kernel.raise TypeError, 'exception class/object expected' unless klass <= Exception
+
+      message.nil? ? klass.new : klass.new(message)
     end
   end
 

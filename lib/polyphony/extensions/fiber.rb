@@ -135,6 +135,8 @@ class ::Fiber
   end
 
   def attach_to(new_parent)
+    Kernel.raise TypeError, "expected a Fiber, got #{new_parent.class}" unless new_parent.is_a?(Fiber)
+
     parent&.__remove_child__(self)
     new_parent.add_child(self)
     self

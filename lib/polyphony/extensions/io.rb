@@ -51,7 +51,7 @@ class ::IO
   # The stock methods, for code that wants them.
   %i[read write readpartial gets each_line getc getbyte ungetc ungetbyte
      read_nonblock readline readlines readchar readbyte each_char each_byte
-     eof? wait_readable wait_writable close puts pos seek pos= rewind].each do |m|
+     eof? wait_readable wait_writable close close_read reopen puts pos seek pos= rewind].each do |m|
     alias_method :"orig_#{m}", m unless method_defined?(:"orig_#{m}")
   end
 
@@ -266,6 +266,18 @@ class ::IO
 
   def wait_writable(timeout = nil)
     __wait_io__(true, timeout)
+  end
+
+  # What interrupted reads kept for this IO (docs/io-semantics.md) dies with
+  # its file: on `close_read` and `reopen` as on `close`.
+  def close_read
+    __discard_kept__
+    orig_close_read
+  end
+
+  def reopen(*args, **opts)
+    __discard_kept__
+    orig_reopen(*args, **opts)
   end
 
   # Closes the IO; other fibers waiting on it get `IOError`. `nil`.

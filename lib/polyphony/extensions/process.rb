@@ -101,7 +101,12 @@ module Polyphony
     end
 
     # SIGTERM, then SIGKILL if the process has not exited within 5 s; reaps it.
+    # Only one process: 0 and negative pids (the process group, every
+    # process) raise ArgumentError.
     def kill_process(pid)
+      pid = Integer(pid)
+      Kernel.raise ArgumentError, "kill_process needs a single process id, not #{pid}" unless pid.positive?
+
       ::Process.kill('TERM', pid)
       cancel_after(5) { ::Process.wait(pid) }
     rescue Polyphony::Cancel

@@ -9,6 +9,14 @@ require 'socket'
 class ::BasicSocket
   alias orig_recv recv unless method_defined?(:orig_recv)
   alias orig_send send unless method_defined?(:orig_send)
+  alias orig_close_read close_read unless method_defined?(:orig_close_read)
+
+  # Bytes kept for this socket by interrupted reads die with its read side
+  # (docs/io-semantics.md).
+  def close_read
+    __send__(:__discard_kept__)
+    orig_close_read
+  end
 
   def __read_method__
     :backend_recv
@@ -61,7 +69,9 @@ class ::BasicSocket
     __nonblock_loop__ { sendmsg_nonblock(*args, exception: false) }
   end
 
-  # `SO_LINGER` {0, 0}: close resets the connection at once.
+  # `SO_LINGER` {off, 0} (`Socket::ZERO_LINGER`), as in Polyphony: close
+  # returns at once and the kernel sends what is left in the background (no
+  # waiting in close, and no reset).
   def dont_linger
     setsockopt(::Socket::SOL_SOCKET, ::Socket::SO_LINGER, ::Socket::ZERO_LINGER)
     self

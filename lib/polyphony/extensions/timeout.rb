@@ -13,7 +13,10 @@ module ::Timeout
   # with `message` ("execution expired") in the block once `sec` seconds
   # have passed. Nested timeouts unwind to their own level.
   def timeout(sec, klass = nil, message = nil, &block)
-    return yield(sec) if sec.nil? || sec.zero?
+    return yield(sec) if sec.nil?
+
+    Kernel.raise TypeError, "can't convert #{sec.class} into time interval" unless sec.is_a?(Numeric)
+    return yield(sec) if sec.zero?
 
     message ||= 'execution expired'
     klass ||= ::Timeout::Error

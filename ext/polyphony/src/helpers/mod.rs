@@ -66,14 +66,23 @@ pub fn raise_if_exception(v: VALUE) -> Result<VALUE, Error> {
         call(v, id!("invoke"), &[])?;
         return Ok(v);
     }
-    Err(Error::from(magnus::Exception::from_value(val(v)).unwrap()))
+    Err(exception_error(v))
+}
+
+/// An `Error` raising `exc`; a TypeError if `exc` is not an exception
+/// (never a panic).
+pub fn exception_error(exc: VALUE) -> Error {
+    match magnus::Exception::from_value(val(exc)) {
+        Some(e) => Error::from(e),
+        None => type_error("exception class/object expected"),
+    }
 }
 
 /// `SystemCallError` for an errno value (gives the right `Errno::*` class).
 pub fn errno_error(errno: i32, ctx: &str) -> Error {
     let msg = std::ffi::CString::new(ctx).unwrap_or_default();
     let exc = unsafe { rb_sys::rb_syserr_new(errno, msg.as_ptr()) };
-    Error::from(magnus::Exception::from_value(val(exc)).unwrap())
+    exception_error(exc)
 }
 
 pub fn last_errno() -> i32 {
@@ -146,13 +155,19 @@ pub enum Dir {
 /// an `IO` (closed → `IOError`), an Integer fd, an object whose `@io` holds an
 /// IO, or a `Polyphony::Pipe` (read or write end).
 pub fn io_fd(io: VALUE, dir: Dir) -> Result<i32, Error> {
+    io_fd_owner(io, dir).map(|(fd, _)| fd)
+}
+
+/// `io_fd`, and the IO object that owns the fd (nil for a bare fd number):
+/// what an interrupted operation gives back is kept on it (`crate::kept`).
+pub fn io_fd_owner(io: VALUE, dir: Dir) -> Result<(i32, VALUE), Error> {
     unsafe {
         if rb_sys::FIXNUM_P(io) {
             let fd = rb_sys::rb_num2long(io);
             if fd < 0 || fd > i32::MAX as _ {
                 return Err(arg_error(format!("invalid file descriptor {fd}")));
             }
-            return Ok(fd as i32);
+            return Ok((fd as i32, QNIL));
         }
         if rb_sys::SPECIAL_CONST_P(io) {
             return Err(type_error(format!(
@@ -171,9 +186,9 @@ pub fn io_fd(io: VALUE, dir: Dir) -> Result<i32, Error> {
             // raises its own IOError.
             let fptr = (*(io as *const rb_sys::RFile)).fptr;
             if !fptr.is_null() && (*fptr).fd >= 0 {
-                return Ok((*fptr).fd);
+                return Ok(((*fptr).fd, io));
             }
-            return protect(|| rb_sys::rb_io_descriptor(io) as VALUE).map(|fd| fd as i32);
+            return protect(|| rb_sys::rb_io_descriptor(io) as VALUE).map(|fd| (fd as i32, io));
         }
         let m = match dir {
             Dir::Read => id!("__read_io__"),
@@ -182,12 +197,12 @@ pub fn io_fd(io: VALUE, dir: Dir) -> Result<i32, Error> {
         if rb_sys::rb_respond_to(io, m) != 0 {
             let inner = call(io, m, &[])?;
             if inner != io {
-                return io_fd(inner, dir);
+                return io_fd_owner(inner, dir);
             }
         }
         let inner = rb_sys::rb_ivar_get(io, id!("@io"));
         if !is_nil(inner) && inner != io {
-            return io_fd(inner, dir);
+            return io_fd_owner(inner, dir);
         }
         Err(type_error(format!(
             "expected an IO or a file descriptor, got {}",

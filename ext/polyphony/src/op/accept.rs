@@ -2,19 +2,28 @@
 //! `socket_class.for_fd(fd)` (a real socket object, binary mode).
 //! io_uring: `IORING_OP_ACCEPT`; epoll: `accept4(SOCK_NONBLOCK)` + readiness.
 //! The new fd is close-on-exec; if wrapping it fails it is closed, never leaked.
+//! A connection the kernel accepted after the fiber gave up is kept for the
+//! next accept of the same server object (`Undo::Accept`, `crate::kept`).
 
 use crate::helpers::id;
 use magnus::Error;
 use rb_sys::VALUE;
 
-use super::{ensure_nonblock, retry_nonblocking, OpSlot, READABLE};
+use super::{ensure_nonblock, retry_nonblocking, OpSlot, Undo, READABLE};
 use crate::helpers::{call, errno_error};
 use crate::ruby_api::backend::Backend;
 
-pub fn accept_fd(b: &Backend, fd: i32) -> Result<i32, Error> {
+pub fn accept_fd(b: &Backend, owner: VALUE, fd: i32) -> Result<i32, Error> {
+    b.raise_pending(b.current_fiber())?;
+    if let Some(cfd) = crate::kept::take_fd(owner, fd) {
+        b.switchpoint_after_sync()?;
+        return Ok(cfd);
+    }
     if b.is_uring() {
         loop {
-            let (key, res) = b.submit_and_await(OpSlot::on_fd(b.current_fiber(), fd), |_| {
+            let mut slot = OpSlot::on_fd(b.current_fiber(), fd);
+            slot.undo = Undo::Accept { owner };
+            let (key, res) = b.submit_and_await(slot, |_| {
                 io_uring::opcode::Accept::new(
                     io_uring::types::Fd(fd),
                     std::ptr::null_mut(),
@@ -43,6 +52,8 @@ pub fn accept_fd(b: &Backend, fd: i32) -> Result<i32, Error> {
             libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
         ) as isize
     })?;
+    // Accepted: delivered, whatever arrives at the switchpoint.
+    b.switchpoint_after_sync()?;
     Ok(n as i32)
 }
 
@@ -62,7 +73,7 @@ pub fn wrap(klass: VALUE, fd: i32) -> Result<VALUE, Error> {
     }
 }
 
-pub fn accept(b: &Backend, fd: i32, klass: VALUE) -> Result<VALUE, Error> {
-    let cfd = accept_fd(b, fd)?;
+pub fn accept(b: &Backend, owner: VALUE, fd: i32, klass: VALUE) -> Result<VALUE, Error> {
+    let cfd = accept_fd(b, owner, fd)?;
     wrap(klass, cfd)
 }

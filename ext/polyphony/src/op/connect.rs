@@ -7,7 +7,7 @@ use std::net::ToSocketAddrs;
 
 use magnus::Error;
 
-use super::{ensure_nonblock, OpSlot, WRITABLE};
+use super::{ensure_nonblock, OpSlot, Undo, WRITABLE};
 use crate::helpers::{errno_error, runtime_error};
 use crate::ruby_api::backend::Backend;
 
@@ -43,6 +43,20 @@ fn to_sockaddr(addr: std::net::SocketAddr) -> (libc::sockaddr_storage, libc::soc
     (ss, len as libc::socklen_t)
 }
 
+/// Undoes a connect whose fiber gave up (`Undo::Connect`): a connection
+/// that was made, or is still being made in the kernel, is dissolved
+/// (`connect(2)` to `AF_UNSPEC`), so the peer never sees a connection its
+/// client gave up on, and the socket can be connected again or closed.
+pub fn dissolve(fd: i32) {
+    // SAFETY: a zeroed sockaddr with family AF_UNSPEC, of the size the call
+    // is told; `fd` is the socket the caller's IO object still owns.
+    unsafe {
+        let mut sa: libc::sockaddr = std::mem::zeroed();
+        sa.sa_family = libc::AF_UNSPEC as _;
+        libc::connect(fd, &sa, std::mem::size_of::<libc::sockaddr>() as _);
+    }
+}
+
 pub fn connect(b: &Backend, fd: i32, host: &str, port: u16) -> Result<(), Error> {
     let addr = (host, port)
         .to_socket_addrs()
@@ -60,8 +74,10 @@ pub fn connect_sockaddr(
     sa: (libc::sockaddr_storage, libc::socklen_t),
     what: &str,
 ) -> Result<(), Error> {
+    b.raise_pending(b.current_fiber())?;
     if b.is_uring() {
         let mut slot = OpSlot::on_fd(b.current_fiber(), fd);
+        slot.undo = Undo::Connect;
         slot.addr = Some(Box::new(sa));
         let (key, res) = b.submit_and_await(slot, |s| {
             let a = s.addr.as_ref().unwrap();
@@ -87,7 +103,11 @@ pub fn connect_sockaddr(
     if err != libc::EINPROGRESS && err != libc::EAGAIN {
         return Err(errno_error(err, what));
     }
-    b.wait_ready(fd, WRITABLE)?;
+    if let Err(e) = b.wait_ready(fd, WRITABLE) {
+        // Given up while the handshake goes on in the kernel: undone.
+        dissolve(fd);
+        return Err(e);
+    }
     let mut so_err: i32 = 0;
     let mut len = std::mem::size_of::<i32>() as libc::socklen_t;
     unsafe {

@@ -2,10 +2,19 @@
 //! submission and its readiness-based (epoll) fallback.
 //!
 //! In-flight state lives in the backend's slab ([`OpSlot`]), never on the
-//! suspended fiber's stack: a fiber that is stopped while an operation is in
-//! flight leaves the slot behind ("orphaned") and the kernel's completion
-//! frees it later. Memory the kernel may write into is owned by the slot
-//! (`buf`); a Ruby object the kernel reads from is kept in `keep` and marked.
+//! suspended fiber's stack. Memory the kernel may write into is owned by the
+//! slot (`buf`); a Ruby object the kernel reads from is kept in `keep` and
+//! marked.
+//!
+//! Every operation ends exactly once, delivered or undone
+//! (docs/io-semantics.md): an exception that reaches a fiber parked on an
+//! operation that already completed is put off to the fiber's next
+//! switchpoint and the result delivered ([`Backend::pend`]); otherwise the
+//! operation is cancelled and the kernel driven until it reports it
+//! ([`Backend::settle`]), and whatever it still did is handed back to its
+//! owner by the slot's [`Undo`] (bytes kept on the IO object, an accepted fd
+//! kept for the server, a connection shut down). No operation outlives the
+//! wait of the fiber that asked for it.
 
 pub mod accept;
 pub mod connect;
@@ -23,9 +32,25 @@ use io_uring::squeue;
 use magnus::Error;
 use rb_sys::VALUE;
 
-use crate::helpers::{errno_error, raise_if_exception};
+use crate::helpers::{errno_error, is_exception, raise_if_exception, QNIL};
 use crate::ruby_api::backend::Backend;
-use crate::selector::Selector;
+use crate::selector::{Event, Selector};
+
+/// What undoes an operation that completed after its fiber gave up.
+#[derive(Clone, Copy)]
+pub enum Undo {
+    /// Nothing to give back (a wait for readiness, a timer), or nothing that
+    /// can be taken back (bytes written are written).
+    Nothing,
+    /// Bytes read are kept for the next read of `owner` (the IO object; nil
+    /// for a bare fd: kept for the next read of that fd number in this
+    /// thread, see `crate::kept`).
+    Read { owner: VALUE },
+    /// An accepted fd is kept for the next accept of `owner` (the server).
+    Accept { owner: VALUE },
+    /// A connection that was made is shut down.
+    Connect,
+}
 
 /// One in-flight operation (io_uring) or readiness waiter (epoll).
 pub struct OpSlot {
@@ -44,10 +69,9 @@ pub struct OpSlot {
     pub fd: i32,
     /// epoll: the interest of a readiness waiter.
     pub events: u32,
-    /// A read whose data must not be lost: if it completes after its fiber
-    /// gave up, the bytes are kept for the next read of `fd` (see
-    /// `Backend::keep_orphaned_data`).
-    pub carry: bool,
+    /// How to give back what the kernel did if the fiber gives up first
+    /// (its owner object is marked while the slot lives).
+    pub undo: Undo,
 }
 
 impl OpSlot {
@@ -60,7 +84,7 @@ impl OpSlot {
             addr: None,
             fd: -1,
             events: 0,
-            carry: false,
+            undo: Undo::Nothing,
         }
     }
 
@@ -84,15 +108,16 @@ impl Backend {
     /// Submits `entry` (built by `build` from the slot, whose user data is set
     /// here) and parks the current fiber until it completes. Returns the
     /// slot's key and result; the caller reads what it needs from the slot and
-    /// must call `free_op`. Exceptions scheduled on the fiber interrupt the
-    /// wait: the operation is cancelled and its slot orphaned. Plain wake-ups
-    /// are ignored (decision D10).
+    /// must call `free_op`. An exception scheduled on the fiber ends the wait
+    /// as the module doc says (delivered or undone); plain wake-ups are
+    /// ignored (docs/scheduling.md, "plain wake-ups").
     pub fn submit_and_await(
         &self,
         slot: OpSlot,
         build: impl FnOnce(&mut OpSlot) -> squeue::Entry,
     ) -> Result<(usize, i32), Error> {
         let fiber = slot.fiber;
+        self.raise_pending(fiber)?;
         let key = {
             let mut ops = self.ops.borrow_mut();
             let entry = ops.vacant_entry();
@@ -114,45 +139,150 @@ impl Backend {
     /// has a result (see `submit_and_await`).
     pub fn await_slot(&self, key: usize, fiber: VALUE) -> Result<i32, Error> {
         loop {
-            // A plain wake-up is ignored (D10). An Interjection runs its block
-            // here (in `raise_if_exception`) and the operation goes on; any
-            // other exception, or one raised by that block, gives it up.
+            // An Interjection runs its block here (in `raise_if_exception`)
+            // and the operation goes on; any other exception, or one raised
+            // by that block, ends the wait.
             let r = self.switch_fiber_from(fiber).and_then(raise_if_exception);
             let done = self.ops.borrow().get(key).and_then(|s| s.result);
-            match r {
-                Err(e) => {
-                    self.abandon(key, done.is_some());
-                    return Err(e);
-                }
-                Ok(_) => {
-                    if let Some(res) = done {
-                        return Ok(res);
+            match (r, done) {
+                (Ok(_), Some(res)) => return Ok(res),
+                (Ok(_), None) => {}
+                // Completed before the fiber saw the exception: delivered;
+                // the exception waits for the next switchpoint.
+                (Err(e), Some(res)) => match self.pend(fiber, e) {
+                    Ok(()) => return Ok(res),
+                    Err(e) => {
+                        // A jump (throw, kill) cannot wait: undone instead.
+                        if let Some(slot) = self.free_op(key) {
+                            self.undo(&slot, res);
+                        }
+                        return Err(e);
                     }
+                },
+                (Err(e), None) => {
+                    self.active_ops.set(self.active_ops.get().saturating_sub(1));
+                    if let Some((slot, res)) = self.settle(key) {
+                        self.undo(&slot, res);
+                    }
+                    return Err(e);
                 }
             }
         }
     }
 
-    /// The waiter gives up on slot `key`.
-    fn abandon(&self, key: usize, completed: bool) {
-        if completed {
-            if let Some(slot) = self.free_op(key) {
-                self.keep_orphaned_data(&slot, slot.result.unwrap_or(0));
+    /// Puts exception `e` off to `fiber`'s next switchpoint (the fiber is the
+    /// current one and goes on running): it is queued like any scheduled
+    /// exception, so the next switch raises it, and the next operation raises
+    /// it before it starts ([`Backend::raise_pending`]). A non-exception
+    /// error (a `throw`, a thread kill) cannot wait and is returned.
+    pub fn pend(&self, fiber: VALUE, e: Error) -> Result<(), Error> {
+        let Some(exc) = e.value() else {
+            return Err(e);
+        };
+        let exc = crate::helpers::raw(exc);
+        // A queued exception (a stop that came after the one being put
+        // off) is kept: the earlier one is dropped, as if it had been raised
+        // and replaced.
+        self.rq
+            .borrow_mut()
+            .push_unless_exception(fiber, exc, true, false);
+        Ok(())
+    }
+
+    /// Raises an exception put off by [`Backend::pend`] (or scheduled on the
+    /// running fiber by itself) before an operation starts, so that a fiber
+    /// whose operations all complete at once still sees it.
+    #[inline]
+    pub fn raise_pending(&self, fiber: VALUE) -> Result<(), Error> {
+        if self.rq.borrow().is_empty() {
+            return Ok(());
+        }
+        let exc = self.rq.borrow_mut().take_exception(fiber);
+        match exc {
+            Some(v) => raise_if_exception(v).map(|_| ()),
+            None => Ok(()),
+        }
+    }
+
+    /// The waiter of slot `key` gave up before it completed: the operation is
+    /// cancelled and the kernel driven until it reports it. Returns the slot
+    /// (taken out of the slab) and its result, for [`Backend::undo`]; `None`
+    /// if there is nothing to undo (epoll waiters, which the kernel never
+    /// completes by itself).
+    fn settle(&self, key: usize) -> Option<(OpSlot, i32)> {
+        let uring = {
+            let mut ops = self.ops.borrow_mut();
+            let slot = ops.get_mut(key)?;
+            slot.fiber = 0;
+            match &mut *self.sel.borrow_mut() {
+                Selector::Uring(u) => {
+                    u.cancel(key);
+                    true
+                }
+                Selector::Epoll(_) => false,
             }
+        };
+        if !uring {
+            let slot = self.free_op(key)?;
+            self.remove_ready_waiter(slot.fd, key);
+            return None;
+        }
+        let mut events = Vec::new();
+        let mut wake = Vec::new();
+        loop {
+            let done = self.ops.borrow().get(key).and_then(|s| s.result);
+            if let Some(res) = done {
+                let slot = self.free_op(key)?;
+                return Some((slot, res));
+            }
+            events.clear();
+            // Cancelling an operation that waits for readiness completes at
+            // once; one running in the kernel's worker finishes or is
+            // interrupted. Other threads run meanwhile (GVL released).
+            let r = self
+                .sel
+                .borrow_mut()
+                .wait(Some(std::time::Duration::from_millis(100)), &mut events);
+            if r.is_err() {
+                // The ring itself failed: nothing more will come.
+                let _ = self.free_op(key);
+                return None;
+            }
+            for ev in events.drain(..) {
+                if let Event::Op { key: k, res, .. } = ev {
+                    self.complete_op(k, res, &mut wake);
+                }
+            }
+            let mut rq = self.rq.borrow_mut();
+            for f in wake.drain(..) {
+                rq.push(f, QNIL, false, false);
+            }
+        }
+    }
+
+    /// Gives back what the kernel did for an operation whose fiber gave up
+    /// (see [`Undo`]).
+    fn undo(&self, slot: &OpSlot, res: i32) {
+        if let Undo::Connect = slot.undo {
+            // Even a cancelled connect may go on in the kernel.
+            return connect::dissolve(slot.fd);
+        }
+        if res < 0 {
             return;
         }
-        self.active_ops.set(self.active_ops.get().saturating_sub(1));
-        let mut ops = self.ops.borrow_mut();
-        let Some(slot) = ops.get_mut(key) else { return };
-        slot.fiber = 0;
-        match &mut *self.sel.borrow_mut() {
-            Selector::Uring(u) => u.cancel(key),
-            Selector::Epoll(_) => {
-                let fd = slot.fd;
-                ops.remove(key);
-                drop(ops);
-                self.remove_ready_waiter(fd, key);
+        match slot.undo {
+            Undo::Nothing => {}
+            Undo::Read { owner } => {
+                let n = res as usize;
+                if n > 0 && n <= slot.buf.capacity() {
+                    // SAFETY: the kernel wrote `n` bytes into `buf`, whose
+                    // capacity is at least `n` (checked above).
+                    let data = unsafe { std::slice::from_raw_parts(slot.buf.as_ptr(), n) };
+                    crate::kept::keep_bytes(self, owner, slot.fd, data);
+                }
             }
+            Undo::Accept { owner } => crate::kept::keep_fd(owner, res),
+            Undo::Connect => {}
         }
     }
 
@@ -194,58 +324,26 @@ impl Backend {
     }
 
     /// Called for each io_uring completion: records the result and wakes the
-    /// fiber, or frees the slot of an abandoned operation.
+    /// fiber (a slot being settled has no fiber to wake).
     pub fn complete_op(&self, key: usize, res: i32, wake: &mut Vec<VALUE>) {
         let mut ops = self.ops.borrow_mut();
         let Some(slot) = ops.get_mut(key) else { return };
-        if slot.fiber == 0 {
-            let slot = ops.remove(key);
-            drop(ops);
-            self.keep_orphaned_data(&slot, res);
+        if slot.result.is_some() {
             return;
         }
         slot.result = Some(res);
+        if slot.fiber == 0 {
+            return;
+        }
         wake.push(slot.fiber);
         self.active_ops.set(self.active_ops.get().saturating_sub(1));
     }
 
-    /// A read that completed with `res` bytes after its fiber gave up: the
-    /// kernel consumed those bytes from the fd, so they are kept for the next
-    /// read of the same fd instead of being dropped.
-    fn keep_orphaned_data(&self, slot: &OpSlot, res: i32) {
-        if !slot.carry || res <= 0 || slot.fd < 0 || res as usize > slot.buf.capacity() {
-            return;
-        }
-        let data = unsafe { std::slice::from_raw_parts(slot.buf.as_ptr(), res as usize) };
-        self.carry
-            .borrow_mut()
-            .entry(slot.fd)
-            .or_default()
-            .extend_from_slice(data);
-    }
-
-    /// Hands up to `max` carried-over bytes of `fd` (see
-    /// `keep_orphaned_data`) to `put`; `None` if there are none.
-    pub fn take_carry(&self, fd: i32, max: usize, put: impl FnOnce(&[u8])) -> Option<usize> {
-        let mut carry = self.carry.borrow_mut();
-        if carry.is_empty() {
-            return None;
-        }
-        let data = carry.get_mut(&fd)?;
-        let n = data.len().min(max);
-        put(&data[..n]);
-        data.drain(..n);
-        if data.is_empty() {
-            carry.remove(&fd);
-        }
-        Some(n)
-    }
-
     /// `fd` is being closed: every other fiber of this thread waiting on it
-    /// gets `IOError` (as Ruby does for threads), and carried-over data of
-    /// the old file is dropped.
+    /// gets `IOError` (as Ruby does for threads), unless an exception is
+    /// already on its way to it (a fiber that was stopped stays stopped).
     pub fn fd_closing(&self, fd: i32) {
-        self.carry.borrow_mut().remove(&fd);
+        crate::kept::forget_fd(self, fd);
         let cur = self.current_fiber();
         let waiters: Vec<VALUE> = self
             .ops
@@ -254,11 +352,10 @@ impl Backend {
             .filter(|(_, s)| s.fd == fd && s.fiber != 0 && s.fiber != cur && s.result.is_none())
             .map(|(_, s)| s.fiber)
             .collect();
-        if waiters.is_empty() {
-            return;
-        }
         for f in waiters {
             let msg = "stream closed in another fiber";
+            // SAFETY: builds a new exception object from a valid class and
+            // a byte range that outlives the call.
             let exc = unsafe {
                 rb_sys::rb_exc_new(
                     rb_sys::rb_eIOError,
@@ -266,7 +363,10 @@ impl Backend {
                     msg.len() as _,
                 )
             };
-            self.schedule(f, exc, true);
+            debug_assert!(is_exception(exc));
+            self.rq
+                .borrow_mut()
+                .push_unless_exception(f, exc, true, true);
         }
     }
 
@@ -275,6 +375,7 @@ impl Backend {
     /// registration. Returns the ready events.
     pub fn wait_ready(&self, fd: i32, events: u32) -> Result<i32, Error> {
         if self.is_uring() {
+            // (`submit_and_await` raises a pending exception first.)
             let (key, res) = self
                 .submit_and_await(OpSlot::on_fd(self.current_fiber(), fd), |_| {
                     io_uring::opcode::PollAdd::new(io_uring::types::Fd(fd), events).build()
@@ -287,6 +388,7 @@ impl Backend {
             };
         }
         let fiber = self.current_fiber();
+        self.raise_pending(fiber)?;
         let key = {
             let mut slot = OpSlot::new(fiber);
             slot.fd = fd;

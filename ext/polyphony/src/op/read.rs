@@ -2,14 +2,18 @@
 //!
 //! io_uring: an `IORING_OP_READ` into a buffer owned by the op slot (the
 //! kernel may still write into it after the fiber was interrupted, until the
-//! cancellation completes), copied into the Ruby string on completion.
+//! cancellation completes), copied into the Ruby string on completion. If
+//! the fiber gave up but the kernel read anyway, the bytes are kept for the
+//! next read of the same IO object (`Undo::Read`, `crate::kept`).
 //! epoll: a non-blocking `read(2)` straight into the string, parking on
-//! readiness while it says EAGAIN.
+//! readiness while it says EAGAIN. A read that got bytes delivers them even
+//! if an exception arrives at the switchpoint after it
+//! (`Backend::switchpoint_after_sync`).
 
 use magnus::Error;
 use rb_sys::VALUE;
 
-use super::{ensure_nonblock, retry_nonblocking, OpSlot, READABLE, SMALL_READ};
+use super::{ensure_nonblock, retry_nonblocking, OpSlot, Undo, READABLE, SMALL_READ};
 use crate::helpers::{errno_error, QNIL};
 use crate::ruby_api::backend::Backend;
 
@@ -59,9 +63,18 @@ impl ReadDest {
 
     /// Stores `bytes` (read elsewhere) as the result.
     fn put(&mut self, bytes: &[u8]) {
+        // SAFETY: `s` is a live, modifiable String (checked by the binding);
+        // `bytes` outlives the calls.
         unsafe {
             match self {
                 ReadDest::At(s, pos) => {
+                    // The string may have been shortened (cleared by another
+                    // fiber) while the read was in flight: never expose what
+                    // lies past its end.
+                    let len = rb_sys::RSTRING_LEN(*s) as usize;
+                    if *pos > len {
+                        *pos = len;
+                    }
                     rb_sys::rb_str_resize(*s, *pos as _);
                     rb_sys::rb_str_cat(*s, bytes.as_ptr() as *const _, bytes.len() as _);
                 }
@@ -90,18 +103,20 @@ impl ReadDest {
     }
 }
 
-/// Reads once from `fd` into `dest`, at most `max` bytes. `recv_flags`
-/// `Some(f)` uses recv(2) instead of read(2). Returns the byte count (0 at
-/// EOF).
+/// Reads once from `fd` (owned by IO object `owner`, or nil for a bare fd)
+/// into `dest`, at most `max` bytes. `recv_flags` `Some(f)` uses recv(2)
+/// instead of read(2). Returns the byte count (0 at EOF).
 pub fn read_once(
     b: &Backend,
+    owner: VALUE,
     fd: i32,
     dest: &mut ReadDest,
     max: usize,
     recv_flags: Option<i32>,
 ) -> Result<usize, Error> {
     let max = max.clamp(1, MAX_READ_CHUNK);
-    if let Some(n) = b.take_carry(fd, max, |bytes| dest.put(bytes)) {
+    b.raise_pending(b.current_fiber())?;
+    if let Some(n) = crate::kept::take_bytes(b, owner, fd, max, |bytes| dest.put(bytes)) {
         return Ok(n);
     }
     if b.is_uring() {
@@ -118,7 +133,7 @@ pub fn read_once(
         }
         loop {
             let mut slot = OpSlot::on_fd(b.current_fiber(), fd);
-            slot.carry = true;
+            slot.undo = Undo::Read { owner };
             slot.buf = b.take_buf(max);
             let poll_first = recv_flags.is_some() && b.recv_poll_first.get();
             let prio = if poll_first { RECVSEND_POLL_FIRST } else { 0 };
@@ -192,12 +207,13 @@ pub fn read_once(
 /// most `max` bytes; `None` at EOF.
 pub fn read_chunk(
     b: &Backend,
+    owner: VALUE,
     fd: i32,
     max: usize,
     recv_flags: Option<i32>,
 ) -> Result<Option<VALUE>, Error> {
     let mut dest = ReadDest::chunk();
-    let n = read_once(b, fd, &mut dest, max, recv_flags)?;
+    let n = read_once(b, owner, fd, &mut dest, max, recv_flags)?;
     Ok((n > 0).then(|| dest.string()))
 }
 
@@ -258,6 +274,11 @@ fn with_read_target(
     // A string that can already hold the bytes (a buffer the caller reuses)
     // is read into in place; growing one to `max` for a short read is what
     // the pooled buffer avoids.
+    if let ReadDest::At(s, pos) = dest {
+        // Shortened by another fiber since the caller computed `pos`.
+        // SAFETY: `s` is a live String.
+        *pos = (*pos).min(unsafe { rb_sys::RSTRING_LEN(*s) } as usize);
+    }
     let in_place = match dest {
         ReadDest::At(s, pos) => {
             max > SMALL_READ || unsafe { rb_sys::rb_str_capacity(*s) } as usize >= *pos + max
@@ -283,10 +304,10 @@ fn with_read_target(
     }
 }
 
-/// `Backend#read`: see the Ruby-facing documentation in `ruby_api/backend.rs`.
+/// `Backend#read` of `fd` (owned by IO object `owner`): see the Ruby-facing documentation in `ruby_api/backend.rs`.
 pub fn read(
     b: &Backend,
-    fd: i32,
+    (fd, owner): (i32, VALUE),
     buffer: VALUE,
     length: Option<usize>,
     to_eof: bool,
@@ -312,7 +333,7 @@ pub fn read(
             Some(l) => (l - total).min(MAX_READ_CHUNK),
             None => 65536,
         };
-        let n = read_once(b, fd, &mut ReadDest::At(buffer, pos), want, flags)?;
+        let n = read_once(b, owner, fd, &mut ReadDest::At(buffer, pos), want, flags)?;
         if n == 0 {
             break;
         }

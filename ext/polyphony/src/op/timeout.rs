@@ -42,9 +42,7 @@ pub fn timeout(
                 id!("__timeout_exception__"),
                 &[spec],
             )?;
-            Err(Error::from(
-                magnus::Exception::from_value(crate::helpers::val(exc)).unwrap(),
-            ))
+            Err(crate::helpers::exception_error(exc))
         }
     }
 }

@@ -4,8 +4,9 @@
 //! Both selectors: `pidfd_open(2)` then a readability wait on the pidfd (an
 //! io_uring poll or an epoll registration), then `waitpid(WNOHANG)`. Kernels
 //! without pidfd fall back to polling `waitpid(WNOHANG)` on a short timer.
-//! `pidfd_open` failure raises (`Errno::ESRCH`); an `ECHILD` from the final
-//! reap (someone else reaped it) returns `[pid, 0]`.
+//! `pidfd_open` failure raises (`Errno::ESRCH`); a pid that is not a child
+//! of this process raises `Errno::ECHILD`; an `ECHILD` from the final reap
+//! (someone else reaped it while we waited) returns `[pid, 0]`.
 //!
 //! `wait_child(pid)`: the same wait, but the child is left unreaped, so that
 //! Ruby's own `Process.waitpid` then reaps it at once and sets `$?` in the
@@ -95,6 +96,9 @@ fn wait_for<T>(
 }
 
 pub fn waitpid(b: &Backend, pid: i32) -> Result<(i32, i32), Error> {
+    if pid > 0 && exited(pid)? == Some(false) {
+        return Err(errno_error(libc::ECHILD, "waitpid"));
+    }
     wait_for(b, pid, reap)
 }
 

@@ -22,7 +22,8 @@ use rb_sys::VALUE;
 use slab::Slab;
 
 use crate::helpers::{
-    arg_error, duration, expect_string, io_fd, is_nil, opt_len, protect, raw, val, Dir, QNIL, QTRUE,
+    arg_error, duration, expect_string, io_fd, io_fd_owner, is_nil, opt_len, protect, raw, val,
+    Dir, QNIL, QTRUE,
 };
 use crate::op::{self, OpSlot};
 use crate::runqueue::{AddrMap, RunQueue};
@@ -45,9 +46,10 @@ pub struct Backend {
     pub timers: RefCell<Timers>,
     pub ops: RefCell<Slab<OpSlot>>,
     pub ready_waiters: RefCell<AddrMap<Vec<usize>>>,
-    /// Bytes an interrupted io_uring read took from an fd after its fiber
-    /// gave up, served first by the next read of that fd.
-    pub carry: RefCell<std::collections::HashMap<i32, Vec<u8>>>,
+    /// Bytes an interrupted io_uring read of a bare fd number (no IO object)
+    /// took after its fiber gave up, served first by the next read of that
+    /// fd in this thread (see `crate::kept`).
+    pub fd_kept: RefCell<std::collections::HashMap<i32, Vec<u8>>>,
     /// io_uring: the fd whose last read filled the whole buffer (more data is
     /// likely waiting, so the next read tries a direct non-blocking call
     /// first); -1 if none. See `op::read::read_once`.
@@ -86,6 +88,8 @@ pub struct Backend {
     pub last_gc: Cell<u64>,
     pub finalized: Cell<bool>,
     pub choice: Cell<Choice>,
+    /// `"io_uring"` or `"epoll"` (read by `kind` from any thread).
+    pub kind: Cell<&'static str>,
 }
 
 // Ruby objects are only touched with the GVL held; other threads only use the
@@ -117,6 +121,9 @@ impl DataTypeFunctions for Backend {
         for (_, s) in mark_cell(&self.ops).iter() {
             m(s.fiber);
             m(s.keep);
+            if let op::Undo::Read { owner } | op::Undo::Accept { owner } = s.undo {
+                m(owner);
+            }
         }
         for (f, v) in mark_cell(&self.deferred)
             .iter()
@@ -152,6 +159,7 @@ impl Backend {
     pub fn build(choice: Choice) -> Result<Backend, Error> {
         let sel = Selector::new(choice).map_err(crate::helpers::runtime_error)?;
         let wake = sel.wake_fd();
+        let kind = sel.kind();
         Ok(Backend {
             thread: Cell::new(unsafe { rb_sys::rb_thread_current() }),
             rq: RefCell::new(RunQueue::default()),
@@ -160,7 +168,7 @@ impl Backend {
             timers: RefCell::new(Timers::default()),
             ops: RefCell::new(Slab::new()),
             ready_waiters: RefCell::new(AddrMap::default()),
-            carry: RefCell::new(Default::default()),
+            fd_kept: RefCell::new(Default::default()),
             read_full_fd: std::cell::Cell::new(-1),
             recv_poll_first: std::cell::Cell::new(true),
             buf_pool: RefCell::new(Vec::new()),
@@ -185,12 +193,28 @@ impl Backend {
             last_gc: Cell::new(crate::timers::now_ns()),
             finalized: Cell::new(false),
             choice: Cell::new(choice),
+            kind: Cell::new(kind),
         })
     }
 
     fn rb_new() -> Result<Obj<Backend>, Error> {
         let choice = Choice::from_env().map_err(arg_error)?;
         Ok(Obj::wrap(Backend::build(choice)?))
+    }
+
+    /// `ThreadError` unless called from the thread that owns this backend:
+    /// its state is only ever touched by that thread (docs/scheduling.md);
+    /// other threads may only `schedule` fibers (through the inbox),
+    /// `break` a wait, and ask its `kind`.
+    #[inline]
+    pub fn own(&self) -> Result<(), Error> {
+        if self.is_owner_thread() {
+            return Ok(());
+        }
+        Err(Error::new(
+            crate::helpers::ruby().exception_thread_error(),
+            "this backend belongs to another thread",
+        ))
     }
 
     #[inline]
@@ -282,45 +306,55 @@ impl Backend {
         }
     }
 
-    /// epoll path: every I/O call is a switchpoint even when it completed at once.
+    /// Every I/O call is a switchpoint even when it completed at once. The
+    /// operation has completed, so it is delivered: an exception that
+    /// arrives here waits for the fiber's next switchpoint
+    /// (docs/io-semantics.md).
     pub fn switchpoint_after_sync(&self) -> Result<(), Error> {
         if self.rq.borrow().is_empty() && !self.inbox_flag.load(Ordering::Relaxed) {
             return Ok(());
         }
-        self.snooze().map(|_| ())
+        let cur = self.current_fiber();
+        match self.snooze() {
+            Ok(_) => Ok(()),
+            Err(e) => self.pend(cur, e),
+        }
     }
 
     // ---- Ruby methods ---------------------------------------------------
 
+    /// `kind`: callable from any thread (it reads no state another thread
+    /// may be changing).
     fn kind(&self) -> Symbol {
-        Symbol::new(self.sel.borrow().kind())
+        Symbol::new(self.kind.get())
     }
 
-    fn finalize(rb_self: Obj<Backend>) -> Obj<Backend> {
+    fn finalize(rb_self: Obj<Backend>) -> Result<Obj<Backend>, Error> {
         let b: &Backend = &rb_self;
+        b.own()?;
         if !b.finalized.replace(true) {
             b.release_kernel_resources();
             b.rq.borrow_mut().clear();
             b.timers.borrow_mut().clear();
             b.forget_current();
         }
-        rb_self
+        Ok(rb_self)
     }
 
     /// Rebuilds the selector and clears all queues in a forked child. The
-    /// parent's in-flight operations are forgotten, never cancelled (the ring
-    /// is shared with the parent until closed).
+    /// parent's in-flight operations are forgotten, never cancelled: the
+    /// child only closes its copies of the ring (or epoll) fd and eventfd,
+    /// which leaves the parent's untouched. Their buffers are the child's
+    /// copies (the kernel writes into the parent's memory), freed here.
     fn post_fork(rb_self: Obj<Backend>) -> Result<Obj<Backend>, Error> {
         let b: &Backend = &rb_self;
         let sel = Selector::new(b.choice.get()).map_err(crate::helpers::runtime_error)?;
-        let old = b.sel.replace(sel);
-        std::mem::forget(old);
-        for (_, s) in std::mem::take(&mut *b.ops.borrow_mut()).into_iter() {
-            std::mem::forget(s);
-        }
+        drop(b.sel.replace(sel));
+        b.kind.set(b.sel.borrow().kind());
+        b.ops.borrow_mut().clear();
         b.wake_fd.store(b.sel.borrow().wake_fd(), Ordering::SeqCst);
         b.ready_waiters.borrow_mut().clear();
-        b.carry.borrow_mut().clear();
+        b.fd_kept.borrow_mut().clear();
         b.rq.borrow_mut().clear();
         b.timers.borrow_mut().clear();
         b.inbox.lock().unwrap_or_else(|e| e.into_inner()).clear();
@@ -337,6 +371,7 @@ impl Backend {
     }
 
     fn stats(&self) -> Result<RHash, Error> {
+        self.own()?;
         let h = RHash::new();
         let (cap, len, hw) = {
             let mut rq = self.rq.borrow_mut();
@@ -359,12 +394,14 @@ impl Backend {
         true
     }
 
-    fn set_idle_proc(&self, p: Value) -> Value {
+    fn set_idle_proc(&self, p: Value) -> Result<Value, Error> {
+        self.own()?;
         self.idle_proc.set(raw(p));
-        p
+        Ok(p)
     }
 
     fn set_idle_gc_period(&self, p: Value) -> Result<Value, Error> {
+        self.own()?;
         let f: f64 = if p.is_nil() {
             0.0
         } else {
@@ -376,6 +413,7 @@ impl Backend {
     }
 
     fn rb_poll(&self, blocking: Value) -> Result<(), Error> {
+        self.own()?;
         self.poll(blocking.to_bool())
     }
 
@@ -401,6 +439,7 @@ impl Backend {
     /// `unschedule(fiber, value)` only if it is queued with exactly that
     /// value (used to withdraw a timeout's exception that was not delivered).
     fn rb_unschedule(&self, args: &[Value]) -> Result<bool, Error> {
+        self.own()?;
         match args {
             [f] => Ok(self.rq.borrow_mut().remove(raw(*f))),
             [f, v] => Ok(self.rq.borrow_mut().remove_if_value(raw(*f), raw(*v))),
@@ -411,34 +450,41 @@ impl Backend {
         }
     }
 
-    fn rb_runnable(&self, fiber: Value) -> bool {
-        self.rq.borrow().contains(raw(fiber))
+    fn rb_runnable(&self, fiber: Value) -> Result<bool, Error> {
+        self.own()?;
+        Ok(self.rq.borrow().contains(raw(fiber)))
     }
 
     fn rb_switch_fiber(&self) -> Result<Value, Error> {
+        self.own()?;
         self.switch_fiber().map(val)
     }
 
     fn rb_snooze(&self) -> Result<Value, Error> {
+        self.own()?;
         self.snooze().map(val)
     }
 
     fn rb_wait_event(&self, args: &[Value]) -> Result<Value, Error> {
+        self.own()?;
         let raise = args.first().map(|v| v.to_bool()).unwrap_or(false);
         self.wait_event(raise).map(val)
     }
 
     fn rb_sleep(&self, d: Value) -> Result<Value, Error> {
+        self.own()?;
         let d = duration(raw(d))?;
         op::sleep::sleep(self, d).map(val)
     }
 
     fn rb_timer_loop(&self, interval: Value) -> Result<Value, Error> {
+        self.own()?;
         let d = duration(raw(interval))?;
         op::sleep::timer_loop(self, d).map(val)
     }
 
     fn rb_timeout(&self, args: &[Value]) -> Result<Value, Error> {
+        self.own()?;
         if args.len() < 2 || args.len() > 3 {
             return Err(arg_error(format!(
                 "wrong number of arguments (given {}, expected 2..3)",
@@ -451,6 +497,7 @@ impl Backend {
     }
 
     fn rb_wait_io(&self, io: Value, write: Value) -> Result<Value, Error> {
+        self.own()?;
         let fd = io_fd(
             raw(io),
             if write.to_bool() {
@@ -465,11 +512,13 @@ impl Backend {
 
     /// `read(io, buffer, length, to_eof, pos)`.
     fn rb_read(&self, args: &[Value]) -> Result<Value, Error> {
+        self.own()?;
         self.read_common(args, false)
     }
 
     /// `recv(io, buffer, length, pos)`.
     fn rb_recv(&self, args: &[Value]) -> Result<Value, Error> {
+        self.own()?;
         if args.len() < 3 || args.len() > 4 {
             return Err(arg_error(format!(
                 "wrong number of arguments (given {}, expected 3..4)",
@@ -484,13 +533,14 @@ impl Backend {
     }
 
     fn read_common(&self, args: &[Value], recv: bool) -> Result<Value, Error> {
+        self.own()?;
         if args.len() < 3 || args.len() > 5 {
             return Err(arg_error(format!(
                 "wrong number of arguments (given {}, expected 3..5)",
                 args.len()
             )));
         }
-        let fd = io_fd(raw(args[0]), Dir::Read)?;
+        let (fd, owner) = io_fd_owner(raw(args[0]), Dir::Read)?;
         let mut buf = raw(args[1]);
         if is_nil(buf) {
             buf = op::read::new_binary_string();
@@ -507,11 +557,12 @@ impl Backend {
             Some(v) if !v.is_nil() => TryConvert::try_convert(*v)?,
             _ => -1,
         };
-        op::read::read(self, fd, buf, len, to_eof, pos, recv).map(val)
+        op::read::read(self, (fd, owner), buf, len, to_eof, pos, recv).map(val)
     }
 
     /// `write(io, str, *more)` → total bytes written.
     fn rb_write(&self, args: &[Value]) -> Result<usize, Error> {
+        self.own()?;
         if args.len() < 2 {
             return Err(arg_error(format!(
                 "wrong number of arguments (given {}, expected 2+)",
@@ -521,16 +572,19 @@ impl Backend {
         let fd = io_fd(raw(args[0]), Dir::Write)?;
         let mut strs = Vec::with_capacity(args.len() - 1);
         for a in &args[1..] {
-            strs.push(
-                expect_string(raw(*a))
-                    .or_else(|_| crate::helpers::call(raw(*a), id!("to_s"), &[]))?,
-            );
+            // As stock `IO#write`: `to_s`, and `Object#to_s` if that does
+            // not give a String (`rb_obj_as_string`).
+            let v = raw(*a);
+            // SAFETY: `v` is a live object; `protect` catches what `to_s`
+            // raises.
+            strs.push(protect(|| unsafe { rb_sys::rb_obj_as_string(v) })?);
         }
         op::write::write(self, fd, &strs)
     }
 
     /// `send(io, str, flags)` → bytes sent (all of them).
     fn rb_send(&self, args: &[Value]) -> Result<usize, Error> {
+        self.own()?;
         if args.len() < 2 || args.len() > 3 {
             return Err(arg_error(format!(
                 "wrong number of arguments (given {}, expected 2..3)",
@@ -547,20 +601,21 @@ impl Backend {
     }
 
     fn chunk_loop(&self, args: &[Value], recv: bool) -> Result<Value, Error> {
+        self.own()?;
         if args.is_empty() || args.len() > 2 {
             return Err(arg_error(format!(
                 "wrong number of arguments (given {}, expected 1..2)",
                 args.len()
             )));
         }
-        let fd = io_fd(raw(args[0]), Dir::Read)?;
+        let (fd, owner) = io_fd_owner(raw(args[0]), Dir::Read)?;
         let maxlen = match args.get(1) {
             Some(v) if !v.is_nil() => opt_len(raw(*v), "maxlen")?.unwrap_or(8192).max(1),
             _ => 8192,
         };
         let flags = if recv { Some(0) } else { None };
         loop {
-            let Some(s) = op::read::read_chunk(self, fd, maxlen, flags)? else {
+            let Some(s) = op::read::read_chunk(self, owner, fd, maxlen, flags)? else {
                 return Ok(args[0]);
             };
             protect(|| unsafe { rb_sys::rb_yield(s) })?;
@@ -568,10 +623,12 @@ impl Backend {
     }
 
     fn rb_read_loop(&self, args: &[Value]) -> Result<Value, Error> {
+        self.own()?;
         self.chunk_loop(args, false)
     }
 
     fn rb_recv_loop(&self, args: &[Value]) -> Result<Value, Error> {
+        self.own()?;
         self.chunk_loop(args, true)
     }
 
@@ -583,12 +640,13 @@ impl Backend {
         receiver: Value,
         meth: Value,
     ) -> Result<Value, Error> {
-        let fd = io_fd(raw(io), Dir::Read)?;
+        rb_self.own()?;
+        let (fd, owner) = io_fd_owner(raw(io), Dir::Read)?;
         let mid = unsafe { rb_sys::rb_to_id(raw(meth)) };
         let block: Option<Proc> = ruby.block_proc().ok();
         let block_raw = block.map(|p| raw(p.as_value())).unwrap_or(QNIL);
         loop {
-            let Some(s) = op::read::read_chunk(rb_self, fd, 8192, None)? else {
+            let Some(s) = op::read::read_chunk(rb_self, owner, fd, 8192, None)? else {
                 return Ok(io);
             };
             protect(|| unsafe {
@@ -599,19 +657,22 @@ impl Backend {
     }
 
     fn rb_accept(&self, server: Value, klass: Value) -> Result<Value, Error> {
-        let fd = io_fd(raw(server), Dir::Read)?;
-        op::accept::accept(self, fd, raw(klass)).map(val)
+        self.own()?;
+        let (fd, owner) = io_fd_owner(raw(server), Dir::Read)?;
+        op::accept::accept(self, owner, fd, raw(klass)).map(val)
     }
 
     fn rb_accept_loop(&self, server: Value, klass: Value) -> Result<Value, Error> {
-        let fd = io_fd(raw(server), Dir::Read)?;
+        self.own()?;
+        let (fd, owner) = io_fd_owner(raw(server), Dir::Read)?;
         loop {
-            let sock = op::accept::accept(self, fd, raw(klass))?;
+            let sock = op::accept::accept(self, owner, fd, raw(klass))?;
             protect(|| unsafe { rb_sys::rb_yield(sock) })?;
         }
     }
 
     fn rb_connect(&self, sock: Value, host: Value, port: Value) -> Result<Value, Error> {
+        self.own()?;
         let fd = io_fd(raw(sock), Dir::Write)?;
         let host: String = TryConvert::try_convert(host)?;
         let port: i64 = TryConvert::try_convert(port)?;
@@ -626,6 +687,7 @@ impl Backend {
     /// (`Addrinfo#to_sockaddr`, `Socket.sockaddr_in`) without blocking the
     /// thread.
     fn rb_connect_addr(&self, sock: Value, addr: Value) -> Result<Value, Error> {
+        self.own()?;
         let fd = io_fd(raw(sock), Dir::Write)?;
         let s = expect_string(raw(addr))?;
         let bytes = unsafe { crate::helpers::str_bytes(s) };
@@ -647,6 +709,7 @@ impl Backend {
     /// this thread waiting on its fd get `IOError`. Returns `nil` if `io` is
     /// already closed.
     fn rb_close(&self, io: Value) -> Result<Value, Error> {
+        self.own()?;
         let r = raw(io);
         if rb_sys::FIXNUM_P(r) {
             let fd = io_fd(r, Dir::Read)?;
@@ -663,8 +726,9 @@ impl Backend {
             if crate::helpers::call(r, id!("closed?"), &[])? == crate::helpers::QTRUE {
                 return Ok(val(QNIL));
             }
-            let fd = io_fd(r, Dir::Read)?;
+            let (fd, owner) = io_fd_owner(r, Dir::Read)?;
             self.fd_closing(fd);
+            crate::kept::discard(owner);
             protect(|| unsafe { rb_sys::rb_io_close(r) })?;
             return Ok(io);
         }
@@ -673,6 +737,7 @@ impl Backend {
     }
 
     fn rb_splice(&self, src: Value, dest: Value, maxlen: Value) -> Result<usize, Error> {
+        self.own()?;
         let s = io_fd(raw(src), Dir::Read)?;
         let d = io_fd(raw(dest), Dir::Write)?;
         let m: i64 = TryConvert::try_convert(maxlen)?;
@@ -680,6 +745,7 @@ impl Backend {
     }
 
     fn rb_tee(&self, src: Value, dest: Value, maxlen: Value) -> Result<usize, Error> {
+        self.own()?;
         let s = io_fd(raw(src), Dir::Read)?;
         let d = io_fd(raw(dest), Dir::Write)?;
         let m: i64 = TryConvert::try_convert(maxlen)?;
@@ -687,12 +753,14 @@ impl Backend {
     }
 
     fn rb_double_splice(&self, src: Value, dest: Value) -> Result<usize, Error> {
+        self.own()?;
         let s = io_fd(raw(src), Dir::Read)?;
         let d = io_fd(raw(dest), Dir::Write)?;
         op::splice::double_splice(self, s, d)
     }
 
     fn rb_waitpid(&self, pid: Value) -> Result<(i32, i32), Error> {
+        self.own()?;
         let pid: i32 = TryConvert::try_convert(pid)?;
         op::waitpid::waitpid(self, pid)
     }
@@ -700,16 +768,19 @@ impl Backend {
     /// `wait_child(pid) → true | false`: parks the calling fiber until child
     /// `pid` has exited, leaving it unreaped (false if it is not a child).
     fn rb_wait_child(&self, pid: Value) -> Result<bool, Error> {
+        self.own()?;
         let pid: i32 = TryConvert::try_convert(pid)?;
         op::waitpid::wait_child(self, pid)
     }
 
-    fn rb_pending_count(&self) -> usize {
-        self.pending()
+    fn rb_pending_count(&self) -> Result<usize, Error> {
+        self.own()?;
+        Ok(self.pending())
     }
 
-    fn rb_runqueue_length(&self) -> usize {
-        self.rq.borrow().len()
+    fn rb_runqueue_length(&self) -> Result<usize, Error> {
+        self.own()?;
+        Ok(self.rq.borrow().len())
     }
 }
 
@@ -721,6 +792,13 @@ fn thread_backend(thread: Value) -> Result<Value, Error> {
         Backend::current()?; // creates it on first use
     }
     Ok(val(unsafe { rb_sys::rb_ivar_get(th, id!("@backend")) }))
+}
+
+/// `IO#__discard_kept__` (private): what interrupted operations kept for
+/// this IO dies with its file (`close_read`, `reopen`; see `crate::kept`).
+fn io_discard_kept(io: Value) -> Value {
+    crate::kept::discard(raw(io));
+    io
 }
 
 /// `IO#__write_io__` (private): the IO that writes go to, which differs from
@@ -909,6 +987,14 @@ pub fn init(ruby: &Ruby, polyphony: RModule) -> Result<(), Error> {
     class.define_method("wait_child", method!(Backend::rb_wait_child, 1))?;
     class.define_method("pending_count", method!(Backend::rb_pending_count, 0))?;
     class.define_method("runqueue_length", method!(Backend::rb_runqueue_length, 0))?;
+
+    // What interrupted operations give back (see `crate::kept`): no
+    // instances are made from Ruby.
+    let kept = class.define_class("Kept", ruby.class_object())?;
+    kept.undef_default_alloc_func();
+    ruby.class_io()
+        .define_private_method("__discard_kept__", method!(io_discard_kept, 0))?;
+    polyphony.define_module_function("__kept_count__", magnus::function!(crate::kept::live, 0))?;
 
     let thread = ruby.class_thread();
     thread.define_method("backend", method!(thread_backend, 0))?;

@@ -902,8 +902,24 @@ fn children(rb_self: Value) -> Value {
 }
 
 /// Makes `child` a child of this fiber (leaving its previous parent's list).
+/// ArgumentError if that would make a cycle (the fiber itself or one of
+/// its ancestors): awaiting or stopping such a tree would never end.
 fn add_child(rb_self: Value, child: Value) -> Result<Value, Error> {
     let c = expect_fiber(raw(child))?;
+    let mut a = raw(rb_self);
+    // The parent chain is finite (this check keeps it so); the bound only
+    // guards against a chain corrupted some other way.
+    for _ in 0..1_000_000 {
+        if a == c {
+            return Err(crate::helpers::arg_error(
+                "a fiber cannot be a child of itself or of its descendants",
+            ));
+        }
+        match try_state(a) {
+            Some(s) if !is_nil(s.parent.get()) && s.parent.get() != 0 => a = s.parent.get(),
+            _ => break,
+        }
+    }
     let pobj = state_obj(raw(rb_self));
     let cobj = state_obj(c);
     state_of_obj(pobj).link_child(pobj, cobj);
