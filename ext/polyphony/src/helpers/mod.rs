@@ -158,6 +158,24 @@ pub fn io_fd(io: VALUE, dir: Dir) -> Result<i32, Error> {
     io_fd_owner(io, dir).map(|(fd, _)| fd)
 }
 
+/// `io_fd_owner` for a read: IOError "not opened for reading" (as stock
+/// Ruby) for an IO that cannot be read (after `close_read`, the write end
+/// of a pipe).
+pub fn readable_fd_owner(io: VALUE) -> Result<(i32, VALUE), Error> {
+    let (fd, owner) = io_fd_owner(io, Dir::Read)?;
+    if !is_nil(owner) {
+        // SAFETY: `owner` is an open T_FILE (io_fd_owner checked it).
+        let mode = unsafe { (*(*(owner as *const rb_sys::RFile)).fptr).mode };
+        if mode as u32 & rb_sys::FMODE_READABLE == 0 {
+            return Err(Error::new(
+                ruby().exception_io_error(),
+                "not opened for reading",
+            ));
+        }
+    }
+    Ok((fd, owner))
+}
+
 /// `io_fd`, and the IO object that owns the fd (nil for a bare fd number):
 /// what an interrupted operation gives back is kept on it (`crate::kept`).
 pub fn io_fd_owner(io: VALUE, dir: Dir) -> Result<(i32, VALUE), Error> {

@@ -147,7 +147,47 @@ impl DataTypeFunctions for Backend {
 
 impl Drop for Backend {
     fn drop(&mut self) {
+        let me = self as *const Backend as usize;
+        FORK_REGISTRY
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|p| *p != me);
         self.release_kernel_resources();
+    }
+}
+
+/// Every live backend of the process (by address), so
+/// that a forked child can disown those of the threads it does not have
+/// (`post_fork`). Locked briefly, never across a Ruby call; an entry is
+/// removed by the backend's `Drop`, so a listed address is a live backend.
+static FORK_REGISTRY: Mutex<Vec<usize>> = Mutex::new(Vec::new());
+
+fn register(b: &Backend) {
+    let me = b as *const Backend as usize;
+    let mut reg = FORK_REGISTRY.lock().unwrap_or_else(|e| e.into_inner());
+    if !reg.contains(&me) {
+        reg.push(me);
+    }
+}
+
+/// In a forked child: the backends of the parent's other threads (which do
+/// not exist here) close their copies of the selector fds now, instead of
+/// keeping them open until GC.
+fn disown_other_backends(me: &Backend) {
+    let me = me as *const Backend as usize;
+    let others: Vec<usize> = FORK_REGISTRY
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .copied()
+        .filter(|p| *p != me)
+        .collect();
+    for p in others {
+        // SAFETY: listed backends are alive (their `Drop` unlists them under
+        // the lock, and this child has a single thread, so none is being
+        // dropped now). Their owner threads do not exist in the child, so no
+        // borrow of `sel` can be active: read it through the cell's pointer.
+        unsafe { (*(*(p as *const Backend)).sel.as_ptr()).disown() };
     }
 }
 
@@ -199,7 +239,9 @@ impl Backend {
 
     fn rb_new() -> Result<Obj<Backend>, Error> {
         let choice = Choice::from_env().map_err(arg_error)?;
-        Ok(Obj::wrap(Backend::build(choice)?))
+        let obj = Obj::wrap(Backend::build(choice)?);
+        register(&obj);
+        Ok(obj)
     }
 
     /// `ThreadError` unless called from the thread that owns this backend:
@@ -351,6 +393,7 @@ impl Backend {
         let sel = Selector::new(b.choice.get()).map_err(crate::helpers::runtime_error)?;
         drop(b.sel.replace(sel));
         b.kind.set(b.sel.borrow().kind());
+        disown_other_backends(b);
         b.ops.borrow_mut().clear();
         b.wake_fd.store(b.sel.borrow().wake_fd(), Ordering::SeqCst);
         b.ready_waiters.borrow_mut().clear();
@@ -540,7 +583,7 @@ impl Backend {
                 args.len()
             )));
         }
-        let (fd, owner) = io_fd_owner(raw(args[0]), Dir::Read)?;
+        let (fd, owner) = crate::helpers::readable_fd_owner(raw(args[0]))?;
         let mut buf = raw(args[1]);
         if is_nil(buf) {
             buf = op::read::new_binary_string();
@@ -608,7 +651,7 @@ impl Backend {
                 args.len()
             )));
         }
-        let (fd, owner) = io_fd_owner(raw(args[0]), Dir::Read)?;
+        let (fd, owner) = crate::helpers::readable_fd_owner(raw(args[0]))?;
         let maxlen = match args.get(1) {
             Some(v) if !v.is_nil() => opt_len(raw(*v), "maxlen")?.unwrap_or(8192).max(1),
             _ => 8192,
@@ -641,7 +684,7 @@ impl Backend {
         meth: Value,
     ) -> Result<Value, Error> {
         rb_self.own()?;
-        let (fd, owner) = io_fd_owner(raw(io), Dir::Read)?;
+        let (fd, owner) = crate::helpers::readable_fd_owner(raw(io))?;
         let mid = unsafe { rb_sys::rb_to_id(raw(meth)) };
         let block: Option<Proc> = ruby.block_proc().ok();
         let block_raw = block.map(|p| raw(p.as_value())).unwrap_or(QNIL);

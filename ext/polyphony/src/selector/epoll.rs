@@ -11,7 +11,7 @@ use crate::runqueue::AddrMap;
 const WAKE_DATA: u64 = u64::MAX;
 
 pub struct Epoll {
-    epfd: i32,
+    pub epfd: i32,
     pub wake_fd: i32,
     /// fd → whether it is currently registered in the epoll set.
     registered: AddrMap<bool>,
@@ -167,11 +167,24 @@ unsafe fn wait_precise(
     libc::epoll_wait(epfd, evs, cap, ms)
 }
 
+impl Epoll {
+    /// See `Selector::disown`.
+    pub fn disown(&mut self) {
+        if self.epfd >= 0 {
+            // SAFETY: both fds are owned by this selector and closed once
+            // (marked -1 afterwards).
+            unsafe {
+                libc::close(self.wake_fd);
+                libc::close(self.epfd);
+            }
+            self.epfd = -1;
+            self.wake_fd = -1;
+        }
+    }
+}
+
 impl Drop for Epoll {
     fn drop(&mut self) {
-        unsafe {
-            libc::close(self.wake_fd);
-            libc::close(self.epfd);
-        }
+        self.disown();
     }
 }

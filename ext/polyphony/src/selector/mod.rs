@@ -79,6 +79,16 @@ impl Selector {
         }
     }
 
+    /// Closes this selector's fds now (a forked child's copy of another
+    /// thread's selector); it must not be used afterwards, and its `Drop`
+    /// closes nothing more.
+    pub fn disown(&mut self) {
+        match self {
+            Selector::Uring(u) => u.disown(),
+            Selector::Epoll(e) => e.disown(),
+        }
+    }
+
     pub fn wake_fd(&self) -> i32 {
         match self {
             Selector::Uring(u) => u.wake_fd,

@@ -19,7 +19,8 @@ pub const WAKE_TAG: u64 = u64::MAX;
 pub const IGNORE_TAG: u64 = u64::MAX - 1;
 
 pub struct Uring {
-    ring: IoUring,
+    /// Dropped by our `Drop` unless disowned.
+    ring: std::mem::ManuallyDrop<IoUring>,
     pub wake_fd: i32,
     wake_armed: bool,
     ext_arg: bool,
@@ -49,7 +50,7 @@ impl Uring {
         let ext_arg = ring.params().is_feature_ext_arg();
         let wake_fd = new_eventfd()?;
         let mut u = Uring {
-            ring,
+            ring: std::mem::ManuallyDrop::new(ring),
             wake_fd,
             wake_armed: false,
             ext_arg,
@@ -57,6 +58,22 @@ impl Uring {
         };
         u.arm_wake();
         Ok(u)
+    }
+
+    /// See `Selector::disown`: closes the ring fd and the eventfd. The
+    /// ring's memory stays mapped (unmapping is `IoUring`'s own `Drop`,
+    /// which would close the fd number a second time).
+    pub fn disown(&mut self) {
+        if self.wake_fd >= 0 {
+            let ring_fd = std::os::fd::AsRawFd::as_raw_fd(&*self.ring);
+            // SAFETY: both fds are owned by this selector and closed once
+            // (`wake_fd` marked -1, the ring never dropped afterwards).
+            unsafe {
+                libc::close(ring_fd);
+                libc::close(self.wake_fd);
+            }
+            self.wake_fd = -1;
+        }
     }
 
     fn arm_wake(&mut self) {
@@ -98,7 +115,7 @@ impl Uring {
         if nonblocking || !self.ring.completion().is_empty() {
             self.ring.submit()?;
         } else {
-            let ring: *mut IoUring = &mut self.ring;
+            let ring: *mut IoUring = &mut *self.ring;
             let ext_arg = self.ext_arg;
             if let (Some(d), false) = (timeout, ext_arg) {
                 // Older kernels: a timeout operation bounds the wait.
@@ -189,6 +206,13 @@ impl Uring {
 
 impl Drop for Uring {
     fn drop(&mut self) {
-        unsafe { libc::close(self.wake_fd) };
+        if self.wake_fd >= 0 {
+            // SAFETY: not disowned: the ring and the eventfd are ours, and
+            // this is the only drop of the ring.
+            unsafe {
+                std::mem::ManuallyDrop::drop(&mut self.ring);
+                libc::close(self.wake_fd);
+            }
+        }
     }
 }

@@ -1,0 +1,360 @@
+# frozen_string_literal: true
+
+require 'socket'
+
+# The rule of docs/io-semantics.md: every operation ends exactly once,
+# delivered to the fiber that asked, or undone (given back to its owner).
+# Each example failed on the code before that rule (io_uring, epoll or both).
+RSpec.describe 'Cancellation at the kernel boundary (docs/io-semantics.md)' do
+  def fd_count
+    Dir.children('/proc/self/fd').size
+  end
+
+  describe 'bytes taken by a read whose fiber gave up' do
+    it 'never reach another socket that reuses the fd number (close from another thread)' do
+      a, b = UNIXSocket.pair
+      f = spin { a.readpartial(99) }
+      snooze
+      b.write('SECRET')
+      f.stop
+      snooze
+      fileno = a.fileno
+      Thread.new { a.close }.join
+      c, d = UNIXSocket.pair
+      expect(c.fileno).to eq(fileno)
+      d.write('new')
+      expect(c.readpartial(99)).to eq('new')
+    ensure
+      [b, c, d].each { |s| s&.close unless s&.closed? }
+    end
+
+    it 'are read exactly once, by the next read of the same IO' do
+      a, b = UNIXSocket.pair
+      f = spin { a.readpartial(99) }
+      snooze
+      b.write('first')
+      f.stop
+      got = f.await
+      b.write('second')
+      rest = +''
+      rest << a.readpartial(99) while rest.size + (got&.size || 0) < 11
+      expect("#{got}#{rest}").to eq('firstsecond')
+    ensure
+      a&.close
+      b&.close
+    end
+
+    it 'die with reopen, close_read and GC of the IO' do
+      %i[reopen close_read gc].each do |how|
+        a, b = UNIXSocket.pair
+        f = spin { a.readpartial(99) }
+        snooze
+        b.write('OLD')
+        f.stop
+        kept = f.await.nil? # io_uring: undone, kept on `a`; epoll: delivered
+        case how
+        when :reopen
+          c, d = UNIXSocket.pair
+          a.reopen(c)
+          d.write('new')
+          expect(a.readpartial(99)).to eq('new')
+          [c, d].each(&:close)
+        when :close_read
+          a.close_read
+          expect { a.readpartial(99) }.to raise_error(IOError)
+        when :gc
+          a = nil
+          GC.start
+          c, d = UNIXSocket.pair
+          d.write('new')
+          expect(c.readpartial(99)).to eq('new')
+          [c, d].each(&:close)
+        end
+        expect(Polyphony.__kept_count__).to eq(0) if kept && how != :gc
+      ensure
+        a&.close
+        b&.close
+      end
+    end
+
+    it 'are delivered when the exception arrives at the switchpoint after a read that got them' do
+      r, w = IO.pipe
+      w.write('b')
+      f = spin { r.readpartial(9) }
+      spin { f.raise(IOError) }
+      first = begin
+        f.await
+      rescue IOError
+        nil
+      end
+      second = move_on_after(0.2) { r.readpartial(9) }
+      expect([first, second].compact).to eq(['b'])
+    ensure
+      r&.close
+      w&.close
+    end
+
+    it 'never come back twice (a pipe never written again)' do
+      r, w = IO.pipe
+      w.write('b')
+      f = spin { r.readpartial(9) }
+      spin { f.raise(IOError) }
+      got = [(f.await rescue nil)] # rubocop:disable Style/RescueModifier
+      3.times { got << move_on_after(0.05) { r.readpartial(9) } }
+      expect(got.compact).to eq(['b'])
+    ensure
+      r&.close
+      w&.close
+    end
+
+    it 'stay out of a buffer that was shortened while the read was in flight' do
+      r, w = IO.pipe
+      buf = +'x' * 100
+      f = spin { Polyphony.backend_read(r, buf, 5, false, 100) }
+      snooze
+      buf.clear
+      w.write('hello')
+      f.await
+      expect(buf).to eq('hello')
+    ensure
+      r&.close
+      w&.close
+    end
+  end
+
+  describe 'accept' do
+    it 'hands a connection accepted after its fiber gave up to the next accept of that server' do
+      server = TCPServer.new('127.0.0.1', 0)
+      port = server.addr[1]
+      before = fd_count
+      clients = []
+      served = 0
+      50.times do
+        f = spin { server.accept }
+        snooze
+        clients << TCPSocket.new('127.0.0.1', port)
+        f.stop # races with the kernel's accept
+        conn = f.await || server.accept
+        conn.write('ok')
+        served += 1 if clients.last.read(2) == 'ok'
+        conn.close
+      end
+      expect(served).to eq(50)
+      clients.each(&:close)
+      expect(fd_count).to eq(before)
+      expect(Polyphony.__kept_count__).to eq(0)
+    ensure
+      server&.close
+    end
+
+    it 'closes kept connections with the server' do
+      server = TCPServer.new('127.0.0.1', 0)
+      port = server.addr[1]
+      before = fd_count
+      clients = 20.times.map do
+        f = spin { server.accept }
+        snooze
+        c = TCPSocket.new('127.0.0.1', port)
+        f.stop
+        (conn = f.await) && conn.close
+        c
+      end
+      server.close
+      server = nil
+      # Every client sees its connection end (served-and-closed or closed
+      # unserved): none is left hanging.
+      ends = clients.map { |c| move_on_after(2) { c.read(1) } || :eof }
+      expect(ends).to all(eq(:eof))
+      clients.each(&:close)
+      expect(fd_count).to eq(before - 1) # the server's own fd is closed too
+    ensure
+      server&.close
+    end
+  end
+
+  describe 'connect' do
+    it 'dissolves a connection given up on, so the socket can connect again' do
+      server = TCPServer.new('127.0.0.1', 0)
+      addr = Socket.sockaddr_in(server.addr[1], '127.0.0.1')
+      sock = Socket.new(:INET, :STREAM)
+      f = spin { sock.connect(addr) }
+      f.stop
+      f.await
+      expect { sock.connect(addr) }.not_to raise_error
+      conn = server.accept
+      sock.write('hi')
+      expect(conn.readpartial(2)).to eq('hi')
+    ensure
+      [conn, sock, server].each { |s| s&.close }
+    end
+  end
+
+  describe 'timers against completed operations' do
+    it 'do not overrule a completed readiness wait (wait_readable on a readable pipe)' do
+      r, w = IO.pipe
+      w.write('x')
+      res = :unset
+      f = spin { res = r.wait_readable(0.05) }
+      spin { t = monotonic; nil while monotonic - t < 0.2 }
+      f.await
+      expect(res).to equal(r)
+    ensure
+      r&.close
+      w&.close
+    end
+
+    it 'let the earliest of nested deadlines win when both pass before the fiber runs' do
+      t0 = monotonic
+      r = move_on_after(0.01, with_value: :outer) do
+        move_on_after(0.02) do
+          t = monotonic
+          nil while monotonic - t < 0.05
+          sleep 1
+        end
+        sleep 0.5
+        :outer_deadline_lost
+      end
+      expect(r).to eq(:outer)
+      expect(monotonic - t0).to be < 0.4
+    end
+
+    it 'keep an outer deadline armed while an explicit raise is handled inside it' do
+      t0 = monotonic
+      f = Fiber.current
+      r = move_on_after(0.02, with_value: :outer) do
+        spin do
+          t = monotonic
+          nil while monotonic - t < 0.05
+          f.raise(ArgumentError)
+        end
+        begin
+          sleep 1
+        rescue ArgumentError
+          nil
+        end
+        sleep 1
+        :deadline_lost
+      end
+      expect(r).to eq(:outer)
+      expect(monotonic - t0).to be < 0.8
+    end
+  end
+
+  describe 'a close racing a stop' do
+    it 'does not replace a stop (await returns what a stop returns)' do
+      s = TCPServer.new('127.0.0.1', 0)
+      f = spin { s.accept }
+      snooze
+      f.stop
+      s.close
+      expect(f.await).to be_nil
+    end
+
+    it 'does not replace a raise' do
+      s = TCPServer.new('127.0.0.1', 0)
+      f = spin { s.accept }
+      snooze
+      f.raise(ArgumentError)
+      s.close
+      expect { f.await }.to raise_error(ArgumentError)
+    end
+  end
+
+  describe 'bad input raises, never panics' do
+    it 'raises ThreadError for a backend used from another thread' do
+      q = Thread::Queue.new
+      t = Thread.new do
+        q << Thread.current.backend
+        sleep 0.3
+      end
+      b = q.shift
+      expect { b.sleep(0.01) }.to raise_error(ThreadError)
+      expect { b.read(STDIN, nil, 1, false, 0) }.to raise_error(ThreadError)
+      expect { b.finalize }.to raise_error(ThreadError)
+      expect(b.kind).to eq(backend.kind)
+      t.join
+    end
+
+    it 'raises TypeError for a non-exception class given to a timeout' do
+      expect { Timeout.timeout(0.001, String) { sleep 1 } }.to raise_error(TypeError)
+      expect { cancel_after(0.001, with_exception: String) { sleep 1 } }.to raise_error(TypeError)
+      expect { cancel_after(0.001, with_exception: String) { |_c| sleep 1 } }.to raise_error(TypeError)
+      expect { Timeout.timeout(true) { 1 } }.to raise_error(TypeError)
+    end
+
+    it 'writes an object whose to_s is not a String as stock IO#write does' do
+      o = Object.new
+      def o.to_s = 42
+      r, w = IO.pipe
+      expect(w.write(o)).to eq(o.inspect.size)
+      expect(Polyphony.backend_write(w, o)).to eq(o.inspect.size)
+      w.close
+      expect(r.read).to eq(Object.instance_method(:to_s).bind_call(o) * 2)
+    ensure
+      r&.close
+    end
+
+    it 'takes huge queue capacities in constant time' do
+      t = monotonic
+      q = Polyphony::Queue.new(2**31)
+      q.cap(2**40)
+      q << 1
+      q.clear
+      q.delete(1)
+      expect(monotonic - t).to be < 0.5
+    end
+
+    it 'refuses fiber parent cycles' do
+      f = spin { sleep 0.01 }
+      g = f.spin { sleep 0.01 }
+      expect { f.add_child(f) }.to raise_error(ArgumentError)
+      expect { g.add_child(f) }.to raise_error(ArgumentError)
+      expect { f.attach_to(nil) }.to raise_error(TypeError)
+      expect(Fiber.await(f, g)).to eq([nil, nil])
+    end
+
+    it 'raises ECHILD for waitpid of a process that is not a child' do
+      expect { backend.waitpid(1) }.to raise_error(Errno::ECHILD)
+    end
+
+    it 'refuses to kill a process group or every process' do
+      expect { Polyphony.kill_process(0) }.to raise_error(ArgumentError)
+      expect { Polyphony.kill_process(-1) }.to raise_error(ArgumentError)
+    end
+  end
+
+  describe 'fork' do
+    it 'leaves the child no copy of the parent ring or epoll fds, and none of its kept bytes' do
+      a, b = UNIXSocket.pair
+      f = spin { a.readpartial(99) }
+      snooze
+      b.write('P')
+      f.stop
+      delivered = f.await
+      kept = Polyphony.__kept_count__ == 1 # io_uring: undone; epoll: never read
+      rd, wr = IO.pipe
+      pid = fork do
+        rd.close
+        fds = Dir.children('/proc/self/fd').map { |x| File.readlink("/proc/self/fd/#{x}") rescue nil } # rubocop:disable Style/RescueModifier
+        rings = fds.count { |l| l.to_s =~ /io_uring|eventpoll/ }
+        got = move_on_after(0.2) { a.readpartial(99) }
+        wr.write(Marshal.dump([rings, got]))
+        wr.close
+        exit!(0)
+      end
+      wr.close
+      rings, got = Marshal.load(rd.read) # rubocop:disable Security/MarshalLoad
+      Process.wait(pid)
+      # Only the child's own new ring (or epoll instance).
+      expect(rings).to eq(1)
+      if kept
+        expect(got).to be_nil # the parent's kept bytes are not the child's
+        expect(a.readpartial(99)).to eq('P')
+      else
+        expect([delivered, got].compact).to eq(['P'])
+      end
+    ensure
+      [a, b, rd].each { |s| s&.close unless s&.closed? }
+    end
+  end
+end
