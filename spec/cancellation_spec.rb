@@ -269,7 +269,7 @@ RSpec.describe 'Cancellation at the kernel boundary (docs/io-semantics.md)' do
       end
       b = q.shift
       expect { b.sleep(0.01) }.to raise_error(ThreadError)
-      expect { b.read(STDIN, nil, 1, false, 0) }.to raise_error(ThreadError)
+      expect { b.read($stdin, nil, 1, false, 0) }.to raise_error(ThreadError)
       expect { b.finalize }.to raise_error(ThreadError)
       expect(b.kind).to eq(backend.kind)
       t.join

@@ -183,7 +183,12 @@ RSpec.describe 'Fiber::Scheduler on the backend (spec §13.6–§13.8, §14)' do
       expect(waiters.map(&:state).uniq).to eq([:waiting])
       pusher = redis
       value, ticks = with_ticker(0.005) do
-        spin { 100.times { |i| pusher.rpush(key, "v#{i}") } }.await
+        # The ticker must tick while the 100 fibers are parked in BLPOP (the
+        # pushes alone can finish within one tick on a fast machine).
+        spin do
+          sleep 0.02
+          100.times { |i| pusher.rpush(key, "v#{i}") }
+        end.await
         Fiber.await(waiters)
       end
       expect(value.map(&:last).sort).to eq(100.times.map { |i| "v#{i}" }.sort)
