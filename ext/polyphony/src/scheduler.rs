@@ -12,7 +12,7 @@ use magnus::Error;
 use rb_sys::VALUE;
 
 use crate::helpers::{call, is_exception, is_nil, protect, raw, QNIL, QTRUE};
-use crate::ruby_api::backend::{Backend, Frame};
+use crate::ruby_api::backend::{Backend, Frame, Mail};
 use crate::selector::Event;
 
 impl Backend {
@@ -33,20 +33,29 @@ impl Backend {
     /// the owning thread is woken.
     pub fn schedule(&self, fiber: VALUE, value: VALUE, priority: bool) {
         if !self.is_owner_thread() {
-            self.inbox
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push((fiber, value, priority));
-            self.inbox_flag
-                .store(true, std::sync::atomic::Ordering::SeqCst);
-            crate::selector::wake(self.wake_fd.load(std::sync::atomic::Ordering::SeqCst));
-            return;
+            return self.post(Mail {
+                fiber,
+                value,
+                priority,
+                soft: false,
+            });
         }
         if unsafe { rb_sys::rb_fiber_alive_p(fiber) } != QTRUE {
             return;
         }
         let exc = is_exception(value);
         self.rq.borrow_mut().push(fiber, value, exc, priority);
+    }
+
+    /// Hands `mail` to this backend's thread (from any thread) and wakes it.
+    pub fn post(&self, mail: Mail) {
+        self.inbox
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(mail);
+        self.inbox_flag
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        crate::selector::wake(self.wake_fd.load(std::sync::atomic::Ordering::SeqCst));
     }
 
     fn drain_inbox(&self) {
@@ -61,10 +70,16 @@ impl Backend {
         }
         let items: Vec<_> =
             std::mem::take(&mut *self.inbox.lock().unwrap_or_else(|e| e.into_inner()));
-        for (f, v, p) in items {
-            if unsafe { rb_sys::rb_fiber_alive_p(f) } == QTRUE {
-                let exc = is_exception(v);
-                self.rq.borrow_mut().push(f, v, exc, p);
+        for m in items {
+            // SAFETY: `m.fiber` is a live object (the inbox is marked).
+            if unsafe { rb_sys::rb_fiber_alive_p(m.fiber) } == QTRUE {
+                let exc = is_exception(m.value);
+                let mut rq = self.rq.borrow_mut();
+                if m.soft {
+                    rq.push_unless_exception(m.fiber, m.value, exc, m.priority);
+                } else {
+                    rq.push(m.fiber, m.value, exc, m.priority);
+                }
             }
         }
     }

@@ -32,7 +32,7 @@ use io_uring::squeue;
 use magnus::Error;
 use rb_sys::VALUE;
 
-use crate::helpers::{errno_error, is_exception, raise_if_exception, QNIL};
+use crate::helpers::{errno_error, raise_if_exception, QNIL};
 use crate::ruby_api::backend::Backend;
 use crate::selector::{Event, Selector};
 
@@ -93,6 +93,20 @@ impl OpSlot {
         let mut s = OpSlot::new(fiber);
         s.fd = fd;
         s
+    }
+}
+
+/// The `IOError` a waiter gets when another fiber (or thread) closes its fd.
+pub fn closed_in_another_fiber() -> VALUE {
+    let msg = "stream closed in another fiber";
+    // SAFETY: builds a new exception object from a valid class and a byte
+    // range that outlives the call.
+    unsafe {
+        rb_sys::rb_exc_new(
+            rb_sys::rb_eIOError,
+            msg.as_ptr() as *const _,
+            msg.len() as _,
+        )
     }
 }
 
@@ -353,21 +367,12 @@ impl Backend {
             .map(|(_, s)| s.fiber)
             .collect();
         for f in waiters {
-            let msg = "stream closed in another fiber";
-            // SAFETY: builds a new exception object from a valid class and
-            // a byte range that outlives the call.
-            let exc = unsafe {
-                rb_sys::rb_exc_new(
-                    rb_sys::rb_eIOError,
-                    msg.as_ptr() as *const _,
-                    msg.len() as _,
-                )
-            };
-            debug_assert!(is_exception(exc));
+            let exc = closed_in_another_fiber();
             self.rq
                 .borrow_mut()
                 .push_unless_exception(f, exc, true, true);
         }
+        crate::ruby_api::backend::notify_close_elsewhere(self, fd);
     }
 
     /// Parks the current fiber until `fd` is ready for `events` (READABLE /

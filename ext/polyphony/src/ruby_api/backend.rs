@@ -30,6 +30,16 @@ use crate::runqueue::{AddrMap, RunQueue};
 use crate::selector::{Choice, Event, Selector};
 use crate::timers::Timers;
 
+/// A schedule sent from another thread (see `Backend::post`).
+pub struct Mail {
+    pub fiber: VALUE,
+    pub value: VALUE,
+    pub priority: bool,
+    /// Not queued over an exception already on its way to the fiber (a
+    /// close's `IOError` does not replace a stop).
+    pub soft: bool,
+}
+
 /// A runner's loop frame: `child` is the fiber it resumed (0 if none).
 pub struct Frame {
     pub runner: VALUE,
@@ -41,7 +51,7 @@ pub struct Frame {
 pub struct Backend {
     pub thread: Cell<VALUE>,
     pub rq: RefCell<RunQueue>,
-    pub inbox: Mutex<Vec<(VALUE, VALUE, bool)>>,
+    pub inbox: Mutex<Vec<Mail>>,
     pub inbox_flag: AtomicBool,
     pub timers: RefCell<Timers>,
     pub ops: RefCell<Slab<OpSlot>>,
@@ -137,9 +147,9 @@ impl DataTypeFunctions for Backend {
             m(f.child);
         }
         if let Ok(inbox) = self.inbox.try_lock() {
-            for (f, v, _) in inbox.iter() {
-                m(*f);
-                m(*v);
+            for mail in inbox.iter() {
+                m(mail.fiber);
+                m(mail.value);
             }
         }
     }
@@ -161,6 +171,42 @@ impl Drop for Backend {
 /// (`post_fork`). Locked briefly, never across a Ruby call; an entry is
 /// removed by the backend's `Drop`, so a listed address is a live backend.
 static FORK_REGISTRY: Mutex<Vec<usize>> = Mutex::new(Vec::new());
+
+/// `fd` is being closed by this thread: the fibers of *other* threads
+/// waiting on it get `IOError` too, as stock Ruby wakes every thread blocked
+/// on a closed fd (`rb_notify_fd_close`). Their operation would otherwise
+/// wait forever: an io_uring op holds its own reference to the file, and a
+/// closed fd silently leaves the epoll set. Done now, under the GVL, so that
+/// a waiter of a later file that reuses the number is never hit.
+pub fn notify_close_elsewhere(me: &Backend, fd: i32) {
+    let me = me as *const Backend as usize;
+    let reg = FORK_REGISTRY.lock().unwrap_or_else(|e| e.into_inner());
+    for &p in reg.iter().filter(|p| **p != me) {
+        // SAFETY: listed backends are alive (their `Drop`, which runs in GC
+        // under the GVL we hold, unlists them first). Another thread's slab
+        // is only ever changed by that thread with the GVL held, and no
+        // borrow of it is kept across a GVL release, so reading it here
+        // (GVL held) sees it whole; `try_borrow` guards the rest.
+        let other = unsafe { &*(p as *const Backend) };
+        let Ok(ops) = other.ops.try_borrow() else {
+            continue;
+        };
+        let waiters: Vec<VALUE> = ops
+            .iter()
+            .filter(|(_, s)| s.fd == fd && s.fiber != 0 && s.result.is_none())
+            .map(|(_, s)| s.fiber)
+            .collect();
+        drop(ops);
+        for fiber in waiters {
+            other.post(Mail {
+                fiber,
+                value: crate::op::closed_in_another_fiber(),
+                priority: true,
+                soft: true,
+            });
+        }
+    }
+}
 
 fn register(b: &Backend) {
     let me = b as *const Backend as usize;
@@ -248,8 +294,22 @@ impl Backend {
     /// its state is only ever touched by that thread (docs/scheduling.md);
     /// other threads may only `schedule` fibers (through the inbox),
     /// `break` a wait, and ask its `kind`.
+    /// Also `IOError` once the backend is finalized (its selector is
+    /// closed).
     #[inline]
     pub fn own(&self) -> Result<(), Error> {
+        self.own_thread()?;
+        if self.finalized.get() {
+            return Err(Error::new(
+                crate::helpers::ruby().exception_io_error(),
+                "this backend is finalized",
+            ));
+        }
+        Ok(())
+    }
+
+    #[inline]
+    fn own_thread(&self) -> Result<(), Error> {
         if self.is_owner_thread() {
             return Ok(());
         }
@@ -273,7 +333,11 @@ impl Backend {
         }
         let id = id!("@backend");
         let mut b = unsafe { rb_sys::rb_ivar_get(th, id) };
-        if is_nil(b) {
+        let finalized = !is_nil(b)
+            && <Obj<Backend> as TryConvert>::try_convert(val(b))
+                .map(|o| o.finalized.get())
+                .unwrap_or(false);
+        if is_nil(b) || finalized {
             let obj = Backend::rb_new()?;
             b = raw(obj.as_value());
             unsafe { rb_sys::rb_ivar_set(th, id, b) };
@@ -371,14 +435,22 @@ impl Backend {
         Symbol::new(self.kind.get())
     }
 
+    /// `finalize`: cancels what is in flight, drops the queues and closes
+    /// the selector's fds (the ring or epoll fd and the eventfd: a thread's
+    /// backend is finalized when the thread ends, so short-lived threads do
+    /// not hold them until GC). Idempotent. Afterwards the backend's methods
+    /// raise `IOError`, and the thread gets a new backend on its next use.
     fn finalize(rb_self: Obj<Backend>) -> Result<Obj<Backend>, Error> {
         let b: &Backend = &rb_self;
-        b.own()?;
+        b.own_thread()?;
         if !b.finalized.replace(true) {
             b.release_kernel_resources();
             b.rq.borrow_mut().clear();
             b.timers.borrow_mut().clear();
             b.forget_current();
+            // The wake-up fd is gone: other threads' `post` writes nothing.
+            b.wake_fd.store(-1, Ordering::SeqCst);
+            b.sel.borrow_mut().disown();
         }
         Ok(rb_self)
     }
