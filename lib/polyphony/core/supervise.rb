@@ -16,7 +16,7 @@ class ::Fiber
   def supervise(*fibers, **opts, &block)
     block ||= Fiber.__supervise_callback__(opts)
     self.__supervising__ = true
-    fibers = children if fibers.empty?
+    fibers = fibers.empty? ? children : Fiber.__check_fibers__(fibers)
     fibers.each do |f|
       f.attach_to(self) unless f.parent == self
       f.monitor(self)

@@ -118,6 +118,11 @@ module Polyphony
     # Releases `mutex`, parks until signalled (true) or `timeout` seconds
     # passed (false), then re-acquires `mutex`, also when interrupted.
     def wait(mutex, timeout = nil)
+      unless mutex.respond_to?(:unlock) && mutex.respond_to?(:lock)
+        Kernel.raise TypeError,
+                     "expected a mutex, got #{mutex.class}"
+      end
+
       fiber = Fiber.current
       @lock.synchronize { @waiters << fiber }
       mutex.unlock

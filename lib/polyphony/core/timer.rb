@@ -42,6 +42,9 @@ module Polyphony
 
     # Runs the block every `interval` seconds in the current fiber.
     def every(interval)
+      Kernel.raise TypeError, "expected a Numeric interval, got #{interval.class}" unless interval.is_a?(Numeric)
+      Kernel.raise ArgumentError, 'interval must be positive' unless interval.positive?
+
       target = now + interval
       loop do
         sleep_until(target)

@@ -200,8 +200,18 @@ class ::Fiber
     end
 
     # `await(a, b)` and `await([a, b])` alike.
+    # The fibers of `await`/`select` (a list, or one Array of them);
+    # TypeError for anything else.
     def __fiber_list__(args)
-      args.size == 1 && args.first.is_a?(Array) ? args.first : args
+      __check_fibers__(args.size == 1 && args.first.is_a?(Array) ? args.first : args)
+    end
+
+    # `list`, if it holds only fibers; TypeError otherwise.
+    def __check_fibers__(list)
+      bad = list.find { |f| !f.is_a?(Fiber) }
+      Kernel.raise TypeError, "expected a Fiber, got #{bad.class}" unless bad.nil? && !list.include?(nil)
+
+      list
     end
 
     def __select_wait__(fibers, current)

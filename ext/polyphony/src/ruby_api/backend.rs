@@ -509,8 +509,17 @@ impl Backend {
         true
     }
 
+    /// `idle_proc=`: nil, or anything that responds to `call` (TypeError
+    /// otherwise: it is called later, from whatever operation idles).
     fn set_idle_proc(&self, p: Value) -> Result<Value, Error> {
         self.own()?;
+        // SAFETY: `p` is a live object.
+        if !p.is_nil() && unsafe { rb_sys::rb_respond_to(raw(p), id!("call")) } == 0 {
+            return Err(crate::helpers::type_error(format!(
+                "idle proc must respond to call, got {}",
+                crate::helpers::inspect_class(raw(p))
+            )));
+        }
         self.idle_proc.set(raw(p));
         Ok(p)
     }
@@ -846,6 +855,13 @@ impl Backend {
             crate::kept::discard(owner);
             protect(|| unsafe { rb_sys::rb_io_close(r) })?;
             return Ok(io);
+        }
+        // SAFETY: `r` is a live object.
+        if rb_sys::SPECIAL_CONST_P(r) || unsafe { rb_sys::rb_respond_to(r, id!("close")) } == 0 {
+            return Err(crate::helpers::type_error(format!(
+                "expected an IO or a file descriptor, got {}",
+                crate::helpers::inspect_class(r)
+            )));
         }
         crate::helpers::call(r, id!("close"), &[])?;
         Ok(io)

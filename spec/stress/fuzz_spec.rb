@@ -1,0 +1,43 @@
+# frozen_string_literal: true
+
+# Bad input at the native boundary and in the constructs: every public
+# method of Polyphony::Backend, the Polyphony module functions, the Fiber
+# extensions, the Kernel globals and the constructs, called with wrong types,
+# nil, negative and huge numbers, NaN, frozen strings, closed IOs and foreign
+# objects (spec/support/fuzz_driver.rb), must raise a Ruby exception of a
+# documented class: never panic, abort, hang, or fail with NoMethodError on
+# some internal object. Each group runs in a child process, so that a crash
+# is caught and reported with the call that caused it.
+FUZZ_DRIVER = File.expand_path('../support/fuzz_driver.rb', __dir__)
+
+RSpec.describe 'Bad input at the native boundary (fuzz)' do
+  # What bad input may raise. Not allowed: NoMethodError and NameError (an
+  # unchecked argument reached some method), RuntimeError (a bare `raise`),
+  # and anything that is not a StandardError.
+  allowed = /\A(ok|timeout|ArgumentError|TypeError|RangeError|FloatDomainError|IOError|EOFError|
+              Errno::\w+|ThreadError|FiberError|FrozenError|LocalJumpError|ClosedQueueError|
+              Polyphony::Pipe::ClosedPipeError)\z/x
+
+  %w[backend module fiber kernel constructs].each do |group|
+    it "raises only documented exceptions for bad input (#{group})" do
+      out, err, status = Open3.capture3(
+        { 'POLYPHONY_BACKEND' => backend.kind.to_s },
+        'timeout', '-s', 'KILL', '180', SpecHelpers::RUBY, '-I', SpecHelpers::LIB, FUZZ_DRIVER, group
+      )
+      lines = out.lines.map(&:chomp)
+      last_call = lines.reverse.find { |l| l.start_with?('call ') }
+      expect(status.success?).to be(true), "driver died (#{status}) at: #{last_call}\n#{err[-2000..] || err}"
+      expect(lines.last).to eq('finished'), "driver stopped at: #{last_call}"
+      expect(err).not_to match(/panicked|\[BUG\]|fatal/)
+      bad = []
+      lines.each_cons(2) do |call, done|
+        next unless call.start_with?('call ') && done.start_with?('done ')
+
+        outcome = done.delete_prefix('done ')
+        bad << "#{call.delete_prefix('call ')} => #{outcome}" unless outcome.match?(allowed)
+      end
+      expect(bad).to be_empty, "#{bad.size} calls raised the wrong class:\n#{bad.first(20).join("\n")}"
+      expect(lines.count { |l| l.start_with?('call ') }).to be > 500
+    end
+  end
+end
