@@ -228,6 +228,10 @@ pub fn take_bytes(
         n
     };
     k.recount();
+    if !k.counted.get() {
+        // Emptied: later reads of this IO skip the identity check.
+        drop_ivar(owner);
+    }
     Some(n)
 }
 
@@ -240,6 +244,9 @@ pub fn take_fd(owner: VALUE, fd: i32) -> Option<i32> {
     let k = get(owner, fd)?;
     let cfd = k.fds.borrow_mut().pop_front();
     k.recount();
+    if !k.counted.get() {
+        drop_ivar(owner);
+    }
     cfd
 }
 

@@ -354,6 +354,16 @@ impl Backend {
         if expired.is_empty() {
             return;
         }
+        if expired.len() == 1 {
+            // The usual case: no other timer to weigh it against.
+            if let Some((id, t)) = expired.pop() {
+                // SAFETY: `t.fiber` is a live object (timers are marked).
+                if unsafe { rb_sys::rb_fiber_alive_p(t.fiber) } == QTRUE {
+                    self.queue_expired(id, t);
+                }
+            }
+            return;
+        }
         // Pass 1, in deadline order: one winner per fiber; the exception
         // timers that lose stay armed.
         let mut winners: Vec<(crate::timers::TimerId, crate::timers::Timer, bool)> =
@@ -382,22 +392,30 @@ impl Backend {
             }
         }
         // Pass 2, latest first, so that the earliest ends at the head.
-        for (id, t, exc) in winners.into_iter().rev() {
-            let queued = if t.immediate {
-                self.rq
-                    .borrow_mut()
-                    .push_unless_exception(t.fiber, t.value, exc, false)
-                    || !exc
-            } else {
-                self.rq.borrow_mut().push_expired(t.fiber, t.value, exc)
-            };
-            if !queued {
-                rearm.push((id, t));
-            }
+        for (id, t, _) in winners.into_iter().rev() {
+            self.queue_expired(id, t);
         }
         let mut timers = self.timers.borrow_mut();
         for (id, t) in rearm {
             timers.rearm(id, t);
+        }
+    }
+
+    /// Queues the fiber of expired timer `t` (at the head; at the tail if it
+    /// was due when set), or keeps the timer armed if its exception cannot
+    /// be delivered now.
+    fn queue_expired(&self, id: crate::timers::TimerId, t: crate::timers::Timer) {
+        let exc = is_exception(t.value);
+        let queued = if t.immediate {
+            self.rq
+                .borrow_mut()
+                .push_unless_exception(t.fiber, t.value, exc, false)
+                || !exc
+        } else {
+            self.rq.borrow_mut().push_expired(t.fiber, t.value, exc)
+        };
+        if !queued {
+            self.timers.borrow_mut().rearm(id, t);
         }
     }
 

@@ -14,7 +14,7 @@ use crate::helpers::{call, errno_error};
 use crate::ruby_api::backend::Backend;
 
 pub fn accept_fd(b: &Backend, owner: VALUE, fd: i32) -> Result<i32, Error> {
-    b.raise_pending(b.current_fiber())?;
+    b.raise_pending()?;
     if let Some(cfd) = crate::kept::take_fd(owner, fd) {
         b.switchpoint_after_sync()?;
         return Ok(cfd);

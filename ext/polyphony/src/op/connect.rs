@@ -74,7 +74,7 @@ pub fn connect_sockaddr(
     sa: (libc::sockaddr_storage, libc::socklen_t),
     what: &str,
 ) -> Result<(), Error> {
-    b.raise_pending(b.current_fiber())?;
+    b.raise_pending()?;
     if b.is_uring() {
         let mut slot = OpSlot::on_fd(b.current_fiber(), fd);
         slot.undo = Undo::Connect;

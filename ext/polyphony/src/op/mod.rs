@@ -13,7 +13,7 @@
 //! operation is cancelled and the kernel driven until it reports it
 //! ([`Backend::settle`]), and whatever it still did is handed back to its
 //! owner by the slot's [`Undo`] (bytes kept on the IO object, an accepted fd
-//! kept for the server, a connection shut down). No operation outlives the
+//! kept for the server, a connection dissolved). No operation outlives the
 //! wait of the fiber that asked for it.
 
 pub mod accept;
@@ -48,7 +48,8 @@ pub enum Undo {
     Read { owner: VALUE },
     /// An accepted fd is kept for the next accept of `owner` (the server).
     Accept { owner: VALUE },
-    /// A connection that was made is shut down.
+    /// A connection that was made, or is still being made, is dissolved
+    /// (`connect::dissolve`).
     Connect,
 }
 
@@ -131,7 +132,7 @@ impl Backend {
         build: impl FnOnce(&mut OpSlot) -> squeue::Entry,
     ) -> Result<(usize, i32), Error> {
         let fiber = slot.fiber;
-        self.raise_pending(fiber)?;
+        self.raise_pending()?;
         let key = {
             let mut ops = self.ops.borrow_mut();
             let entry = ops.vacant_entry();
@@ -205,12 +206,14 @@ impl Backend {
 
     /// Raises an exception put off by [`Backend::pend`] (or scheduled on the
     /// running fiber by itself) before an operation starts, so that a fiber
-    /// whose operations all complete at once still sees it.
+    /// whose operations all complete at once still sees it. Costs one check
+    /// while the run queue is empty.
     #[inline]
-    pub fn raise_pending(&self, fiber: VALUE) -> Result<(), Error> {
+    pub fn raise_pending(&self) -> Result<(), Error> {
         if self.rq.borrow().is_empty() {
             return Ok(());
         }
+        let fiber = self.current_fiber();
         let exc = self.rq.borrow_mut().take_exception(fiber);
         match exc {
             Some(v) => raise_if_exception(v).map(|_| ()),
@@ -258,8 +261,11 @@ impl Backend {
                 .borrow_mut()
                 .wait(Some(std::time::Duration::from_millis(100)), &mut events);
             if r.is_err() {
-                // The ring itself failed: nothing more will come.
-                let _ = self.free_op(key);
+                // The ring itself failed: the kernel may still write into
+                // the slot's buffer, so it is leaked, never freed.
+                if let Some(slot) = self.free_op(key) {
+                    std::mem::forget(slot);
+                }
                 return None;
             }
             for ev in events.drain(..) {
@@ -392,8 +398,8 @@ impl Backend {
                 Ok(res)
             };
         }
+        self.raise_pending()?;
         let fiber = self.current_fiber();
-        self.raise_pending(fiber)?;
         let key = {
             let mut slot = OpSlot::new(fiber);
             slot.fd = fd;

@@ -115,7 +115,7 @@ pub fn read_once(
     recv_flags: Option<i32>,
 ) -> Result<usize, Error> {
     let max = max.clamp(1, MAX_READ_CHUNK);
-    b.raise_pending(b.current_fiber())?;
+    b.raise_pending()?;
     if let Some(n) = crate::kept::take_bytes(b, owner, fd, max, |bytes| dest.put(bytes)) {
         return Ok(n);
     }

@@ -97,7 +97,7 @@ fn once(b: &Backend, src: i32, dest: i32, len: usize, kind: Kind) -> Result<usiz
 }
 
 pub fn splice(b: &Backend, src: i32, dest: i32, maxlen: i64, kind: Kind) -> Result<usize, Error> {
-    b.raise_pending(b.current_fiber())?;
+    b.raise_pending()?;
     if maxlen >= 0 {
         return once(b, src, dest, maxlen as usize, kind);
     }

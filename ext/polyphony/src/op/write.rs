@@ -50,7 +50,7 @@ fn call_name(send_flags: Option<i32>) -> &'static str {
 
 /// Writes all of `s` (a String) to `fd`; `send_flags` `Some` uses send(2).
 pub fn write_all(b: &Backend, fd: i32, s: VALUE, send_flags: Option<i32>) -> Result<usize, Error> {
-    b.raise_pending(b.current_fiber())?;
+    b.raise_pending()?;
     // Most writes are taken whole by one non-blocking call: that needs no
     // frozen copy (nothing can run before the call returns).
     let len0 = unsafe { rb_sys::RSTRING_LEN(s) as usize };
@@ -219,7 +219,7 @@ fn write_ready(
 /// Several strings are joined and written as one, so another fiber's write
 /// cannot land between them (`p 1` writes `"1"` and `"\n"`).
 pub fn write(b: &Backend, fd: i32, strings: &[VALUE]) -> Result<usize, Error> {
-    b.raise_pending(b.current_fiber())?;
+    b.raise_pending()?;
     match strings {
         [] => Ok(0),
         [s] => write_all(b, fd, *s, None),

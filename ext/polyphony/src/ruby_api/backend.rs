@@ -382,6 +382,14 @@ impl Backend {
         let Ok(mut ops) = self.ops.try_borrow_mut() else {
             return;
         };
+        if sel.disowned() {
+            // Its fds are closed (their numbers may be another file's now):
+            // nothing can be cancelled. A finalized backend has no ops left;
+            // a forked child's copy of another thread's has the parent's,
+            // whose buffers the kernel writes in the parent, not here.
+            ops.clear();
+            return;
+        }
         if let Selector::Uring(u) = &mut *sel {
             let keys: Vec<usize> = ops.iter().map(|(k, _)| k).collect();
             for k in &keys {

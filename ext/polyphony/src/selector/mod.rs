@@ -82,6 +82,14 @@ impl Selector {
     /// Closes this selector's fds now (a forked child's copy of another
     /// thread's selector); it must not be used afterwards, and its `Drop`
     /// closes nothing more.
+    /// Whether `disown` was called: such a selector does nothing more.
+    pub fn disowned(&self) -> bool {
+        match self {
+            Selector::Uring(u) => u.wake_fd < 0,
+            Selector::Epoll(e) => e.epfd < 0,
+        }
+    }
+
     pub fn disown(&mut self) {
         match self {
             Selector::Uring(u) => u.disown(),
