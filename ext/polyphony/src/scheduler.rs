@@ -126,8 +126,9 @@ impl Backend {
                 }
             }
             if self.rq.borrow_mut().peek() == Some(cur) {
-                let (_, v) = self.rq.borrow_mut().pop().unwrap();
-                return Ok(v);
+                if let Some((_, v)) = self.take_next() {
+                    return Ok(v);
+                }
             }
         }
         let v = protect(|| unsafe { rb_sys::rb_fiber_yield(1, &QNIL) });
@@ -219,6 +220,20 @@ impl Backend {
         result
     }
 
+    /// Pops the head of the run queue. A fiber that had an exception put
+    /// off (`Backend::pend`) gets it now, so it leaves the `pended` list.
+    #[inline(always)]
+    fn take_next(&self) -> Option<(VALUE, VALUE)> {
+        let next = self.rq.borrow_mut().pop();
+        if let Some((f, _)) = next {
+            let mut pended = self.pended.borrow_mut();
+            if !pended.is_empty() {
+                pended.retain(|p| *p != f);
+            }
+        }
+        next
+    }
+
     /// Puts the fibers this loop held back into the run queue, in order.
     fn release_held(&self, base: usize) {
         let held: Vec<_> = self.held.borrow_mut().drain(base..).collect();
@@ -232,7 +247,7 @@ impl Backend {
     fn pick_next(&self, cur: VALUE) -> Result<Option<(VALUE, VALUE)>, Error> {
         loop {
             self.drain_inbox();
-            let next = self.rq.borrow_mut().pop();
+            let next = self.take_next();
             if let Some((f, v)) = next {
                 // Counted here, not in `switch_fiber`: fibers that end go
                 // back to the runner without switching.
@@ -245,7 +260,7 @@ impl Backend {
                     // exception.
                     self.rq.borrow_mut().push(f, v, is_exception(v), true);
                     self.poll(false)?;
-                    return Ok(self.rq.borrow_mut().pop());
+                    return Ok(self.take_next());
                 }
                 return Ok(Some((f, v)));
             }

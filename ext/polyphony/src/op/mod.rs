@@ -201,20 +201,37 @@ impl Backend {
         self.rq
             .borrow_mut()
             .push_unless_exception(fiber, exc, true, false);
+        let mut pended = self.pended.borrow_mut();
+        if !pended.contains(&fiber) {
+            pended.push(fiber);
+        }
         Ok(())
     }
 
     /// Raises an exception put off by [`Backend::pend`] (or scheduled on the
     /// running fiber by itself) before an operation starts, so that a fiber
     /// whose operations all complete at once still sees it. Costs one check
-    /// while the run queue is empty.
+    /// while no exception is put off (the usual case).
     #[inline]
     pub fn raise_pending(&self) -> Result<(), Error> {
-        if self.rq.borrow().is_empty() {
+        if self.pended.borrow().is_empty() {
             return Ok(());
         }
+        self.raise_pending_slow()
+    }
+
+    #[cold]
+    fn raise_pending_slow(&self) -> Result<(), Error> {
         let fiber = self.current_fiber();
-        let exc = self.rq.borrow_mut().take_exception(fiber);
+        let exc = {
+            let mut pended = self.pended.borrow_mut();
+            let Some(i) = pended.iter().position(|f| *f == fiber) else {
+                return Ok(());
+            };
+            pended.swap_remove(i);
+            // Already raised by a switch since it was put off: None.
+            self.rq.borrow_mut().take_exception(fiber)
+        };
         match exc {
             Some(v) => raise_if_exception(v).map(|_| ()),
             None => Ok(()),

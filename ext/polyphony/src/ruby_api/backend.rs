@@ -67,6 +67,12 @@ pub struct Backend {
     /// io_uring: receives ask the kernel to poll first (false once a kernel
     /// older than 5.19 refused the flag with EINVAL). See `op::read`.
     pub recv_poll_first: std::cell::Cell<bool>,
+    /// Fibers with an exception put off by `pend` (see
+    /// `Backend::raise_pending`). Not marked: an entry is only compared
+    /// with the current fiber, and a stale one (its fiber already raised it
+    /// by a switch, or died) costs one harmless look-up when its address
+    /// comes up again; `post_fork` and the look-ups themselves clear them.
+    pub pended: RefCell<Vec<VALUE>>,
     /// Read buffers to reuse (see `op::take_buf`): an 8 KiB allocation per
     /// read of a 64-byte message cost more than the read.
     pub buf_pool: RefCell<Vec<Vec<u8>>>,
@@ -257,6 +263,7 @@ impl Backend {
             fd_kept: RefCell::new(Default::default()),
             read_full_fd: std::cell::Cell::new(-1),
             recv_poll_first: std::cell::Cell::new(true),
+            pended: RefCell::new(Vec::new()),
             buf_pool: RefCell::new(Vec::new()),
             pool_bytes: std::cell::Cell::new(0),
             sel: RefCell::new(sel),
@@ -428,10 +435,10 @@ impl Backend {
         if self.rq.borrow().is_empty() && !self.inbox_flag.load(Ordering::Relaxed) {
             return Ok(());
         }
-        let cur = self.current_fiber();
         match self.snooze() {
             Ok(_) => Ok(()),
-            Err(e) => self.pend(cur, e),
+            // Still the same fiber: this is where it resumed.
+            Err(e) => self.pend(self.current_fiber(), e),
         }
     }
 
@@ -478,6 +485,7 @@ impl Backend {
         b.wake_fd.store(b.sel.borrow().wake_fd(), Ordering::SeqCst);
         b.ready_waiters.borrow_mut().clear();
         b.fd_kept.borrow_mut().clear();
+        b.pended.borrow_mut().clear();
         b.rq.borrow_mut().clear();
         b.timers.borrow_mut().clear();
         b.inbox.lock().unwrap_or_else(|e| e.into_inner()).clear();
