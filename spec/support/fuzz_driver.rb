@@ -17,10 +17,16 @@ require 'socket'
 
 $stdout.sync = true
 GROUP = ARGV.fetch(0)
+# `gc_stress`: every call runs under GC.stress (a missing mark of what the
+# call holds shows as a crash or a wrong object).
+GC_STRESS = ARGV[1] == 'gc_stress'
 
 # Fresh bad values for each call (some are mutated or closed by the calls).
 def bad_values
   closed = IO.pipe.each(&:close)[0]
+  # Under GC.stress (slow: every allocation collects) a subset.
+  return [nil, 2**64, Object.new, closed] if GC_STRESS
+
   [nil, -1, 2**64, -(2**64), 1.5, Float::NAN, 'str', :sym, Object.new, [], { a: 1 }, closed, true]
 end
 
@@ -40,7 +46,12 @@ end
 def attempt(label, meth, args, &block)
   puts "call #{GROUP} #{label}##{meth} #{describe(args)}"
   outcome = nil
-  sandbox = spin { outcome = outcome_of { block.call(args) } }
+  sandbox = spin do
+    GC.stress = GC_STRESS
+    outcome = outcome_of { block.call(args) }
+  ensure
+    GC.stress = false
+  end
   # Long enough for any bounded wait; a CPU-bound hang never gets here.
   waited = outcome_of(2) { sandbox.await }
   sandbox.stop
@@ -62,7 +73,7 @@ end
 def fuzz(label, meths, make, call: :public_send)
   meths.each do |m|
     attempt(label, m, []) { |a| make.call.__send__(call, m, *a) { |*| snooze } }
-    (1..3).each do |n|
+    (1..(GC_STRESS ? 1 : 3)).each do |n|
       n.times do |pos|
         bad_values.each do |v|
           args = Array.new(n)
