@@ -7,12 +7,10 @@
 //! interfaces; `op/` one file per operation, each with its io_uring
 //! submission and its readiness-based fallback; `helpers/` the FFI glue.
 
-mod helpers;
-mod kept;
-mod op;
+mod core;
+mod rt;
 mod ruby_api;
 mod runqueue;
-mod scheduler;
 mod selector;
 mod timers;
 

@@ -13,12 +13,12 @@
 //! stopped or raised into while parked leaves it with that exception (the
 //! in-flight poll is cancelled as for `wait_io`).
 
-use crate::helpers::id;
+use crate::rt::id;
 use magnus::{method, prelude::*, Error, RClass, RModule, Ruby, Value};
 
-use crate::helpers::{call, duration, io_fd, is_nil, raw, val, Dir, QNIL, QTRUE};
-use crate::op;
-use crate::ruby_api::backend::Backend;
+use crate::core::op;
+use crate::core::Backend;
+use crate::rt::{call, duration, io_fd, is_nil, raw, val, Dir, QNIL, QTRUE};
 
 /// `IO::READABLE | IO::PRIORITY | IO::WRITABLE`: the same bits as poll(2)'s
 /// POLLIN, POLLPRI and POLLOUT.
@@ -66,19 +66,19 @@ fn io_wait(rb_self: Value, io: Value, events: Value, timeout: Value) -> Result<V
 
 /// `kernel_sleep(duration = nil)`: sleeps (nil: until scheduled).
 fn kernel_sleep(_rb_self: Value, args: &[Value]) -> Result<Value, Error> {
-    crate::helpers::check_arity(args, 0, 1)?;
+    crate::rt::check_arity(args, 0, 1)?;
     let b = Backend::current()?;
     match args.first().map(|v| raw(*v)) {
         None => b.wait_event(true).map(val),
         Some(d) if is_nil(d) => b.wait_event(true).map(val),
-        Some(d) => op::sleep::sleep(b, duration(d)?).map(val),
+        Some(d) => op::sleep::sleep(&b, duration(d)?).map(val),
     }
 }
 
 /// `block(blocker, timeout = nil) → true | false`: parks the fiber until
 /// `unblock` schedules it (true), or `timeout` passes (false).
 fn block(rb_self: Value, args: &[Value]) -> Result<Value, Error> {
-    crate::helpers::check_arity(args, 1, 2)?;
+    crate::rt::check_arity(args, 1, 2)?;
     if let Some(t) = args.get(1).filter(|t| !is_nil(raw(**t))) {
         return call(
             raw(rb_self),

@@ -1,43 +1,34 @@
-//! Ruby-visible classes and module functions, one file per class.
+//! The Ruby classes and modules the extension defines or extends, one file
+//! each: argument conversion and method tables over `core/`.
+//!
+//! - `backend.rs`: `Polyphony::Backend` (and `Polyphony::Backend::Kept`);
+//! - `fiber/`: `Fiber`'s native methods and Polyphony's per-fiber state;
+//! - `fiber_scheduler.rs`: `Polyphony::FiberScheduler`'s hot hooks;
+//! - `io.rs`: `IO#__write_fast__` and private helpers;
+//! - `kernel.rs`: `snooze`, `suspend`, `sleep`;
+//! - `thread.rs`: `Thread#backend`.
+//!
+//! The Ruby methods that native code calls back are listed in
+//! `hooks.rs` (and docs/architecture.md).
 
 pub mod backend;
 pub mod fiber;
-pub mod fiber_await;
 pub mod fiber_scheduler;
+pub mod hooks;
+pub mod io;
+pub mod kernel;
+pub mod thread;
 
-use crate::helpers::id;
-use std::cell::Cell;
-
-use magnus::{prelude::*, Error, RModule, Ruby};
-use rb_sys::VALUE;
-
-use crate::helpers::raw;
-
-thread_local! {
-    static POLYPHONY: Cell<VALUE> = const { Cell::new(0) };
-}
-
-/// The `Polyphony` module (a constant: never collected).
-pub fn polyphony_module() -> VALUE {
-    let v = POLYPHONY.with(|c| c.get());
-    if v != 0 {
-        return v;
-    }
-    let m = unsafe { rb_sys::rb_const_get(rb_sys::rb_cObject, id!("Polyphony")) };
-    POLYPHONY.with(|c| c.set(m));
-    m
-}
-
-/// `Polyphony::TimeoutException` (defined by the Ruby layer).
-pub fn timeout_exception_class() -> VALUE {
-    unsafe { rb_sys::rb_const_get(polyphony_module(), id!("TimeoutException")) }
-}
+use magnus::{Error, Ruby};
 
 pub fn init(ruby: &Ruby) -> Result<(), Error> {
-    let polyphony: RModule = ruby.define_module("Polyphony")?;
-    let _ = raw(polyphony.as_value());
+    let polyphony = ruby.define_module("Polyphony")?;
     backend::init(ruby, polyphony)?;
     fiber::init(ruby, polyphony)?;
     fiber_scheduler::init(ruby, polyphony)?;
+    io::init(ruby)?;
+    kernel::init(ruby)?;
+    thread::init(ruby)?;
+    hooks::init()?;
     Ok(())
 }

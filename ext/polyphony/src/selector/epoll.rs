@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use super::{drain_eventfd, new_eventfd, Event};
-use crate::helpers::nogvl::{without_gvl, NOT_RUN_WAIT_MS};
+use crate::rt::nogvl::{without_gvl, NOT_RUN_WAIT_MS};
 use crate::runqueue::AddrMap;
 
 const WAKE_DATA: u64 = u64::MAX;
@@ -158,7 +158,7 @@ unsafe fn wait_precise(
             std::ptr::null::<libc::sigset_t>(),
             0usize,
         ) as i32;
-        let errno = crate::helpers::last_errno();
+        let errno = crate::rt::last_errno();
         if r >= 0 || (errno != libc::ENOSYS && errno != libc::EPERM) {
             return r;
         }

@@ -11,7 +11,7 @@ use std::time::Duration;
 use io_uring::{opcode, squeue, types, IoUring};
 
 use super::{drain_eventfd, new_eventfd, Event};
-use crate::helpers::nogvl::{without_gvl, NOT_RUN_WAIT_MS};
+use crate::rt::nogvl::{without_gvl, NOT_RUN_WAIT_MS};
 
 /// User data of the eventfd poll.
 pub const WAKE_TAG: u64 = u64::MAX;

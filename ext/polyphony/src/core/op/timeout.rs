@@ -4,14 +4,14 @@
 //! own scope. The timer is removed on every exit, and a marker already
 //! queued but not yet delivered is withdrawn from the run queue.
 
-use crate::helpers::id;
+use crate::rt::id;
 use std::time::Duration;
 
-use magnus::Error;
+use crate::rt::Error;
 use rb_sys::VALUE;
 
-use crate::helpers::{call, protect, raw, QNIL};
-use crate::ruby_api::backend::Backend;
+use crate::core::Backend;
+use crate::rt::{call, protect, raw, QNIL};
 
 pub fn timeout(
     b: &Backend,
@@ -20,12 +20,12 @@ pub fn timeout(
     move_on_value: VALUE,
 ) -> Result<VALUE, Error> {
     let fiber = b.current_fiber();
-    let marker_class = crate::ruby_api::timeout_exception_class();
+    let marker_class = crate::rt::consts::timeout_exception();
     let marker = call(marker_class, id!("new"), &[])?;
-    let id = b.timers.borrow_mut().add(d, fiber, marker);
+    let id = b.sched.timers.borrow_mut().add(d, fiber, marker);
     let r = protect(|| unsafe { rb_sys::rb_yield(QNIL) });
-    b.timers.borrow_mut().cancel(id);
-    b.rq.borrow_mut().remove_if_value(fiber, marker);
+    b.sched.timers.borrow_mut().cancel(id);
+    b.sched.rq.borrow_mut().remove_if_value(fiber, marker);
     std::hint::black_box(marker);
     match r {
         Ok(v) => Ok(v),
@@ -34,15 +34,15 @@ pub fn timeout(
             if !is_ours {
                 return Err(e);
             }
-            if crate::helpers::is_nil(spec) {
+            if crate::rt::is_nil(spec) {
                 return Ok(move_on_value);
             }
             let exc = call(
-                crate::ruby_api::polyphony_module(),
+                crate::rt::consts::polyphony(),
                 id!("__timeout_exception__"),
                 &[spec],
             )?;
-            Err(crate::helpers::exception_error(exc))
+            Err(crate::rt::exception_error(exc))
         }
     }
 }

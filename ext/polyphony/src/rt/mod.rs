@@ -1,11 +1,22 @@
-//! Small helpers shared by every Ruby-facing file: raw value access, error
-//! construction, `rb_protect`, GVL release and fd extraction.
+//! The Ruby C API glue, the floor every other module stands on: raw value
+//! access, exceptions as Rust errors ([`Error`], [`protect`]), interned ids
+//! and cached constants, GVL release, fd and argument extraction, and
+//! wrapped Rust values ([`data`]). `core/` reaches Ruby only through here
+//! and `rb_sys`; it never names magnus. Everything here runs with the GVL
+//! held unless it says otherwise.
 
+pub mod consts;
+pub mod data;
 pub mod nogvl;
 
 use magnus::rb_sys::{AsRawValue, FromRawValue};
-use magnus::{Error, Ruby, Value};
+use magnus::{Ruby, Value};
 use rb_sys::VALUE;
+
+/// A Ruby exception (or a `throw`/`break` caught by [`protect`]) on its way
+/// to the caller: every fallible native function returns it, and the
+/// bindings hand it to Ruby, which raises it.
+pub use magnus::Error;
 
 pub const QNIL: VALUE = rb_sys::special_consts::Qnil as VALUE;
 pub const QTRUE: VALUE = rb_sys::special_consts::Qtrue as VALUE;
@@ -62,7 +73,7 @@ pub fn raise_if_exception(v: VALUE) -> Result<VALUE, Error> {
     if !is_exception(v) {
         return Ok(v);
     }
-    if crate::ruby_api::fiber::is_interjection(v) {
+    if consts::is_interjection(v) {
         call(v, id!("invoke"), &[])?;
         return Ok(v);
     }
@@ -83,6 +94,21 @@ pub fn errno_error(errno: i32, ctx: &str) -> Error {
     let msg = std::ffi::CString::new(ctx).unwrap_or_default();
     let exc = unsafe { rb_sys::rb_syserr_new(errno, msg.as_ptr()) };
     exception_error(exc)
+}
+
+/// True if `v` is an Array.
+#[inline]
+pub fn is_array(v: VALUE) -> bool {
+    // SAFETY: `RB_TYPE_P` only reads the object's header (or none, for an
+    // immediate).
+    unsafe { rb_sys::RB_TYPE_P(v, rb_sys::ruby_value_type::RUBY_T_ARRAY) }
+}
+
+/// True if `v` is a kind of `class`.
+#[inline]
+pub fn kind_of(v: VALUE, class: VALUE) -> bool {
+    // SAFETY: GVL held; both are live objects (`class` a constant).
+    unsafe { rb_sys::rb_obj_is_kind_of(v, class) == QTRUE }
 }
 
 pub fn last_errno() -> i32 {
@@ -122,7 +148,7 @@ pub fn intern(name: &str) -> rb_sys::ID {
 macro_rules! id {
     ($name:literal) => {{
         static CACHE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        $crate::helpers::cached_id(&CACHE, $name)
+        $crate::rt::cached_id(&CACHE, $name)
     }};
 }
 pub(crate) use id;
@@ -177,7 +203,7 @@ pub fn readable_fd_owner(io: VALUE) -> Result<(i32, VALUE), Error> {
 }
 
 /// `io_fd`, and the IO object that owns the fd (nil for a bare fd number):
-/// what an interrupted operation gives back is kept on it (`crate::kept`).
+/// what an interrupted operation gives back is kept on it (`crate::core::kept`).
 pub fn io_fd_owner(io: VALUE, dir: Dir) -> Result<(i32, VALUE), Error> {
     unsafe {
         if rb_sys::FIXNUM_P(io) {
@@ -319,6 +345,8 @@ pub fn check_arity(args: &[Value], min: usize, max: usize) -> Result<(), Error> 
     if args.len() < min || args.len() > max {
         let expected = if min == max {
             min.to_string()
+        } else if max == usize::MAX {
+            format!("{min}+")
         } else {
             format!("{min}..{max}")
         };

@@ -6,11 +6,11 @@
 //! destination's writability while they say EAGAIN. `maxlen < 0` repeats with
 //! `|maxlen|` until EOF and returns the total.
 
-use magnus::Error;
+use crate::rt::Error;
 
 use super::{ensure_nonblock, OpSlot, READABLE, WRITABLE};
-use crate::helpers::{errno_error, last_errno};
-use crate::ruby_api::backend::Backend;
+use crate::core::Backend;
+use crate::rt::{errno_error, last_errno};
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Kind {

@@ -5,11 +5,11 @@
 
 use std::net::ToSocketAddrs;
 
-use magnus::Error;
+use crate::rt::Error;
 
 use super::{ensure_nonblock, OpSlot, Undo, WRITABLE};
-use crate::helpers::{errno_error, runtime_error};
-use crate::ruby_api::backend::Backend;
+use crate::core::Backend;
+use crate::rt::{errno_error, runtime_error};
 
 fn to_sockaddr(addr: std::net::SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
     let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
@@ -99,7 +99,7 @@ pub fn connect_sockaddr(
     if r == 0 {
         return Ok(());
     }
-    let err = crate::helpers::last_errno();
+    let err = crate::rt::last_errno();
     if err != libc::EINPROGRESS && err != libc::EAGAIN {
         return Err(errno_error(err, what));
     }

@@ -19,12 +19,12 @@
 //! copy alive until the kernel reports the cancel or the completion, so the
 //! bytes already taken are sent and no memory is read after it is freed.
 
-use magnus::Error;
+use crate::rt::Error;
 use rb_sys::VALUE;
 
 use super::{ensure_nonblock, retry_nonblocking, OpSlot, WRITABLE};
-use crate::helpers::{errno_error, runtime_error, str_bytes};
-use crate::ruby_api::backend::Backend;
+use crate::core::Backend;
+use crate::rt::{errno_error, runtime_error, str_bytes};
 
 /// One non-blocking send(2) of `len` bytes at `ptr` (no SIGPIPE).
 ///
@@ -209,7 +209,7 @@ fn write_ready(
     if n == 0 {
         return Ok(None);
     }
-    match crate::helpers::last_errno() {
+    match crate::rt::last_errno() {
         libc::EAGAIN | libc::EOPNOTSUPP | libc::EINVAL | libc::EINTR => Ok(None),
         e => Err(errno_error(e, call_name(send_flags))),
     }

@@ -4,18 +4,18 @@
 //! kernel may still write into it after the fiber was interrupted, until the
 //! cancellation completes), copied into the Ruby string on completion. If
 //! the fiber gave up but the kernel read anyway, the bytes are kept for the
-//! next read of the same IO object (`Undo::Read`, `crate::kept`).
+//! next read of the same IO object (`Undo::Read`, `crate::core::kept`).
 //! epoll: a non-blocking `read(2)` straight into the string, parking on
 //! readiness while it says EAGAIN. A read that got bytes delivers them even
 //! if an exception arrives at the switchpoint after it
 //! (`Backend::switchpoint_after_sync`).
 
-use magnus::Error;
+use crate::rt::Error;
 use rb_sys::VALUE;
 
 use super::{ensure_nonblock, retry_nonblocking, OpSlot, Undo, READABLE, SMALL_READ};
-use crate::helpers::{errno_error, QNIL};
-use crate::ruby_api::backend::Backend;
+use crate::core::Backend;
+use crate::rt::{errno_error, QNIL};
 
 /// The syscall named in errors: recv(2) when there are recv flags.
 fn call_name(recv_flags: Option<i32>) -> &'static str {
@@ -116,17 +116,17 @@ pub fn read_once(
 ) -> Result<usize, Error> {
     let max = max.clamp(1, MAX_READ_CHUNK);
     b.raise_pending()?;
-    if let Some(n) = crate::kept::take_bytes(b, owner, fd, max, |bytes| dest.put(bytes)) {
+    if let Some(n) = crate::core::kept::take_bytes(b, owner, fd, max, |bytes| dest.put(bytes)) {
         return Ok(n);
     }
     if b.is_uring() {
         // Only right after a read that filled its buffer: when reads are
         // usually waiting for data (a socket of request/response traffic),
         // the extra EAGAIN syscall costs more than the ring saves.
-        if b.read_full_fd.get() == fd {
+        if b.io.read_full_fd.get() == fd {
             if let Some(r) = read_ready(b, fd, dest, max, recv_flags) {
                 if !matches!(r, Ok(n) if n == max) {
-                    b.read_full_fd.set(-1);
+                    b.io.read_full_fd.set(-1);
                 }
                 return r;
             }
@@ -135,7 +135,7 @@ pub fn read_once(
             let mut slot = OpSlot::on_fd(b.current_fiber(), fd);
             slot.undo = Undo::Read { owner };
             slot.buf = b.take_buf(max);
-            let poll_first = recv_flags.is_some() && b.recv_poll_first.get();
+            let poll_first = recv_flags.is_some() && b.io.recv_poll_first.get();
             let prio = if poll_first { RECVSEND_POLL_FIRST } else { 0 };
             let (key, res) = b.submit_and_await(slot, |s| {
                 let ptr = s.buf.as_mut_ptr();
@@ -165,14 +165,14 @@ pub fn read_once(
             }
             if res == -libc::EINVAL && poll_first {
                 // A kernel without IORING_RECVSEND_POLL_FIRST (before 5.19).
-                b.recv_poll_first.set(false);
+                b.io.recv_poll_first.set(false);
                 continue;
             }
             if res < 0 {
                 return Err(errno_error(-res, call_name(recv_flags)));
             }
             if n == max {
-                b.read_full_fd.set(fd);
+                b.io.read_full_fd.set(fd);
             }
             return Ok(n);
         }
@@ -247,7 +247,7 @@ fn read_ready(
     if n > 0 {
         return Some(b.switchpoint_after_sync().map(|_| n as usize));
     }
-    let errno = crate::helpers::last_errno();
+    let errno = crate::rt::last_errno();
     dest.cut(orig_len);
     if n == 0 {
         // EOF (or an empty regular file read): let the ring path confirm it,

@@ -28,12 +28,12 @@ pub mod timeout;
 pub mod waitpid;
 pub mod write;
 
+use crate::rt::Error;
 use io_uring::squeue;
-use magnus::Error;
 use rb_sys::VALUE;
 
-use crate::helpers::{errno_error, raise_if_exception, QNIL};
-use crate::ruby_api::backend::Backend;
+use crate::core::Backend;
+use crate::rt::{errno_error, raise_if_exception, QNIL};
 use crate::selector::{Event, Selector};
 
 /// What undoes an operation that completed after its fiber gave up.
@@ -44,7 +44,7 @@ pub enum Undo {
     Nothing,
     /// Bytes read are kept for the next read of `owner` (the IO object; nil
     /// for a bare fd: kept for the next read of that fd number in this
-    /// thread, see `crate::kept`).
+    /// thread, see `crate::core::kept`).
     Read { owner: VALUE },
     /// An accepted fd is kept for the next accept of `owner` (the server).
     Accept { owner: VALUE },
@@ -117,7 +117,7 @@ pub const WRITABLE: u32 = libc::POLLOUT as u32;
 
 impl Backend {
     pub fn is_uring(&self) -> bool {
-        matches!(&*self.sel.borrow(), Selector::Uring(_))
+        matches!(&*self.io.sel.borrow(), Selector::Uring(_))
     }
 
     /// Submits `entry` (built by `build` from the slot, whose user data is set
@@ -134,18 +134,18 @@ impl Backend {
         let fiber = slot.fiber;
         self.raise_pending()?;
         let key = {
-            let mut ops = self.ops.borrow_mut();
+            let mut ops = self.io.ops.borrow_mut();
             let entry = ops.vacant_entry();
             let key = entry.key();
             let slot = entry.insert(slot);
             let sqe = build(slot).user_data(key as u64);
-            if let Selector::Uring(u) = &mut *self.sel.borrow_mut() {
+            if let Selector::Uring(u) = &mut *self.io.sel.borrow_mut() {
                 u.push(sqe);
             }
             key
         };
-        self.active_ops.set(self.active_ops.get() + 1);
-        self.op_count.set(self.op_count.get() + 1);
+        self.io.active_ops.set(self.io.active_ops.get() + 1);
+        self.stats.op_count.set(self.stats.op_count.get() + 1);
         let res = self.await_slot(key, fiber)?;
         Ok((key, res))
     }
@@ -158,7 +158,7 @@ impl Backend {
             // and the operation goes on; any other exception, or one raised
             // by that block, ends the wait.
             let r = self.switch_fiber_from(fiber).and_then(raise_if_exception);
-            let done = self.ops.borrow().get(key).and_then(|s| s.result);
+            let done = self.io.ops.borrow().get(key).and_then(|s| s.result);
             match (r, done) {
                 (Ok(_), Some(res)) => return Ok(res),
                 (Ok(_), None) => {}
@@ -175,7 +175,9 @@ impl Backend {
                     }
                 },
                 (Err(e), None) => {
-                    self.active_ops.set(self.active_ops.get().saturating_sub(1));
+                    self.io
+                        .active_ops
+                        .set(self.io.active_ops.get().saturating_sub(1));
                     if let Some((slot, res)) = self.settle(key) {
                         self.undo(&slot, res);
                     }
@@ -194,14 +196,15 @@ impl Backend {
         let Some(exc) = e.value() else {
             return Err(e);
         };
-        let exc = crate::helpers::raw(exc);
+        let exc = crate::rt::raw(exc);
         // A queued exception (a stop that came after the one being put
         // off) is kept: the earlier one is dropped, as if it had been raised
         // and replaced.
-        self.rq
+        self.sched
+            .rq
             .borrow_mut()
             .push_unless_exception(fiber, exc, true, false);
-        let mut pended = self.pended.borrow_mut();
+        let mut pended = self.sched.pended.borrow_mut();
         if !pended.contains(&fiber) {
             pended.push(fiber);
         }
@@ -214,7 +217,7 @@ impl Backend {
     /// while no exception is put off (the usual case).
     #[inline]
     pub fn raise_pending(&self) -> Result<(), Error> {
-        if self.pended.borrow().is_empty() {
+        if self.sched.pended.borrow().is_empty() {
             return Ok(());
         }
         self.raise_pending_slow()
@@ -224,13 +227,13 @@ impl Backend {
     fn raise_pending_slow(&self) -> Result<(), Error> {
         let fiber = self.current_fiber();
         let exc = {
-            let mut pended = self.pended.borrow_mut();
+            let mut pended = self.sched.pended.borrow_mut();
             let Some(i) = pended.iter().position(|f| *f == fiber) else {
                 return Ok(());
             };
             pended.swap_remove(i);
             // Already raised by a switch since it was put off: None.
-            self.rq.borrow_mut().take_exception(fiber)
+            self.sched.rq.borrow_mut().take_exception(fiber)
         };
         match exc {
             Some(v) => raise_if_exception(v).map(|_| ()),
@@ -245,10 +248,10 @@ impl Backend {
     /// completes by itself).
     fn settle(&self, key: usize) -> Option<(OpSlot, i32)> {
         let uring = {
-            let mut ops = self.ops.borrow_mut();
+            let mut ops = self.io.ops.borrow_mut();
             let slot = ops.get_mut(key)?;
             slot.fiber = 0;
-            match &mut *self.sel.borrow_mut() {
+            match &mut *self.io.sel.borrow_mut() {
                 Selector::Uring(u) => {
                     u.cancel(key);
                     true
@@ -264,7 +267,7 @@ impl Backend {
         let mut events = Vec::new();
         let mut wake = Vec::new();
         loop {
-            let done = self.ops.borrow().get(key).and_then(|s| s.result);
+            let done = self.io.ops.borrow().get(key).and_then(|s| s.result);
             if let Some(res) = done {
                 let slot = self.free_op(key)?;
                 return Some((slot, res));
@@ -274,6 +277,7 @@ impl Backend {
             // once; one running in the kernel's worker finishes or is
             // interrupted. Other threads run meanwhile (GVL released).
             let r = self
+                .io
                 .sel
                 .borrow_mut()
                 .wait(Some(std::time::Duration::from_millis(100)), &mut events);
@@ -290,7 +294,7 @@ impl Backend {
                     self.complete_op(k, res, &mut wake);
                 }
             }
-            let mut rq = self.rq.borrow_mut();
+            let mut rq = self.sched.rq.borrow_mut();
             for f in wake.drain(..) {
                 rq.push(f, QNIL, false, false);
             }
@@ -315,10 +319,10 @@ impl Backend {
                     // SAFETY: the kernel wrote `n` bytes into `buf`, whose
                     // capacity is at least `n` (checked above).
                     let data = unsafe { std::slice::from_raw_parts(slot.buf.as_ptr(), n) };
-                    crate::kept::keep_bytes(self, owner, slot.fd, data);
+                    crate::core::kept::keep_bytes(self, owner, slot.fd, data);
                 }
             }
-            Undo::Accept { owner } => crate::kept::keep_fd(owner, res),
+            Undo::Accept { owner } => crate::core::kept::keep_fd(owner, res),
             Undo::Connect => {}
         }
     }
@@ -328,11 +332,13 @@ impl Backend {
     /// that small requests do not fill the pool with buffers too small for
     /// the next read). Give it back with [`Backend::give_buf`].
     pub fn take_buf(&self, cap: usize) -> Vec<u8> {
-        let mut pool = self.buf_pool.borrow_mut();
+        let mut pool = self.io.buf_pool.borrow_mut();
         let from = pool.len().saturating_sub(4);
         if let Some(i) = pool[from..].iter().rposition(|b| b.capacity() >= cap) {
             let buf = pool.swap_remove(from + i);
-            self.pool_bytes.set(self.pool_bytes.get() - buf.capacity());
+            self.io
+                .pool_bytes
+                .set(self.io.pool_bytes.get() - buf.capacity());
             return buf;
         }
         Vec::with_capacity(cap.max(MIN_POOLED))
@@ -342,17 +348,17 @@ impl Backend {
     /// all, enough for one read buffer per connection of a busy server (each
     /// read in flight on io_uring holds its own).
     pub fn give_buf(&self, mut buf: Vec<u8>) {
-        let mut pool = self.buf_pool.borrow_mut();
+        let mut pool = self.io.buf_pool.borrow_mut();
         let cap = buf.capacity();
-        if cap <= SMALL_READ && self.pool_bytes.get() + cap <= POOL_BYTES {
+        if cap <= SMALL_READ && self.io.pool_bytes.get() + cap <= POOL_BYTES {
             buf.clear();
             pool.push(buf);
-            self.pool_bytes.set(self.pool_bytes.get() + cap);
+            self.io.pool_bytes.set(self.io.pool_bytes.get() + cap);
         }
     }
 
     pub fn free_op(&self, key: usize) -> Option<OpSlot> {
-        let mut ops = self.ops.borrow_mut();
+        let mut ops = self.io.ops.borrow_mut();
         if ops.contains(key) {
             Some(ops.remove(key))
         } else {
@@ -363,7 +369,7 @@ impl Backend {
     /// Called for each io_uring completion: records the result and wakes the
     /// fiber (a slot being settled has no fiber to wake).
     pub fn complete_op(&self, key: usize, res: i32, wake: &mut Vec<VALUE>) {
-        let mut ops = self.ops.borrow_mut();
+        let mut ops = self.io.ops.borrow_mut();
         let Some(slot) = ops.get_mut(key) else { return };
         if slot.result.is_some() {
             return;
@@ -373,16 +379,19 @@ impl Backend {
             return;
         }
         wake.push(slot.fiber);
-        self.active_ops.set(self.active_ops.get().saturating_sub(1));
+        self.io
+            .active_ops
+            .set(self.io.active_ops.get().saturating_sub(1));
     }
 
     /// `fd` is being closed: every other fiber of this thread waiting on it
     /// gets `IOError` (as Ruby does for threads), unless an exception is
     /// already on its way to it (a fiber that was stopped stays stopped).
     pub fn fd_closing(&self, fd: i32) {
-        crate::kept::forget_fd(self, fd);
+        crate::core::kept::forget_fd(self, fd);
         let cur = self.current_fiber();
         let waiters: Vec<VALUE> = self
+            .io
             .ops
             .borrow()
             .iter()
@@ -391,11 +400,12 @@ impl Backend {
             .collect();
         for f in waiters {
             let exc = closed_in_another_fiber();
-            self.rq
+            self.sched
+                .rq
                 .borrow_mut()
                 .push_unless_exception(f, exc, true, true);
         }
-        crate::ruby_api::backend::notify_close_elsewhere(self, fd);
+        crate::core::backend::notify_close_elsewhere(self, fd);
     }
 
     /// Parks the current fiber until `fd` is ready for `events` (READABLE /
@@ -421,10 +431,10 @@ impl Backend {
             let mut slot = OpSlot::new(fiber);
             slot.fd = fd;
             slot.events = events;
-            self.ops.borrow_mut().insert(slot)
+            self.io.ops.borrow_mut().insert(slot)
         };
         let union = self.ready_waiters_add(fd, key);
-        let armed = match &mut *self.sel.borrow_mut() {
+        let armed = match &mut *self.io.sel.borrow_mut() {
             Selector::Epoll(e) => e.arm(fd, to_epoll(union)),
             Selector::Uring(_) => Ok(()),
         };
@@ -436,8 +446,8 @@ impl Backend {
                 "epoll_ctl",
             ));
         }
-        self.active_ops.set(self.active_ops.get() + 1);
-        self.op_count.set(self.op_count.get() + 1);
+        self.io.active_ops.set(self.io.active_ops.get() + 1);
+        self.stats.op_count.set(self.stats.op_count.get() + 1);
         let res = self.await_slot(key, fiber)?;
         self.free_op(key);
         Ok(res)
@@ -445,17 +455,17 @@ impl Backend {
 
     /// Adds waiter `key` for `fd`; returns the union of all interests on fd.
     fn ready_waiters_add(&self, fd: i32, key: usize) -> u32 {
-        let mut w = self.ready_waiters.borrow_mut();
+        let mut w = self.io.ready_waiters.borrow_mut();
         let list = w.entry(fd as VALUE).or_default();
         list.push(key);
-        let ops = self.ops.borrow();
+        let ops = self.io.ops.borrow();
         list.iter()
             .filter_map(|k| ops.get(*k))
             .fold(0, |acc, s| acc | s.events)
     }
 
     fn remove_ready_waiter(&self, fd: i32, key: usize) {
-        let mut w = self.ready_waiters.borrow_mut();
+        let mut w = self.io.ready_waiters.borrow_mut();
         if let Some(list) = w.get_mut(&(fd as VALUE)) {
             list.retain(|k| *k != key);
             if list.is_empty() {
@@ -466,11 +476,11 @@ impl Backend {
 
     /// epoll: `fd` reported `revents`; wake matching waiters, re-arm for the rest.
     pub fn fd_ready(&self, fd: i32, revents: u32, wake: &mut Vec<VALUE>) {
-        let mut w = self.ready_waiters.borrow_mut();
+        let mut w = self.io.ready_waiters.borrow_mut();
         let Some(list) = w.get_mut(&(fd as VALUE)) else {
             return;
         };
-        let mut ops = self.ops.borrow_mut();
+        let mut ops = self.io.ops.borrow_mut();
         let poll_rev = from_epoll(revents);
         let mut remaining = 0u32;
         list.retain(|k| {
@@ -480,7 +490,9 @@ impl Backend {
             if poll_rev & (slot.events | (libc::POLLERR | libc::POLLHUP) as u32) != 0 {
                 slot.result = Some(poll_rev as i32);
                 wake.push(slot.fiber);
-                self.active_ops.set(self.active_ops.get().saturating_sub(1));
+                self.io
+                    .active_ops
+                    .set(self.io.active_ops.get().saturating_sub(1));
                 false
             } else {
                 remaining |= slot.events;
@@ -489,7 +501,7 @@ impl Backend {
         });
         if list.is_empty() {
             w.remove(&(fd as VALUE));
-        } else if let Selector::Epoll(e) = &mut *self.sel.borrow_mut() {
+        } else if let Selector::Epoll(e) = &mut *self.io.sel.borrow_mut() {
             let _ = e.arm(fd, to_epoll(remaining));
         }
     }
@@ -572,7 +584,7 @@ pub fn retry_nonblocking(
         if n >= 0 {
             return Ok(n);
         }
-        let err = crate::helpers::last_errno();
+        let err = crate::rt::last_errno();
         match err {
             libc::EAGAIN => {
                 backend.wait_ready(fd, events)?;

@@ -1,4 +1,4 @@
-//! The switch algorithm (spec §2.2) and polling.
+//! The switch algorithm (docs/scheduling.md) and polling.
 //!
 //! Fibers are run by *runners*: the thread's root fiber (or any fiber that was
 //! not started by a runner, such as an `Enumerator` fiber doing I/O) runs the
@@ -7,15 +7,24 @@
 //! resumed, its stack goes back to Ruby's fiber pool the moment its block
 //! ends, instead of waiting for GC as with `transfer`.
 
-use crate::helpers::id;
-use magnus::Error;
+use crate::rt::id;
 use rb_sys::VALUE;
 
-use crate::helpers::{call, is_exception, is_nil, protect, raw, QNIL, QTRUE};
-use crate::ruby_api::backend::{Backend, Frame, Mail};
+use crate::core::backend::{Backend, Frame, Mail};
+use crate::core::lifecycle;
+use crate::rt::Error;
+use crate::rt::{call, is_exception, is_nil, protect, raw, QNIL, QTRUE};
 use crate::selector::Event;
 
 impl Backend {
+    /// Called first thing by a spun fiber's body: the runner's resume
+    /// reached it (see `run_loop`, which tells a fiber that could not start
+    /// from one that raised).
+    #[inline]
+    pub fn fiber_entered(&self) {
+        self.sched.entered.set(true);
+    }
+
     #[inline]
     pub fn current_fiber(&self) -> VALUE {
         unsafe { rb_sys::rb_fiber_current() }
@@ -25,7 +34,7 @@ impl Backend {
     /// operations, timers and fibers parked in `wait_event`.
     #[inline]
     pub fn pending(&self) -> usize {
-        self.active_ops.get() + self.timers.borrow().len() + self.event_waiters.get()
+        self.io.active_ops.get() + self.sched.timers.borrow().len() + self.sched.event_waiters.get()
     }
 
     /// Queues `fiber` to be resumed with `value` (see `RunQueue::push`). Dead
@@ -44,37 +53,43 @@ impl Backend {
             return;
         }
         let exc = is_exception(value);
-        self.rq.borrow_mut().push(fiber, value, exc, priority);
+        self.sched.rq.borrow_mut().push(fiber, value, exc, priority);
     }
 
     /// Hands `mail` to this backend's thread (from any thread) and wakes it.
     pub fn post(&self, mail: Mail) {
-        self.inbox
+        self.sched
+            .inbox
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push(mail);
-        self.inbox_flag
+        self.sched
+            .inbox_flag
             .store(true, std::sync::atomic::Ordering::SeqCst);
-        crate::selector::wake(self.wake_fd.load(std::sync::atomic::Ordering::SeqCst));
+        crate::selector::wake(self.io.wake_fd.load(std::sync::atomic::Ordering::SeqCst));
     }
 
     fn drain_inbox(&self) {
         // A plain load first: the flag is almost always clear, and the swap
         // is a locked instruction.
-        if !self.inbox_flag.load(std::sync::atomic::Ordering::Acquire)
+        if !self
+            .sched
+            .inbox_flag
+            .load(std::sync::atomic::Ordering::Acquire)
             || !self
+                .sched
                 .inbox_flag
                 .swap(false, std::sync::atomic::Ordering::SeqCst)
         {
             return;
         }
         let items: Vec<_> =
-            std::mem::take(&mut *self.inbox.lock().unwrap_or_else(|e| e.into_inner()));
+            std::mem::take(&mut *self.sched.inbox.lock().unwrap_or_else(|e| e.into_inner()));
         for m in items {
             // SAFETY: `m.fiber` is a live object (the inbox is marked).
             if unsafe { rb_sys::rb_fiber_alive_p(m.fiber) } == QTRUE {
                 let exc = is_exception(m.value);
-                let mut rq = self.rq.borrow_mut();
+                let mut rq = self.sched.rq.borrow_mut();
                 if m.soft {
                     rq.push_unless_exception(m.fiber, m.value, exc, m.priority);
                 } else {
@@ -97,8 +112,11 @@ impl Backend {
     /// `switch_fiber` for callers that know the current fiber `cur`
     /// (`rb_fiber_current` costs a thread-local lookup in libruby).
     pub fn switch_fiber_from(&self, cur: VALUE) -> Result<VALUE, Error> {
-        self.switch_count.set(self.switch_count.get() + 1);
+        self.stats
+            .switch_count
+            .set(self.stats.switch_count.get() + 1);
         let yieldable = self
+            .sched
             .runners
             .borrow()
             .last()
@@ -110,46 +128,46 @@ impl Backend {
         // A fiber started by the runner: handle the cheap cases here, else
         // hand control back to the runner.
         self.drain_inbox();
-        if self.rq.borrow().is_empty() {
+        if self.sched.rq.borrow().is_empty() {
             self.run_idle()?;
-            if self.rq.borrow().is_empty() && self.pending() == 0 {
+            if self.sched.rq.borrow().is_empty() && self.pending() == 0 {
                 return Ok(QNIL);
             }
         }
-        if self.rq.borrow_mut().peek() == Some(cur) {
+        if self.sched.rq.borrow_mut().peek() == Some(cur) {
             // Poll first: an expired timer (say a zero timeout) may replace
             // the queued value with its exception, which must win.
             if self.pending() > 0 {
                 if let Err(e) = self.poll(false) {
-                    self.rq.borrow_mut().remove_if_value(cur, QNIL);
+                    self.sched.rq.borrow_mut().remove_if_value(cur, QNIL);
                     return Err(e);
                 }
             }
-            if self.rq.borrow_mut().peek() == Some(cur) {
+            if self.sched.rq.borrow_mut().peek() == Some(cur) {
                 if let Some((_, v)) = self.take_next() {
                     return Ok(v);
                 }
             }
         }
         let v = protect(|| unsafe { rb_sys::rb_fiber_yield(1, &QNIL) });
-        self.entered.set(true);
+        self.sched.entered.set(true);
         v
     }
 
     fn run_loop(&self, cur: VALUE) -> Result<VALUE, Error> {
-        self.runners.borrow_mut().push(Frame {
+        self.sched.runners.borrow_mut().push(Frame {
             runner: cur,
             child: 0,
         });
-        let deferred_base = self.deferred.borrow().len();
-        let held_base = self.held.borrow().len();
+        let deferred_base = self.sched.deferred.borrow().len();
+        let held_base = self.sched.held.borrow().len();
         // After a fiber failed to start (no stack could be allocated), fibers
         // that have not started yet wait in `held` while started ones run:
         // they are the ones that can finish and free stacks, and trying to
         // allocate again costs Ruby milliseconds each time.
         let mut start_failed = false;
         let result = loop {
-            if start_failed && self.rq.borrow().is_empty() {
+            if start_failed && self.sched.rq.borrow().is_empty() {
                 start_failed = false;
                 self.release_held(held_base);
             }
@@ -164,34 +182,34 @@ impl Backend {
             if unsafe { rb_sys::rb_fiber_alive_p(f) } != QTRUE {
                 continue;
             }
-            if self.runners.borrow().iter().any(|fr| fr.runner == f) {
+            if self.sched.runners.borrow().iter().any(|fr| fr.runner == f) {
                 // An outer runner: it continues when this loop ends.
-                self.deferred.borrow_mut().push((f, v));
+                self.sched.deferred.borrow_mut().push((f, v));
                 continue;
             }
-            match crate::ruby_api::fiber::end_unstarted(f, v) {
+            match (lifecycle::rules().end_unstarted)(f, v) {
                 Ok(true) => continue,
                 Ok(false) => {}
                 Err(e) => break Err(e),
             }
-            if start_failed && crate::ruby_api::fiber::is_unstarted(f) {
-                self.held.borrow_mut().push((f, v));
+            if start_failed && (lifecycle::rules().is_unstarted)(f) {
+                self.sched.held.borrow_mut().push((f, v));
                 continue;
             }
-            if let Some(top) = self.runners.borrow_mut().last_mut() {
+            if let Some(top) = self.sched.runners.borrow_mut().last_mut() {
                 top.child = f;
             }
-            self.entered.set(false);
+            self.sched.entered.set(false);
             let r = protect(|| unsafe { rb_sys::rb_fiber_resume(f, 1, &v) });
-            if let Some(top) = self.runners.borrow_mut().last_mut() {
+            if let Some(top) = self.sched.runners.borrow_mut().last_mut() {
                 top.child = 0;
             }
             if let Err(e) = r {
-                if !self.entered.get() {
+                if !self.sched.entered.get() {
                     if let Some(exc) = e.value() {
                         // A fiber that could not even start (Ruby could not
                         // allocate its stack): it ends with that error.
-                        match crate::ruby_api::fiber::fail_to_start(f, raw(exc)) {
+                        match (lifecycle::rules().fail_to_start)(f, raw(exc)) {
                             Ok(true) => {
                                 start_failed = true;
                                 continue;
@@ -202,8 +220,8 @@ impl Backend {
                     }
                     // Could not switch (the fiber is itself resuming another
                     // fiber): try again once this loop is done.
-                    self.deferred.borrow_mut().push((f, v));
-                    if self.rq.borrow().is_empty() && self.pending() == 0 {
+                    self.sched.deferred.borrow_mut().push((f, v));
+                    if self.sched.rq.borrow().is_empty() && self.pending() == 0 {
                         break Ok(QNIL);
                     }
                     continue;
@@ -211,9 +229,14 @@ impl Backend {
                 break Err(e);
             }
         };
-        self.runners.borrow_mut().pop();
+        self.sched.runners.borrow_mut().pop();
         self.release_held(held_base);
-        let deferred: Vec<_> = self.deferred.borrow_mut().drain(deferred_base..).collect();
+        let deferred: Vec<_> = self
+            .sched
+            .deferred
+            .borrow_mut()
+            .drain(deferred_base..)
+            .collect();
         for (f, v) in deferred.into_iter().rev() {
             self.schedule(f, v, true);
         }
@@ -224,9 +247,9 @@ impl Backend {
     /// off (`Backend::pend`) gets it now, so it leaves the `pended` list.
     #[inline(always)]
     fn take_next(&self) -> Option<(VALUE, VALUE)> {
-        let next = self.rq.borrow_mut().pop();
+        let next = self.sched.rq.borrow_mut().pop();
         if let Some((f, _)) = next {
-            let mut pended = self.pended.borrow_mut();
+            let mut pended = self.sched.pended.borrow_mut();
             if !pended.is_empty() {
                 pended.retain(|p| *p != f);
             }
@@ -236,7 +259,7 @@ impl Backend {
 
     /// Puts the fibers this loop held back into the run queue, in order.
     fn release_held(&self, base: usize) {
-        let held: Vec<_> = self.held.borrow_mut().drain(base..).collect();
+        let held: Vec<_> = self.sched.held.borrow_mut().drain(base..).collect();
         for (f, v) in held {
             self.schedule(f, v, false);
         }
@@ -251,24 +274,29 @@ impl Backend {
             if let Some((f, v)) = next {
                 // Counted here, not in `switch_fiber`: fibers that end go
                 // back to the runner without switching.
-                let picks = self.picks.get() + 1;
-                self.picks.set(picks);
+                let picks = self.sched.picks.get() + 1;
+                self.sched.picks.set(picks);
                 if self.pending() > 0 && (picks.is_multiple_of(64) || f == cur) {
                     // Anti-starvation: harvest completions even when the run
                     // queue never empties. The fiber goes back to the head
                     // first: an expired timer may replace its value with an
                     // exception.
-                    self.rq.borrow_mut().push(f, v, is_exception(v), true);
+                    self.sched.rq.borrow_mut().push(f, v, is_exception(v), true);
                     self.poll(false)?;
                     return Ok(self.take_next());
                 }
                 return Ok(Some((f, v)));
             }
             self.run_idle()?;
-            if !self.rq.borrow().is_empty() {
+            if !self.sched.rq.borrow().is_empty() {
                 continue;
             }
-            if self.pending() == 0 && !self.inbox_flag.load(std::sync::atomic::Ordering::SeqCst) {
+            if self.pending() == 0
+                && !self
+                    .sched
+                    .inbox_flag
+                    .load(std::sync::atomic::Ordering::SeqCst)
+            {
                 return Ok(None);
             }
             self.poll(true)?;
@@ -276,16 +304,16 @@ impl Backend {
     }
 
     fn run_idle(&self) -> Result<(), Error> {
-        let proc_ = self.idle_proc.get();
+        let proc_ = self.sched.idle_proc.get();
         if !is_nil(proc_) {
             call(proc_, id!("call"), &[])?;
         }
-        let period = self.idle_gc_period.get();
+        let period = self.sched.idle_gc_period.get();
         if period > 0.0 {
             let now = crate::timers::now_ns();
-            if now.saturating_sub(self.last_gc.get()) as f64 >= period * 1e9 {
-                self.last_gc.set(now);
-                let gc = unsafe { rb_sys::rb_const_get(rb_sys::rb_cObject, id!("GC")) };
+            if now.saturating_sub(self.sched.last_gc.get()) as f64 >= period * 1e9 {
+                self.sched.last_gc.set(now);
+                let gc = crate::rt::consts::gc();
                 call(gc, id!("start"), &[])?;
                 call(gc, id!("disable"), &[])?;
             }
@@ -298,48 +326,51 @@ impl Backend {
     /// lets Ruby run pending interrupts (signal traps, Thread#raise), whose
     /// exceptions are returned.
     pub fn poll(&self, blocking: bool) -> Result<(), Error> {
-        self.poll_count.set(self.poll_count.get() + 1);
+        self.stats.poll_count.set(self.stats.poll_count.get() + 1);
         let timeout = if blocking
-            && self.rq.borrow().is_empty()
-            && !self.inbox_flag.load(std::sync::atomic::Ordering::SeqCst)
+            && self.sched.rq.borrow().is_empty()
+            && !self
+                .sched
+                .inbox_flag
+                .load(std::sync::atomic::Ordering::SeqCst)
         {
-            self.timers.borrow().next_timeout()
+            self.sched.timers.borrow().next_timeout()
         } else {
             Some(std::time::Duration::ZERO)
         };
-        let mut events = std::mem::take(&mut *self.events_buf.borrow_mut());
+        let mut events = std::mem::take(&mut *self.io.events_buf.borrow_mut());
         events.clear();
         if !(blocking
             && timeout.map(|d| d.is_zero()).unwrap_or(false)
-            && self.active_ops.get() == 0)
+            && self.io.active_ops.get() == 0)
         {
-            let r = self.sel.borrow_mut().wait(timeout, &mut events);
+            let r = self.io.sel.borrow_mut().wait(timeout, &mut events);
             if let Err(e) = r {
-                *self.events_buf.borrow_mut() = events;
-                return Err(crate::helpers::errno_error(
+                *self.io.events_buf.borrow_mut() = events;
+                return Err(crate::rt::errno_error(
                     e.raw_os_error().unwrap_or(libc::EIO),
                     "poll",
                 ));
             }
         }
-        let mut wake = std::mem::take(&mut *self.wake_buf.borrow_mut());
+        let mut wake = std::mem::take(&mut *self.sched.wake_buf.borrow_mut());
         for ev in events.drain(..) {
             match ev {
                 Event::Op { key, res, more: _ } => self.complete_op(key, res, &mut wake),
                 Event::Ready { fd, revents } => self.fd_ready(fd, revents, &mut wake),
             }
         }
-        *self.events_buf.borrow_mut() = events;
+        *self.io.events_buf.borrow_mut() = events;
         {
             // Fibers parked on an operation of this thread: alive (one
             // that ends abandons its operation first), and no Ruby code
             // runs between here and the queue, so no liveness check.
-            let mut rq = self.rq.borrow_mut();
+            let mut rq = self.sched.rq.borrow_mut();
             for f in wake.drain(..) {
                 rq.push(f, QNIL, false, false);
             }
         }
-        *self.wake_buf.borrow_mut() = wake;
+        *self.sched.wake_buf.borrow_mut() = wake;
         self.fire_timers();
         self.drain_inbox();
         if blocking || unsafe { rb_sys::rb_thread_interrupted(rb_sys::rb_thread_current()) } != 0 {
@@ -365,7 +396,7 @@ impl Backend {
     /// deadline is never lost (docs/io-semantics.md).
     fn fire_timers(&self) {
         let mut expired = Vec::new();
-        self.timers.borrow_mut().expire(&mut expired);
+        self.sched.timers.borrow_mut().expire(&mut expired);
         if expired.is_empty() {
             return;
         }
@@ -410,7 +441,7 @@ impl Backend {
         for (id, t, _) in winners.into_iter().rev() {
             self.queue_expired(id, t);
         }
-        let mut timers = self.timers.borrow_mut();
+        let mut timers = self.sched.timers.borrow_mut();
         for (id, t) in rearm {
             timers.rearm(id, t);
         }
@@ -422,26 +453,34 @@ impl Backend {
     fn queue_expired(&self, id: crate::timers::TimerId, t: crate::timers::Timer) {
         let exc = is_exception(t.value);
         let queued = if t.immediate {
-            self.rq
+            self.sched
+                .rq
                 .borrow_mut()
                 .push_unless_exception(t.fiber, t.value, exc, false)
                 || !exc
         } else {
-            self.rq.borrow_mut().push_expired(t.fiber, t.value, exc)
+            self.sched
+                .rq
+                .borrow_mut()
+                .push_expired(t.fiber, t.value, exc)
         };
         if !queued {
-            self.timers.borrow_mut().rearm(id, t);
+            self.sched.timers.borrow_mut().rearm(id, t);
         }
     }
 
     /// `wait_event`: parks until scheduled; counts as pending meanwhile.
     pub fn wait_event(&self, raise: bool) -> Result<VALUE, Error> {
-        self.event_waiters.set(self.event_waiters.get() + 1);
+        self.sched
+            .event_waiters
+            .set(self.sched.event_waiters.get() + 1);
         let r = self.switch_fiber();
-        self.event_waiters.set(self.event_waiters.get() - 1);
+        self.sched
+            .event_waiters
+            .set(self.sched.event_waiters.get() - 1);
         let v = r?;
         if raise {
-            crate::helpers::raise_if_exception(v)
+            crate::rt::raise_if_exception(v)
         } else {
             Ok(v)
         }
@@ -450,8 +489,8 @@ impl Backend {
     /// `snooze`: requeue the current fiber at the tail and switch.
     pub fn snooze(&self) -> Result<VALUE, Error> {
         let cur = self.current_fiber();
-        self.rq.borrow_mut().push(cur, QNIL, false, false);
+        self.sched.rq.borrow_mut().push(cur, QNIL, false, false);
         let v = self.switch_fiber_from(cur)?;
-        crate::helpers::raise_if_exception(v)
+        crate::rt::raise_if_exception(v)
     }
 }

@@ -13,16 +13,16 @@
 //! `schedule(value)` is ignored and the wait goes on. On the first error the
 //! other fibers are sent `terminate`, waited for, then the error is raised.
 
-use crate::helpers::id;
+use crate::rt::id;
 use std::cell::Cell;
 use std::sync::Arc;
 
 use magnus::{gc, Error, Value};
 use rb_sys::VALUE;
 
-use crate::helpers::{call, is_exception, is_nil, raise_if_exception, raw, val, QNIL};
-use crate::ruby_api::backend::Backend;
-use crate::ruby_api::fiber::{expect_fiber, is_dead, state, try_state, FiberState};
+use super::{expect_fiber, is_dead, state, try_state, FiberState};
+use crate::core::Backend;
+use crate::rt::{call, is_array, is_exception, is_nil, raise_if_exception, raw, val, QNIL};
 
 /// One `await` call in progress. Shared by the awaited fibers' states; only
 /// touched with the GVL held.
@@ -171,7 +171,7 @@ fn await_all(ary: VALUE) -> Result<Vec<&'static FiberState>, Error> {
     for i in 0..len(ary) {
         let f = expect_fiber(entry(ary, i))?;
         if f == cur {
-            return Err(crate::helpers::error_of(
+            return Err(crate::rt::error_of(
                 "FiberError",
                 "a fiber cannot await itself",
             ));
@@ -259,8 +259,4 @@ pub fn rb_await(rb_self: Value) -> Result<Value, Error> {
     }
     let res = try_state(f).map(|s| s.result()).unwrap_or(QNIL);
     raise_if_exception(res).map(val)
-}
-
-fn is_array(v: VALUE) -> bool {
-    unsafe { rb_sys::RB_TYPE_P(v, rb_sys::ruby_value_type::RUBY_T_ARRAY) }
 }

@@ -24,18 +24,18 @@ use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use magnus::{typed_data::Obj, DataTypeFunctions, TypedData};
 use rb_sys::VALUE;
 
-use crate::helpers::{id, is_nil, protect, raw, QNIL};
-use crate::ruby_api::backend::Backend;
+use crate::core::Backend;
+use crate::rt::data::{self, Handle};
+use crate::rt::{id, is_nil, protect, QNIL};
 
 /// Non-empty `Kept` objects in the process.
 static LIVE: AtomicUsize = AtomicUsize::new(0);
 
-/// Bytes and accepted fds kept for one IO object.
-#[derive(TypedData)]
-#[magnus(class = "Polyphony::Backend::Kept", free_immediately, size)]
+/// Bytes and accepted fds kept for one IO object: a
+/// `Polyphony::Backend::Kept` object (declared in `ruby_api/backend.rs`;
+/// it holds no Ruby object).
 pub struct Kept {
     /// The process that kept them (a forked child discards them).
     pid: i32,
@@ -46,8 +46,6 @@ pub struct Kept {
     /// Counted in `LIVE`.
     counted: Cell<bool>,
 }
-
-impl DataTypeFunctions for Kept {}
 
 impl Kept {
     fn recount(&self) {
@@ -101,13 +99,13 @@ fn ivar() -> rb_sys::ID {
 }
 
 /// The `Kept` of `io`, if it has one that is still valid for its fd.
-fn get(io: VALUE, fd: i32) -> Option<Obj<Kept>> {
+fn get(io: VALUE, fd: i32) -> Option<Handle<Kept>> {
     // SAFETY: `io` is a live IO object (the caller holds it).
     let v = unsafe { rb_sys::rb_ivar_get(io, ivar()) };
     if is_nil(v) {
         return None;
     }
-    let k: Obj<Kept> = magnus::TryConvert::try_convert(crate::helpers::val(v)).ok()?;
+    let k = data::get::<Kept>(v)?;
     // SAFETY: getpid has no preconditions.
     if k.pid != unsafe { libc::getpid() } || k.file.get() != file_of(fd) {
         k.clear();
@@ -124,11 +122,11 @@ fn drop_ivar(io: VALUE) {
 }
 
 /// The `Kept` of `io`, made if needed (`None` if the IO cannot take one).
-fn get_or_make(io: VALUE, fd: i32) -> Option<Obj<Kept>> {
+fn get_or_make(io: VALUE, fd: i32) -> Option<Handle<Kept>> {
     if let Some(k) = get(io, fd) {
         return Some(k);
     }
-    let k = crate::helpers::ruby().obj_wrap(Kept {
+    let kv = data::wrap(Kept {
         // SAFETY: getpid has no preconditions.
         pid: unsafe { libc::getpid() },
         file: Cell::new(file_of(fd)),
@@ -136,10 +134,9 @@ fn get_or_make(io: VALUE, fd: i32) -> Option<Obj<Kept>> {
         fds: RefCell::new(VecDeque::new()),
         counted: Cell::new(false),
     });
-    let kv = raw(magnus::value::ReprValue::as_value(k));
     // SAFETY: as in `drop_ivar`.
     protect(|| unsafe { rb_sys::rb_ivar_set(io, ivar(), kv) }).ok()?;
-    Some(k)
+    data::get::<Kept>(kv)
 }
 
 /// The fd of an IO object (-1 if closed).
@@ -159,7 +156,7 @@ fn fd_of(io: VALUE) -> i32 {
 /// of `owner` (nil: of `fd` in this thread).
 pub fn keep_bytes(b: &Backend, owner: VALUE, fd: i32, data: &[u8]) {
     if is_nil(owner) {
-        b.fd_kept
+        b.io.fd_kept
             .borrow_mut()
             .entry(fd)
             .or_default()
@@ -198,7 +195,7 @@ pub fn take_bytes(
     put: impl FnOnce(&[u8]),
 ) -> Option<usize> {
     if is_nil(owner) {
-        let mut map = b.fd_kept.borrow_mut();
+        let mut map = b.io.fd_kept.borrow_mut();
         if map.is_empty() {
             return None;
         }
@@ -260,7 +257,7 @@ pub fn discard(io: VALUE) {
     if is_nil(v) {
         return;
     }
-    if let Ok(k) = <Obj<Kept> as magnus::TryConvert>::try_convert(crate::helpers::val(v)) {
+    if let Some(k) = data::get::<Kept>(v) {
         k.clear();
     }
     drop_ivar(io);
@@ -268,7 +265,7 @@ pub fn discard(io: VALUE) {
 
 /// Bare fd `fd` is being closed: its kept bytes go.
 pub fn forget_fd(b: &Backend, fd: i32) {
-    let mut map = b.fd_kept.borrow_mut();
+    let mut map = b.io.fd_kept.borrow_mut();
     if !map.is_empty() {
         map.remove(&fd);
     }

@@ -4,11 +4,11 @@
 
 use std::time::Duration;
 
-use magnus::Error;
+use crate::rt::Error;
 use rb_sys::VALUE;
 
-use crate::helpers::{protect, raise_if_exception, QNIL};
-use crate::ruby_api::backend::Backend;
+use crate::core::Backend;
+use crate::rt::{protect, raise_if_exception, QNIL};
 use crate::timers::now_ns;
 
 /// Parks the current fiber until `deadline` (monotonic ns) or an earlier
@@ -16,9 +16,9 @@ use crate::timers::now_ns;
 /// scheduled exception.
 pub fn sleep_until(b: &Backend, deadline: u64) -> Result<VALUE, Error> {
     let fiber = b.current_fiber();
-    let id = b.timers.borrow_mut().add_at(deadline, fiber, QNIL);
+    let id = b.sched.timers.borrow_mut().add_at(deadline, fiber, QNIL);
     let r = b.switch_fiber();
-    b.timers.borrow_mut().cancel(id);
+    b.sched.timers.borrow_mut().cancel(id);
     raise_if_exception(r?)
 }
 

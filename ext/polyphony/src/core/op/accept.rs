@@ -3,19 +3,19 @@
 //! io_uring: `IORING_OP_ACCEPT`; epoll: `accept4(SOCK_NONBLOCK)` + readiness.
 //! The new fd is close-on-exec; if wrapping it fails it is closed, never leaked.
 //! A connection the kernel accepted after the fiber gave up is kept for the
-//! next accept of the same server object (`Undo::Accept`, `crate::kept`).
+//! next accept of the same server object (`Undo::Accept`, `crate::core::kept`).
 
-use crate::helpers::id;
-use magnus::Error;
+use crate::rt::id;
+use crate::rt::Error;
 use rb_sys::VALUE;
 
 use super::{ensure_nonblock, retry_nonblocking, OpSlot, Undo, READABLE};
-use crate::helpers::{call, errno_error};
-use crate::ruby_api::backend::Backend;
+use crate::core::Backend;
+use crate::rt::{call, errno_error};
 
 pub fn accept_fd(b: &Backend, owner: VALUE, fd: i32) -> Result<i32, Error> {
     b.raise_pending()?;
-    if let Some(cfd) = crate::kept::take_fd(owner, fd) {
+    if let Some(cfd) = crate::core::kept::take_fd(owner, fd) {
         b.switchpoint_after_sync()?;
         return Ok(cfd);
     }
@@ -63,7 +63,7 @@ pub fn wrap(klass: VALUE, fd: i32) -> Result<VALUE, Error> {
     match call(klass, id!("for_fd"), &[fdv]) {
         Ok(sock) => {
             let _ = call(sock, id!("binmode"), &[]);
-            let _ = call(sock, id!("sync="), &[crate::helpers::QTRUE]);
+            let _ = call(sock, id!("sync="), &[crate::rt::QTRUE]);
             Ok(sock)
         }
         Err(e) => {

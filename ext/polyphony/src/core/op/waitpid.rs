@@ -18,11 +18,11 @@
 
 use std::time::Duration;
 
-use magnus::Error;
+use crate::rt::Error;
 
 use super::READABLE;
-use crate::helpers::{errno_error, last_errno};
-use crate::ruby_api::backend::Backend;
+use crate::core::Backend;
+use crate::rt::{errno_error, last_errno};
 
 fn reap(pid: i32) -> Result<Option<(i32, i32)>, Error> {
     let mut status = 0;
@@ -104,7 +104,7 @@ pub fn waitpid(b: &Backend, pid: i32) -> Result<(i32, i32), Error> {
 
 pub fn wait_child(b: &Backend, pid: i32) -> Result<bool, Error> {
     if pid <= 0 {
-        return Err(crate::helpers::arg_error(format!(
+        return Err(crate::rt::arg_error(format!(
             "wait_child needs a child pid, not {pid}"
         )));
     }

@@ -2,10 +2,10 @@
 //! io_uring: one-shot `IORING_OP_POLL_ADD`; epoll: one-shot registration.
 //! Both are cancelled if the fiber is interrupted.
 
-use magnus::Error;
+use crate::rt::Error;
 
 use super::{READABLE, WRITABLE};
-use crate::ruby_api::backend::Backend;
+use crate::core::Backend;
 
 pub fn wait_io(b: &Backend, fd: i32, write: bool) -> Result<i32, Error> {
     b.wait_ready(fd, if write { WRITABLE } else { READABLE })

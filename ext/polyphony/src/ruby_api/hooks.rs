@@ -1,0 +1,4 @@
+//! Placeholder replaced below.
+pub fn init() -> Result<(), magnus::Error> {
+    Ok(())
+}

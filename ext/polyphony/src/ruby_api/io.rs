@@ -1,0 +1,123 @@
+//! The native methods `polyphony` adds to `IO`: the fast path of the
+//! patched `IO#write` (`extensions/io.rb`), and two private helpers.
+
+use magnus::{method, Error, Module, Ruby, Value};
+use rb_sys::VALUE;
+
+use crate::core::{kept, op, Backend};
+use crate::rt::{consts, id, kind_of, protect, raw, val, QTRUE};
+
+/// `IO#__discard_kept__` (private): what interrupted operations kept for
+/// this IO dies with its file (`close_read`, `reopen`; see `crate::core::kept`).
+fn io_discard_kept(io: Value) -> Value {
+    kept::discard(raw(io));
+    io
+}
+
+/// `IO#__write_io__` (private): the IO that writes go to, which differs from
+/// the receiver for duplex IOs (`IO.popen(cmd, 'r+')`).
+fn io_write_io(io: Value) -> Value {
+    val(unsafe { rb_sys::rb_io_get_write_io(raw(io)) })
+}
+
+/// `IO#write(*objects)` (installed by `extensions/io.rb`): the common case,
+/// one String to an IO without transcoding (no external encoding, or a
+/// binary one, as for sockets), goes straight to the backend; everything
+/// else, and the errors that need Ruby's wording, through the Ruby
+/// `IO#__write__`. Returns the bytes written (all of them: a fiber-aware
+/// write waits until the fd took everything).
+fn io_write_fast(rb_self: Value, args: &[Value]) -> Result<Value, Error> {
+    let io = raw(rb_self);
+    let route = write_route(io);
+    if let (WriteRoute::Direct(fd), [s]) = (route, args) {
+        let s = raw(*s);
+        if unsafe { rb_sys::RB_TYPE_P(s, rb_sys::ruby_value_type::RUBY_T_STRING) } {
+            let bs = consts::basic_socket();
+            let socket = bs != rb_sys::special_consts::Qfalse as VALUE
+                && unsafe { rb_sys::rb_obj_is_kind_of(io, bs) } == QTRUE;
+            let b = Backend::current()?;
+            // send(2) on sockets: a shorter kernel path than write(2).
+            let r = if socket {
+                op::write::write_all(&b, fd, s, Some(0))
+            } else {
+                op::write::write(&b, fd, &[s])
+            };
+            match r {
+                Ok(n) => return Ok(val(unsafe { rb_sys::rb_uint2inum(n as _) })),
+                // Not writable: nothing was written; Ruby words it.
+                Err(e) if is_ebadf(&e) => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    let mid = match route {
+        WriteRoute::Stdlib => id!("orig_write"),
+        _ => id!("__write__"),
+    };
+    let argv: Vec<VALUE> = args.iter().map(|a| raw(*a)).collect();
+    protect(|| unsafe { rb_sys::rb_funcallv(io, mid, argv.len() as _, argv.as_ptr()) }).map(val)
+}
+
+/// How `IO#write` writes to an IO.
+#[derive(Clone, Copy)]
+enum WriteRoute {
+    /// A String's bytes go unchanged to this fd: the (write end of the) IO
+    /// is open and writable, and neither transcodes (no external encoding,
+    /// or a binary one) nor converts newlines.
+    Direct(i32),
+    /// Ruby's own `IO#write` (`orig_write`): the IO converts newlines
+    /// (`newline: :crlf`, text mode) or holds bytes in Ruby's write buffer,
+    /// which only that method handles.
+    Stdlib,
+    /// `IO#__write__`: transcoding, and the errors of closed or read-only
+    /// IOs, worded as Ruby does.
+    Ruby,
+}
+
+/// Picks the `WriteRoute` of `io` from the `rb_io_t` fields that
+/// `IO#external_encoding` reads, without a method call.
+fn write_route(io: VALUE) -> WriteRoute {
+    unsafe {
+        if rb_sys::SPECIAL_CONST_P(io)
+            || !rb_sys::RB_TYPE_P(io, rb_sys::ruby_value_type::RUBY_T_FILE)
+        {
+            return WriteRoute::Ruby;
+        }
+        let wio = rb_sys::rb_io_get_write_io(io);
+        let fptr = (*(wio as *const rb_sys::RFile)).fptr;
+        if fptr.is_null() {
+            return WriteRoute::Ruby;
+        }
+        let f = &*fptr;
+        if f.fd < 0 || f.mode as u32 & rb_sys::FMODE_WRITABLE == 0 {
+            return WriteRoute::Ruby;
+        }
+        let decorators = rb_sys::ruby_econv_flag_type::RUBY_ECONV_DECORATOR_MASK as i32
+            | rb_sys::ruby_econv_flag_type::RUBY_ECONV_STATEFUL_DECORATOR_MASK as i32;
+        if f.encs.ecflags & decorators != 0
+            || f.mode as u32 & rb_sys::FMODE_TEXTMODE != 0
+            || f.wbuf.len != 0
+        {
+            return WriteRoute::Stdlib;
+        }
+        let binary = rb_sys::rb_ascii8bit_encoding() as *const rb_sys::OnigEncodingTypeST;
+        let enc = f.encs.enc;
+        if !f.encs.enc2.is_null() || !(enc.is_null() || enc == binary) {
+            return WriteRoute::Ruby;
+        }
+        WriteRoute::Direct(f.fd)
+    }
+}
+
+fn is_ebadf(e: &Error) -> bool {
+    e.value()
+        .is_some_and(|exc| kind_of(raw(exc), consts::ebadf()))
+}
+
+pub fn init(ruby: &Ruby) -> Result<(), Error> {
+    let io = ruby.class_io();
+    io.define_private_method("__discard_kept__", method!(io_discard_kept, 0))?;
+    io.define_private_method("__write_io__", method!(io_write_io, 0))?;
+    io.define_method("__write_fast__", method!(io_write_fast, -1))?;
+    Ok(())
+}
