@@ -39,24 +39,4 @@ module Polyphony
 
   # Private marker delivered by Backend#timeout; recognised by identity.
   class TimeoutException < ::Exception; end
-
-  class << self
-    # Builds the exception raised when a Backend#timeout expires.
-    # The exception a timeout raises, from its `with_exception:` spec (an
-    # exception class, `[class, message]`, an exception, or a message for a
-    # RuntimeError); TypeError for anything else, as `Kernel#raise`.
-    def __timeout_exception__(spec)
-      Exception.instantiate(*(spec.is_a?(Array) ? spec : [spec]))
-    end
-
-    # Last resort for an exception escaping a fiber's lifecycle code.
-    def __fiber_body_error__(error)
-      main = Thread.main.main_fiber
-      if main&.alive?
-        main.schedule_with_priority(error)
-      else
-        warn "polyphony: uncaught #{error.class}: #{error.message}"
-      end
-    end
-  end
 end

@@ -12,16 +12,6 @@ module Polyphony
   # `io_wait`, `kernel_sleep`, `block` and `unblock` are defined in Rust
   # (ext/polyphony/src/ruby_api/fiber_scheduler.rs); the rest is here.
   class FiberScheduler
-    # `io_wait` with a timeout: false if `timeout` seconds pass first.
-    def __io_wait_timeout__(io, events, timeout)
-      Thread.current.backend.timeout(timeout, nil, false) { io_wait(io, events, nil) }
-    end
-
-    # `block` with a timeout: false if `timeout` seconds pass first.
-    def __block_timeout__(blocker, timeout)
-      Thread.current.backend.timeout(timeout, nil, false) { block(blocker) }
-    end
-
     # Reads at least `length` bytes (at least one if 0) into `buffer` at
     # `offset`, unless EOF comes first; the byte count, or -errno.
     def io_read(io, buffer, length, offset = 0)

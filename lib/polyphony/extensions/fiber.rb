@@ -11,23 +11,6 @@ class ::Fiber
   # graceful_shutdown?, setup_main_fiber, setup_raw and the fiber lifecycle
   # itself (run the block, finalize, inform monitors, report to the parent).
 
-  # Called by the native lifecycle when the block ended while children are
-  # still running: shuts them down (this may switch fibers). Returns the
-  # fiber's [result, uncaught] after errors raised by dying children.
-  def __finalize_children__(result, uncaught)
-    until children.empty?
-      begin
-        shutdown_all_children(graceful: graceful_shutdown?)
-      rescue Polyphony::MoveOn, Polyphony::Terminate
-        next
-      rescue Exception => e
-        result = e
-        uncaught = true
-      end
-    end
-    [result, uncaught]
-  end
-
   # ---- identity and state ---------------------------------------------
 
   # The spin-site backtrace followed by the parent's, recursively.

@@ -38,8 +38,6 @@ macro_rules! constants {
 }
 
 constants! {
-    /// `Polyphony`.
-    polyphony = "Polyphony";
     /// `Fiber`.
     fiber = "Fiber";
     /// `Polyphony::Restart`: a fiber's block runs again.

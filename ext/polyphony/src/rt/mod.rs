@@ -7,6 +7,7 @@
 
 pub mod consts;
 pub mod data;
+pub mod hooks;
 pub mod nogvl;
 
 use magnus::rb_sys::{AsRawValue, FromRawValue};

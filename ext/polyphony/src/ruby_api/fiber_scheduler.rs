@@ -13,6 +13,7 @@
 //! stopped or raised into while parked leaves it with that exception (the
 //! in-flight poll is cancelled as for `wait_io`).
 
+use crate::rt::hooks::{call_hook, Hook};
 use crate::rt::id;
 use magnus::{method, prelude::*, Error, RClass, RModule, Ruby, Value};
 
@@ -35,10 +36,9 @@ fn int(v: i64) -> Value {
 /// caller's next read or write sees it.
 fn io_wait(rb_self: Value, io: Value, events: Value, timeout: Value) -> Result<Value, Error> {
     if !is_nil(raw(timeout)) {
-        return call(
-            raw(rb_self),
-            id!("__io_wait_timeout__"),
-            &[raw(io), raw(events), raw(timeout)],
+        return call_hook(
+            Hook::IoWaitTimeout,
+            &[raw(rb_self), raw(io), raw(events), raw(timeout)],
         )
         .map(val);
     }
@@ -80,12 +80,7 @@ fn kernel_sleep(_rb_self: Value, args: &[Value]) -> Result<Value, Error> {
 fn block(rb_self: Value, args: &[Value]) -> Result<Value, Error> {
     crate::rt::check_arity(args, 1, 2)?;
     if let Some(t) = args.get(1).filter(|t| !is_nil(raw(**t))) {
-        return call(
-            raw(rb_self),
-            id!("__block_timeout__"),
-            &[raw(args[0]), raw(*t)],
-        )
-        .map(val);
+        return call_hook(Hook::BlockTimeout, &[raw(rb_self), raw(args[0]), raw(*t)]).map(val);
     }
     Backend::current()?.wait_event(true)?;
     Ok(val(QTRUE))

@@ -1,11 +1,12 @@
 //! The native methods `polyphony` adds to `IO`: the fast path of the
 //! patched `IO#write` (`extensions/io.rb`), and two private helpers.
 
+use crate::rt::hooks::{call_hook, Hook};
 use magnus::{method, Error, Module, Ruby, Value};
 use rb_sys::VALUE;
 
 use crate::core::{kept, op, Backend};
-use crate::rt::{consts, id, kind_of, protect, raw, val, QTRUE};
+use crate::rt::{consts, kind_of, raw, val, QTRUE};
 
 /// `IO#__discard_kept__` (private): what interrupted operations kept for
 /// this IO dies with its file (`close_read`, `reopen`; see `crate::core::kept`).
@@ -50,12 +51,14 @@ fn io_write_fast(rb_self: Value, args: &[Value]) -> Result<Value, Error> {
             }
         }
     }
-    let mid = match route {
-        WriteRoute::Stdlib => id!("orig_write"),
-        _ => id!("__write__"),
+    let hook = match route {
+        WriteRoute::Stdlib => Hook::StdlibWrite,
+        _ => Hook::Write,
     };
-    let argv: Vec<VALUE> = args.iter().map(|a| raw(*a)).collect();
-    protect(|| unsafe { rb_sys::rb_funcallv(io, mid, argv.len() as _, argv.as_ptr()) }).map(val)
+    let argv: Vec<VALUE> = std::iter::once(io)
+        .chain(args.iter().map(|a| raw(*a)))
+        .collect();
+    call_hook(hook, &argv).map(val)
 }
 
 /// How `IO#write` writes to an IO.

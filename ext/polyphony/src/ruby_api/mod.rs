@@ -29,6 +29,6 @@ pub fn init(ruby: &Ruby) -> Result<(), Error> {
     io::init(ruby)?;
     kernel::init(ruby)?;
     thread::init(ruby)?;
-    hooks::init()?;
+    hooks::init(polyphony)?;
     Ok(())
 }

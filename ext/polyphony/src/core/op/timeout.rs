@@ -4,6 +4,7 @@
 //! own scope. The timer is removed on every exit, and a marker already
 //! queued but not yet delivered is withdrawn from the run queue.
 
+use crate::rt::hooks::{call_hook, Hook};
 use crate::rt::id;
 use std::time::Duration;
 
@@ -37,11 +38,7 @@ pub fn timeout(
             if crate::rt::is_nil(spec) {
                 return Ok(move_on_value);
             }
-            let exc = call(
-                crate::rt::consts::polyphony(),
-                id!("__timeout_exception__"),
-                &[spec],
-            )?;
+            let exc = call_hook(Hook::TimeoutException, &[spec])?;
             Err(crate::rt::exception_error(exc))
         }
     }

@@ -7,6 +7,7 @@
 //! Everything that can raise runs under `rb_protect`; nothing unwinds over
 //! Rust frames.
 
+use crate::rt::hooks::{call_hook, Hook};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::awaiting;
@@ -77,11 +78,7 @@ pub(super) fn run(fiber: VALUE, value: VALUE) -> Outcome {
     let reraise = uncaught && st.main.get() && is_nil(st.parent.get());
     if let Err(e) = finalize(fiber, st, result, uncaught, jump.is_some()) {
         if let Some(exc) = e.value() {
-            let _ = call(
-                crate::rt::consts::polyphony(),
-                id!("__fiber_body_error__"),
-                &[raw(exc)],
-            );
+            let _ = call_hook(Hook::FiberBodyError, &[raw(exc)]);
         }
     }
     match jump {
@@ -167,7 +164,7 @@ pub(super) fn finalize(
         } else {
             rb_sys::special_consts::Qfalse as VALUE
         };
-        let pair = call(fiber, id!("__finalize_children__"), &[result, u])?;
+        let pair = call_hook(Hook::FinalizeChildren, &[fiber, result, u])?;
         result = unsafe { rb_sys::rb_ary_entry(pair, 0) };
         uncaught = val(unsafe { rb_sys::rb_ary_entry(pair, 1) }).to_bool();
     }
