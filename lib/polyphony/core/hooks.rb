@@ -1,5 +1,6 @@
 # frozen_string_literal: true
 
+# Polyphony's half of the native protocol.
 module Polyphony
   # The Ruby methods the native code calls back: the whole protocol between
   # the two layers. ext/polyphony/src/rt/hooks.rs has the matching table and
@@ -20,7 +21,7 @@ module Polyphony
           fiber.shutdown_all_children(graceful: fiber.graceful_shutdown?)
         rescue Polyphony::MoveOn, Polyphony::Terminate
           next
-        rescue Exception => e
+        rescue Exception => e # rubocop:disable Lint/RescueException
           result = e
           uncaught = true
         end
