@@ -355,6 +355,8 @@ impl Backend {
 
     #[inline]
     pub fn is_owner_thread(&self) -> bool {
+        // SAFETY: GVL held (this runs in a Ruby method of the current thread); no arguments, never
+        // raises.
         self.thread.get() == unsafe { rb_sys::rb_thread_current() }
     }
 

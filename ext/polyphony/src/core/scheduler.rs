@@ -27,6 +27,8 @@ impl Backend {
 
     #[inline]
     pub fn current_fiber(&self) -> VALUE {
+        // SAFETY: GVL held (this runs in a Ruby method of the current thread); no arguments, never
+        // raises.
         unsafe { rb_sys::rb_fiber_current() }
     }
 
@@ -49,6 +51,8 @@ impl Backend {
                 soft: false,
             });
         }
+        // SAFETY: GVL held; reads the type or state of a live object the caller holds, never
+        // raises.
         if unsafe { rb_sys::rb_fiber_alive_p(fiber) } != QTRUE {
             return;
         }
@@ -149,6 +153,8 @@ impl Backend {
                 }
             }
         }
+        // SAFETY: inside `protect`: what the call raises (or throws) comes back as `Err` instead of
+        // unwinding over Rust frames; GVL held, arguments are live objects the caller holds.
         let v = protect(|| unsafe { rb_sys::rb_fiber_yield(1, &QNIL) });
         self.sched.entered.set(true);
         v
@@ -179,6 +185,8 @@ impl Backend {
             if f == cur {
                 break Ok(v);
             }
+            // SAFETY: GVL held; reads the type or state of a live object the caller holds, never
+            // raises.
             if unsafe { rb_sys::rb_fiber_alive_p(f) } != QTRUE {
                 continue;
             }
@@ -200,6 +208,9 @@ impl Backend {
                 top.child = f;
             }
             self.sched.entered.set(false);
+            // SAFETY: inside `protect`: what the call raises (or throws) comes back as `Err`
+            // instead of unwinding over Rust frames; GVL held, arguments are live objects the
+            // caller holds.
             let r = protect(|| unsafe { rb_sys::rb_fiber_resume(f, 1, &v) });
             if let Some(top) = self.sched.runners.borrow_mut().last_mut() {
                 top.child = 0;
@@ -373,7 +384,11 @@ impl Backend {
         *self.sched.wake_buf.borrow_mut() = wake;
         self.fire_timers();
         self.drain_inbox();
+        // SAFETY: GVL held; asks the current thread for pending interrupts, which does not raise.
         if blocking || unsafe { rb_sys::rb_thread_interrupted(rb_sys::rb_thread_current()) } != 0 {
+            // SAFETY: inside `protect`: what the call raises (or throws) comes back as `Err`
+            // instead of unwinding over Rust frames; GVL held, arguments are live objects the
+            // caller holds.
             protect(|| unsafe {
                 rb_sys::rb_thread_check_ints();
                 QNIL

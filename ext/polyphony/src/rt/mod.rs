@@ -30,6 +30,8 @@ pub fn raw(v: Value) -> VALUE {
 
 #[inline]
 pub fn val(v: VALUE) -> Value {
+    // SAFETY: every VALUE this crate handles is a live Ruby object or an
+    // immediate (the crate's one invariant about VALUEs).
     unsafe { Value::from_raw(v) }
 }
 
@@ -40,6 +42,8 @@ pub fn is_nil(v: VALUE) -> bool {
 
 #[inline]
 pub fn ruby() -> Ruby {
+    // SAFETY: called only from Ruby threads with the GVL held (never from a
+    // no-GVL closure or a thread Ruby does not know).
     unsafe { Ruby::get_unchecked() }
 }
 
@@ -56,6 +60,7 @@ pub fn is_exception(v: VALUE) -> bool {
     if rb_sys::SPECIAL_CONST_P(v) {
         return false;
     }
+    // SAFETY: GVL held; type checks of a live heap object, which never raise.
     unsafe {
         if rb_sys::RB_TYPE_P(v, rb_sys::ruby_value_type::RUBY_T_OBJECT) {
             rb_sys::rb_obj_is_kind_of(v, rb_sys::rb_eException) == QTRUE
@@ -93,8 +98,31 @@ pub fn exception_error(exc: VALUE) -> Error {
 /// `SystemCallError` for an errno value (gives the right `Errno::*` class).
 pub fn errno_error(errno: i32, ctx: &str) -> Error {
     let msg = std::ffi::CString::new(ctx).unwrap_or_default();
+    // SAFETY: GVL held; `msg` is a NUL-terminated string alive for the call.
     let exc = unsafe { rb_sys::rb_syserr_new(errno, msg.as_ptr()) };
     exception_error(exc)
+}
+
+/// A `RuntimeError` describing a Rust panic (a bug of ours), for code that
+/// caught one at a boundary with C and must report it to Ruby instead of
+/// unwinding into it. Consumes the panic's payload.
+pub fn panic_error(payload: Box<dyn std::any::Any + Send>) -> VALUE {
+    let what = payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown".into());
+    drop(payload);
+    let msg = format!("polyphony: internal error (Rust panic: {what})");
+    // SAFETY: GVL held; the pointer and length describe `msg`, which Ruby
+    // copies.
+    unsafe {
+        rb_sys::rb_exc_new(
+            rb_sys::rb_eRuntimeError,
+            msg.as_ptr() as *const _,
+            msg.len() as _,
+        )
+    }
 }
 
 /// True if `v` is an Array.
@@ -130,6 +158,8 @@ pub fn runtime_error(msg: impl Into<String>) -> Error {
 
 /// An error of the top-level exception class `name` (e.g. "FiberError").
 pub fn error_of(name: &str, msg: impl Into<String>) -> Error {
+    // SAFETY: GVL held; called only with names of core exception classes, which are always
+    // defined.
     let c = unsafe { rb_sys::rb_const_get(rb_sys::rb_cObject, intern(name)) };
     match magnus::ExceptionClass::from_value(val(c)) {
         Some(class) => Error::new(class, msg.into()),
@@ -141,6 +171,7 @@ pub fn error_of(name: &str, msg: impl Into<String>) -> Error {
 /// hashes the name: use `id!` for literals).
 #[inline]
 pub fn intern(name: &str) -> rb_sys::ID {
+    // SAFETY: GVL held; the pointer and length describe `name`, which Ruby copies.
     unsafe { rb_sys::rb_intern2(name.as_ptr() as *const _, name.len() as _) }
 }
 
@@ -168,6 +199,8 @@ pub fn cached_id(cache: &std::sync::atomic::AtomicU64, name: &str) -> rb_sys::ID
 
 /// Calls `recv.<id>(*args)` with protection.
 pub fn call(recv: VALUE, id: rb_sys::ID, args: &[VALUE]) -> Result<VALUE, Error> {
+    // SAFETY: inside `protect`: what the call raises (or throws) comes back as `Err` instead of
+    // unwinding over Rust frames; GVL held, arguments are live objects the caller holds.
     protect(|| unsafe { rb_sys::rb_funcallv(recv, id, args.len() as _, args.as_ptr()) })
 }
 
@@ -205,6 +238,8 @@ pub fn readable_fd_owner(io: VALUE) -> Result<(i32, VALUE), Error> {
 
 /// `io_fd`, and the IO object that owns the fd (nil for a bare fd number):
 /// what an interrupted operation gives back is kept on it (`crate::core::kept`).
+// SAFETY: GVL held; `io` is a live object; every call that can raise (`rb_io_descriptor`,
+// method calls) runs under `protect`, and `fptr` is read only for a T_FILE.
 pub fn io_fd_owner(io: VALUE, dir: Dir) -> Result<(i32, VALUE), Error> {
     unsafe {
         if rb_sys::FIXNUM_P(io) {
@@ -256,6 +291,8 @@ pub fn io_fd_owner(io: VALUE, dir: Dir) -> Result<(i32, VALUE), Error> {
     }
 }
 
+// SAFETY: GVL held; `rb_obj_class` and `rb_class2name` of a live object do not raise, and the
+// name is copied at once.
 pub fn inspect_class(v: VALUE) -> String {
     unsafe {
         let cls = rb_sys::rb_obj_class(v);
@@ -283,6 +320,7 @@ pub fn opt_len(v: VALUE, what: &str) -> Result<Option<usize>, Error> {
 }
 
 /// Seconds (Numeric) → Duration. Negative → zero; non-numeric → TypeError.
+// SAFETY: GVL held; type checks of a live object; the conversion runs only on a Numeric.
 pub fn duration(v: VALUE) -> Result<std::time::Duration, Error> {
     unsafe {
         if !(rb_sys::FIXNUM_P(v)
@@ -306,17 +344,28 @@ pub fn duration(v: VALUE) -> Result<std::time::Duration, Error> {
     Ok(std::time::Duration::from_secs_f64(f.min(1e9)))
 }
 
-/// Ruby string bytes (no copy). The slice must not outlive any Ruby call.
+/// Ruby string bytes (no copy).
+///
+/// # Safety
+/// `s` must be a live String, and the slice must not outlive any Ruby call
+/// (which may move, resize or free the bytes) nor the String.
 pub unsafe fn str_bytes<'a>(s: VALUE) -> &'a [u8] {
-    let ptr = rb_sys::RSTRING_PTR(s) as *const u8;
-    let len = rb_sys::RSTRING_LEN(s) as usize;
+    // SAFETY: `s` is a live String (the caller's contract).
+    let (ptr, len) = unsafe {
+        (
+            rb_sys::RSTRING_PTR(s) as *const u8,
+            rb_sys::RSTRING_LEN(s) as usize,
+        )
+    };
     if len == 0 {
         &[]
     } else {
-        std::slice::from_raw_parts(ptr, len)
+        // SAFETY: a String's pointer is valid for its length.
+        unsafe { std::slice::from_raw_parts(ptr, len) }
     }
 }
 
+// SAFETY: GVL held; type checks of a live object.
 pub fn expect_string(v: VALUE) -> Result<VALUE, Error> {
     unsafe {
         if !rb_sys::SPECIAL_CONST_P(v)
@@ -333,6 +382,7 @@ pub fn expect_string(v: VALUE) -> Result<VALUE, Error> {
 }
 
 /// A Ruby String's bytes as a Rust string (invalid UTF-8 replaced).
+// SAFETY: `s` is a live String; its bytes are copied before any Ruby call.
 pub fn str_lossy(s: VALUE) -> String {
     unsafe {
         let ptr = rb_sys::RSTRING_PTR(s) as *const u8;

@@ -1,48 +1,76 @@
 //! Running a blocking system call with the GVL released.
 //!
-//! The closure runs without the GVL (it must not touch Ruby objects and must
-//! not panic: a panic is caught and reported as `None`). The unblocking
+//! The closure runs without the GVL (it must not touch Ruby objects). A panic
+//! in it is caught there (it may not unwind into Ruby's C frames) and
+//! reported as [`NoGvl::Panicked`], which the callers turn into an error. The unblocking
 //! function is called by Ruby from another thread (Thread#raise, Thread#kill,
 //! signals) and must make the blocking call return promptly; here it writes
 //! to the backend's wake-up eventfd.
 
 use std::ffi::c_void;
 
-struct Call<F, R> {
-    f: Option<F>,
-    result: Option<R>,
+/// How a call without the GVL went.
+pub enum NoGvl<R> {
+    /// The closure ran and returned this.
+    Ran(R),
+    /// Ruby had an interrupt pending before the call started, so the
+    /// closure did not run (see [`NOT_RUN_WAIT_MS`]).
+    NotRun,
+    /// The closure panicked (a bug of ours): the caller reports an error.
+    Panicked,
 }
 
+struct Call<F, R> {
+    f: Option<F>,
+    result: NoGvl<R>,
+}
+
+/// Runs the closure of the `Call` that `data` points to.
+///
+/// # Safety
+/// `data` must point to a live `Call<F, R>` that nothing else uses during
+/// the call (`without_gvl` passes its own local).
 unsafe extern "C" fn trampoline<F: FnOnce() -> R, R>(data: *mut c_void) -> *mut c_void {
-    let call = &mut *(data as *mut Call<F, R>);
+    // SAFETY: see the function's contract.
+    let call = unsafe { &mut *(data as *mut Call<F, R>) };
     if let Some(f) = call.f.take() {
-        call.result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).ok();
+        call.result = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+            Ok(r) => NoGvl::Ran(r),
+            Err(_) => NoGvl::Panicked,
+        };
     }
     std::ptr::null_mut()
 }
 
+/// The unblocking function: wakes the wait by writing to the eventfd whose
+/// number `data` carries.
+///
+/// # Safety
+/// None beyond `write(2)`'s: `data` is an fd number, never dereferenced
+/// (a stale one only gives EBADF). It is async-signal-safe.
 unsafe extern "C" fn wake_eventfd(data: *mut c_void) {
     let fd = data as usize as i32;
     let one: u64 = 1;
-    libc::write(fd, &one as *const u64 as *const c_void, 8);
+    // SAFETY: `one` is 8 readable bytes.
+    unsafe { libc::write(fd, &one as *const u64 as *const c_void, 8) };
 }
 
 /// Calls `f` without the GVL; `wake_fd` is written to when Ruby wants the
 /// call interrupted. Pending interrupts are not raised here: the caller checks
-/// them (under `rb_protect`) once its own state is consistent. Returns `None`
-/// if Ruby had an interrupt pending before the call started (the call did not
-/// run; see [`NotRun`]).
+/// them (under `rb_protect`) once its own state is consistent.
 ///
 /// The unblocking function only writes to an eventfd, so it is declared
 /// async-signal-safe: otherwise Ruby 3.1 starts a helper thread for every
 /// blocking call of a single-threaded program, and that thread inherits the
 /// caller's `Thread.handle_interrupt` mask — under `:never` (as in
 /// `Kernel#p`) it can never be killed, and joining it hangs the process.
-pub fn without_gvl<F: FnOnce() -> R, R>(wake_fd: i32, f: F) -> Option<R> {
+pub fn without_gvl<F: FnOnce() -> R, R>(wake_fd: i32, f: F) -> NoGvl<R> {
     let mut call = Call {
         f: Some(f),
-        result: None,
+        result: NoGvl::NotRun,
     };
+    // SAFETY: `call` outlives the call; `trampoline` runs `f` without the GVL (it touches no
+    // Ruby object) and catches a panic; the unblocking function only writes to the eventfd.
     unsafe {
         rb_sys::rb_nogvl(
             Some(trampoline::<F, R>),

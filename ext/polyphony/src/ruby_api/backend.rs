@@ -101,6 +101,7 @@ fn poll(b: &Backend, blocking: Value) -> Result<(), Error> {
 fn schedule(b: &Backend, args: &[Value]) -> Result<Value, Error> {
     check_arity(args, 1, 3)?;
     let fiber = raw(args[0]);
+    // SAFETY: GVL held; reads the type or state of a live object the caller holds, never raises.
     if unsafe { rb_sys::rb_obj_is_fiber(fiber) } != QTRUE {
         return Err(crate::rt::type_error("not a fiber"));
     }
@@ -207,6 +208,8 @@ fn read_common(b: &Backend, args: &[Value], recv: bool) -> Result<Value, Error> 
         buf = op::read::new_binary_string();
     } else {
         expect_string(buf)?;
+        // SAFETY: inside `protect`: what the call raises (or throws) comes back as `Err` instead of
+        // unwinding over Rust frames; GVL held, arguments are live objects the caller holds.
         protect(|| unsafe {
             rb_sys::rb_str_modify(buf);
             QNIL
@@ -264,6 +267,8 @@ fn chunk_loop(b: &Backend, args: &[Value], recv: bool) -> Result<Value, Error> {
         let Some(s) = op::read::read_chunk(b, owner, fd, maxlen, flags)? else {
             return Ok(args[0]);
         };
+        // SAFETY: inside `protect`: what the call raises (or throws) comes back as `Err` instead of
+        // unwinding over Rust frames; GVL held, arguments are live objects the caller holds.
         protect(|| unsafe { rb_sys::rb_yield(s) })?;
     }
 }
@@ -288,15 +293,19 @@ fn feed_loop(
 ) -> Result<Value, Error> {
     b.own()?;
     let (fd, owner) = crate::rt::readable_fd_owner(raw(io))?;
-    let mid = unsafe { rb_sys::rb_to_id(raw(meth)) };
+    // SAFETY: inside `protect`: a `meth` that is not a Symbol or String
+    // raises TypeError as an `Err`.
+    let mid = protect(|| unsafe { rb_sys::rb_to_id(raw(meth)) })? as rb_sys::ID;
     let block: Option<Proc> = ruby.block_proc().ok();
     let block_raw = block.map(|p| raw(p.as_value())).unwrap_or(QNIL);
     loop {
         let Some(s) = op::read::read_chunk(b, owner, fd, 8192, None)? else {
             return Ok(io);
         };
+        // SAFETY: inside `protect`: what the call raises (or throws) comes back as `Err` instead of
+        // unwinding over Rust frames; GVL held, arguments are live objects the caller holds.
         protect(|| unsafe { rb_sys::rb_funcall_with_block(raw(receiver), mid, 1, &s, block_raw) })?;
-        std::hint::black_box(block_raw);
+        rb_sys::rb_gc_guard!(block_raw);
     }
 }
 
@@ -311,6 +320,8 @@ fn accept_loop(b: &Backend, server: Value, klass: Value) -> Result<Value, Error>
     let (fd, owner) = io_fd_owner(raw(server), Dir::Read)?;
     loop {
         let sock = op::accept::accept(b, owner, fd, raw(klass))?;
+        // SAFETY: inside `protect`: what the call raises (or throws) comes back as `Err` instead of
+        // unwinding over Rust frames; GVL held, arguments are live objects the caller holds.
         protect(|| unsafe { rb_sys::rb_yield(sock) })?;
     }
 }
@@ -334,7 +345,9 @@ fn connect_addr(b: &Backend, sock: Value, addr: Value) -> Result<Value, Error> {
     b.own()?;
     let fd = io_fd(raw(sock), Dir::Write)?;
     let s = expect_string(raw(addr))?;
+    // SAFETY: `s` is a live String; the bytes are copied into `ss` before any Ruby call.
     let bytes = unsafe { crate::rt::str_bytes(s) };
+    // SAFETY: all-zero is a valid value of this plain C struct.
     let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
     if bytes.len() < 2 || bytes.len() > std::mem::size_of::<libc::sockaddr_storage>() {
         return Err(arg_error(format!(
@@ -342,6 +355,7 @@ fn connect_addr(b: &Backend, sock: Value, addr: Value) -> Result<Value, Error> {
             bytes.len()
         )));
     }
+    // SAFETY: `bytes.len()` was checked to fit in `ss` just above.
     unsafe {
         std::ptr::copy_nonoverlapping(bytes.as_ptr(), &mut ss as *mut _ as *mut u8, bytes.len())
     };
@@ -358,11 +372,13 @@ fn close(b: &Backend, io: Value) -> Result<Value, Error> {
     if rb_sys::FIXNUM_P(r) {
         let fd = io_fd(r, Dir::Read)?;
         b.fd_closing(fd);
+        // SAFETY: closes an fd this code owns and no one else holds.
         if unsafe { libc::close(fd) } < 0 {
             return Err(crate::rt::errno_error(crate::rt::last_errno(), "close"));
         }
         return Ok(io);
     }
+    // SAFETY: GVL held; reads the type or state of a live object the caller holds, never raises.
     if unsafe { rb_sys::RB_TYPE_P(r, rb_sys::ruby_value_type::RUBY_T_FILE) } {
         if crate::rt::call(r, id!("closed?"), &[])? == crate::rt::QTRUE {
             return Ok(val(QNIL));
@@ -370,6 +386,8 @@ fn close(b: &Backend, io: Value) -> Result<Value, Error> {
         let (fd, owner) = io_fd_owner(r, Dir::Read)?;
         b.fd_closing(fd);
         crate::core::kept::discard(owner);
+        // SAFETY: inside `protect`: what the call raises (or throws) comes back as `Err` instead of
+        // unwinding over Rust frames; GVL held, arguments are live objects the caller holds.
         protect(|| unsafe { rb_sys::rb_io_close(r) })?;
         return Ok(io);
     }

@@ -27,6 +27,8 @@ const EVENTS: u32 = (libc::POLLIN | libc::POLLPRI | libc::POLLOUT) as u32;
 const FAILED: u32 = (libc::POLLERR | libc::POLLHUP | libc::POLLNVAL) as u32;
 
 fn int(v: i64) -> Value {
+    // SAFETY: GVL held; allocates or updates an object from live values, with no `RefCell` borrow
+    // held (a GC here may mark).
     val(unsafe { rb_sys::rb_int2inum(v as _) })
 }
 

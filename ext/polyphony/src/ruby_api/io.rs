@@ -18,6 +18,8 @@ fn io_discard_kept(io: Value) -> Value {
 /// `IO#__write_io__` (private): the IO that writes go to, which differs from
 /// the receiver for duplex IOs (`IO.popen(cmd, 'r+')`).
 fn io_write_io(io: Value) -> Value {
+    // SAFETY: GVL held; `io` is the receiver, an IO; the call reads its write IO and does not
+    // raise.
     val(unsafe { rb_sys::rb_io_get_write_io(raw(io)) })
 }
 
@@ -32,9 +34,13 @@ fn io_write_fast(rb_self: Value, args: &[Value]) -> Result<Value, Error> {
     let route = write_route(io);
     if let (WriteRoute::Direct(fd), [s]) = (route, args) {
         let s = raw(*s);
+        // SAFETY: GVL held; reads the type or state of a live object the caller holds, never
+        // raises.
         if unsafe { rb_sys::RB_TYPE_P(s, rb_sys::ruby_value_type::RUBY_T_STRING) } {
             let bs = consts::basic_socket();
             let socket = bs != rb_sys::special_consts::Qfalse as VALUE
+                // SAFETY: GVL held; reads the type or state of a live object the caller holds,
+                // never raises.
                 && unsafe { rb_sys::rb_obj_is_kind_of(io, bs) } == QTRUE;
             let b = Backend::current()?;
             // send(2) on sockets: a shorter kernel path than write(2).
@@ -44,6 +50,8 @@ fn io_write_fast(rb_self: Value, args: &[Value]) -> Result<Value, Error> {
                 op::write::write(&b, fd, &[s])
             };
             match r {
+                // SAFETY: GVL held; allocates or updates an object from live values, with no
+                // `RefCell` borrow held (a GC here may mark).
                 Ok(n) => return Ok(val(unsafe { rb_sys::rb_uint2inum(n as _) })),
                 // Not writable: nothing was written; Ruby words it.
                 Err(e) if is_ebadf(&e) => {}
@@ -79,6 +87,8 @@ enum WriteRoute {
 
 /// Picks the `WriteRoute` of `io` from the `rb_io_t` fields that
 /// `IO#external_encoding` reads, without a method call.
+// SAFETY: GVL held; `fptr` is read only for a T_FILE, and checked for null; the encoding fields
+// are plain reads.
 fn write_route(io: VALUE) -> WriteRoute {
     unsafe {
         if rb_sys::SPECIAL_CONST_P(io)

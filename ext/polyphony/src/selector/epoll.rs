@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use super::{drain_eventfd, new_eventfd, Event};
-use crate::rt::nogvl::{without_gvl, NOT_RUN_WAIT_MS};
+use crate::rt::nogvl::{without_gvl, NoGvl, NOT_RUN_WAIT_MS};
 use crate::runqueue::AddrMap;
 
 const WAKE_DATA: u64 = u64::MAX;
@@ -20,6 +20,7 @@ pub struct Epoll {
 
 impl Epoll {
     pub fn new() -> std::io::Result<Epoll> {
+        // SAFETY: no pointers; the result is checked.
         let epfd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
         if epfd < 0 {
             return Err(std::io::Error::last_os_error());
@@ -29,6 +30,7 @@ impl Epoll {
             events: libc::EPOLLIN as u32,
             u64: WAKE_DATA,
         };
+        // SAFETY: `ev` is a valid event for the call to read.
         if unsafe { libc::epoll_ctl(epfd, libc::EPOLL_CTL_ADD, wake_fd, &mut ev) } < 0 {
             return Err(std::io::Error::last_os_error());
         }
@@ -56,6 +58,7 @@ impl Epoll {
         } else {
             libc::EPOLL_CTL_ADD
         };
+        // SAFETY: `ev` is a valid event for the call to read.
         let mut r = unsafe { libc::epoll_ctl(self.epfd, first, fd, &mut ev) };
         if r < 0 {
             let err = std::io::Error::last_os_error().raw_os_error();
@@ -66,6 +69,7 @@ impl Epoll {
                 _ => None,
             };
             if let Some(op) = retry {
+                // SAFETY: as above.
                 r = unsafe { libc::epoll_ctl(self.epfd, op, fd, &mut ev) };
             }
         }
@@ -87,20 +91,29 @@ impl Epoll {
         let evs = self.events.as_mut_ptr();
         let cap = self.events.len() as i32;
         let n = if ms == 0 {
+            // SAFETY: `evs` has room for `cap` events.
             unsafe { libc::epoll_wait(epfd, evs, cap, 0) }
         } else {
             let evs = evs as usize;
-            without_gvl(self.wake_fd, move || unsafe {
+            // SAFETY: `evs` (room for `cap` events) is owned by `self`, borrowed for the whole
+            // wait; no Ruby object is touched without the GVL.
+            match without_gvl(self.wake_fd, move || unsafe {
                 wait_precise(epfd, evs as *mut libc::epoll_event, cap, timeout, ms)
-            })
-            .unwrap_or_else(|| unsafe {
-                let short = if ms < 0 {
-                    NOT_RUN_WAIT_MS
-                } else {
-                    ms.min(NOT_RUN_WAIT_MS)
-                };
-                libc::epoll_wait(epfd, evs as *mut libc::epoll_event, cap, short)
-            })
+            }) {
+                NoGvl::Ran(n) => n,
+                NoGvl::Panicked => return Err(std::io::Error::other("epoll wait panicked")),
+                // An interrupt Ruby will not deliver yet is pending: wait
+                // briefly with the GVL held instead (see NOT_RUN_WAIT_MS).
+                NoGvl::NotRun => {
+                    let short = if ms < 0 {
+                        NOT_RUN_WAIT_MS
+                    } else {
+                        ms.min(NOT_RUN_WAIT_MS)
+                    };
+                    // SAFETY: as above, with the GVL held.
+                    unsafe { libc::epoll_wait(epfd, evs as *mut libc::epoll_event, cap, short) }
+                }
+            }
         };
         if n < 0 {
             let e = std::io::Error::last_os_error();
@@ -132,6 +145,9 @@ static PWAIT2: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::ne
 /// `epoll_wait` with a nanosecond timeout (`epoll_pwait2`), so a timer fires
 /// on time instead of up to a millisecond late; `ms` (rounded up) is the
 /// fallback.
+///
+/// # Safety
+/// `evs` must be valid for writes of `cap` events.
 unsafe fn wait_precise(
     epfd: i32,
     evs: *mut libc::epoll_event,

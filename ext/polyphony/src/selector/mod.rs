@@ -115,6 +115,7 @@ impl Selector {
 }
 
 pub fn new_eventfd() -> std::io::Result<i32> {
+    // SAFETY: no pointers; the result is checked.
     let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
     if fd < 0 {
         Err(std::io::Error::last_os_error())
@@ -125,10 +126,12 @@ pub fn new_eventfd() -> std::io::Result<i32> {
 
 pub fn drain_eventfd(fd: i32) {
     let mut buf = 0u64;
+    // SAFETY: `buf` is 8 bytes, valid for writes; a non-blocking read.
     unsafe { libc::read(fd, &mut buf as *mut u64 as *mut libc::c_void, 8) };
 }
 
 pub fn wake(fd: i32) {
     let one = 1u64;
+    // SAFETY: `one` is 8 readable bytes; a closed fd (-1) only gives EBADF.
     unsafe { libc::write(fd, &one as *const u64 as *const libc::c_void, 8) };
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 use io_uring::{opcode, squeue, types, IoUring};
 
 use super::{drain_eventfd, new_eventfd, Event};
-use crate::rt::nogvl::{without_gvl, NOT_RUN_WAIT_MS};
+use crate::rt::nogvl::{without_gvl, NoGvl, NOT_RUN_WAIT_MS};
 
 /// User data of the eventfd poll.
 pub const WAKE_TAG: u64 = u64::MAX;
@@ -88,6 +88,8 @@ impl Uring {
     /// Queues a submission (flushing the submission queue if it is full).
     pub fn push(&mut self, entry: squeue::Entry) {
         loop {
+            // SAFETY: every entry's buffers and addresses are owned by its op slot (`core/op`)
+            // until its completion arrives, as io_uring requires.
             let pushed = unsafe { self.ring.submission().push(&entry).is_ok() };
             if pushed {
                 return;
@@ -132,6 +134,8 @@ impl Uring {
                     .sec(d.as_secs())
                     .nsec(d.subsec_nanos())
             });
+            // SAFETY: `ring` points to `self.ring`, borrowed mutably for the whole wait;
+            // nothing else touches it meanwhile, and no Ruby object is touched without the GVL.
             let r = without_gvl(self.wake_fd, move || unsafe {
                 let ring = &mut *ring;
                 match (ts.as_ref(), ext_arg) {
@@ -142,9 +146,15 @@ impl Uring {
                     _ => ring.submitter().submit_and_wait(1),
                 }
             });
+            let r = match r {
+                NoGvl::Ran(r) => Some(r),
+                NoGvl::Panicked => return Err(std::io::Error::other("io_uring wait panicked")),
+                NoGvl::NotRun => None,
+            };
             let r = r.or_else(|| {
                 // An interrupt Ruby will not deliver yet is pending: wait
                 // briefly with the GVL held instead (see NOT_RUN_WAIT_MS).
+                // SAFETY: as above, after the GVL-free wait returned.
                 let ring = unsafe { &mut *ring };
                 let short = std::time::Duration::from_millis(NOT_RUN_WAIT_MS as u64);
                 let d = timeout.map(|t| t.min(short)).unwrap_or(short);

@@ -44,6 +44,8 @@ pub fn accept_fd(b: &Backend, owner: VALUE, fd: i32) -> Result<i32, Error> {
         }
     }
     ensure_nonblock(fd);
+    // SAFETY: accept4 with null address pointers (none wanted) on the server's fd; the result
+    // is checked by `retry_nonblocking`.
     let n = retry_nonblocking(b, fd, READABLE, || unsafe {
         libc::accept4(
             fd,
@@ -59,6 +61,8 @@ pub fn accept_fd(b: &Backend, owner: VALUE, fd: i32) -> Result<i32, Error> {
 
 /// Wraps an accepted fd in `klass`; closes it if that fails.
 pub fn wrap(klass: VALUE, fd: i32) -> Result<VALUE, Error> {
+    // SAFETY: GVL held; allocates or updates an object from live values, with no `RefCell` borrow
+    // held (a GC here may mark).
     let fdv = unsafe { rb_sys::rb_int2inum(fd as isize) };
     match call(klass, id!("for_fd"), &[fdv]) {
         Ok(sock) => {
@@ -67,6 +71,7 @@ pub fn wrap(klass: VALUE, fd: i32) -> Result<VALUE, Error> {
             Ok(sock)
         }
         Err(e) => {
+            // SAFETY: closes an fd this code owns and no one else holds.
             unsafe { libc::close(fd) };
             Err(e)
         }

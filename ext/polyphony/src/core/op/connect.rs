@@ -12,6 +12,7 @@ use crate::core::Backend;
 use crate::rt::{errno_error, runtime_error};
 
 fn to_sockaddr(addr: std::net::SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
+    // SAFETY: all-zero is a valid value of this plain C struct.
     let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
     let len = match addr {
         std::net::SocketAddr::V4(a) => {
@@ -23,6 +24,8 @@ fn to_sockaddr(addr: std::net::SocketAddr) -> (libc::sockaddr_storage, libc::soc
                 },
                 sin_zero: [0; 8],
             };
+            // SAFETY: `sockaddr_storage` is larger than and aligned for every sockaddr type, so
+            // it can hold a `sockaddr_in`.
             unsafe { std::ptr::write(&mut ss as *mut _ as *mut libc::sockaddr_in, sin) };
             std::mem::size_of::<libc::sockaddr_in>()
         }
@@ -36,6 +39,7 @@ fn to_sockaddr(addr: std::net::SocketAddr) -> (libc::sockaddr_storage, libc::soc
                 },
                 sin6_scope_id: a.scope_id(),
             };
+            // SAFETY: as above, for a `sockaddr_in6`.
             unsafe { std::ptr::write(&mut ss as *mut _ as *mut libc::sockaddr_in6, sin6) };
             std::mem::size_of::<libc::sockaddr_in6>()
         }
@@ -95,6 +99,8 @@ pub fn connect_sockaddr(
         return Ok(());
     }
     ensure_nonblock(fd);
+    // SAFETY: `sa.0` holds an address of length `sa.1` (at most its size), which the kernel
+    // only reads.
     let r = unsafe { libc::connect(fd, &sa.0 as *const _ as *const libc::sockaddr, sa.1) };
     if r == 0 {
         return Ok(());
@@ -110,6 +116,7 @@ pub fn connect_sockaddr(
     }
     let mut so_err: i32 = 0;
     let mut len = std::mem::size_of::<i32>() as libc::socklen_t;
+    // SAFETY: `so_err` and `len` are valid for writes of the size `len` says.
     unsafe {
         libc::getsockopt(
             fd,

@@ -91,12 +91,15 @@ impl ReadDest {
     /// `pos` bytes (of the `orig_len` it had).
     fn cut(&self, orig_len: usize) {
         if let ReadDest::At(s, pos) = self {
+            // SAFETY: shortens a live, modifiable String to at most its length.
             unsafe { rb_sys::rb_str_set_len(*s, orig_len.min(*pos) as _) };
         }
     }
 
     fn len(&self) -> usize {
         match self {
+            // SAFETY: a live String (checked by the caller); reading its length does not allocate
+            // or raise.
             ReadDest::At(s, _) => unsafe { rb_sys::RSTRING_LEN(*s) as usize },
             ReadDest::Chunk(_) => 0,
         }
@@ -155,6 +158,8 @@ pub fn read_once(
             let n = if res >= 0 { res as usize } else { 0 };
             if let Some(slot) = slot {
                 if n > 0 {
+                    // SAFETY: the kernel wrote `n` bytes (the completion's result) into the
+                    // slot's buffer, which holds at least `max >= n`.
                     dest.put(unsafe { std::slice::from_raw_parts(slot.buf.as_ptr(), n) });
                 }
                 b.give_buf(slot.buf);
@@ -181,6 +186,8 @@ pub fn read_once(
         b.wait_ready(fd, READABLE)?;
     }
     let orig_len = dest.len();
+    // SAFETY: `with_read_target` gives a pointer valid for `max` bytes, fetched again on each
+    // attempt; the fd is only read.
     let r = retry_nonblocking(b, fd, READABLE, || unsafe {
         // Re-fetch the pointer on every attempt: other fibers may have run.
         with_read_target(b, dest, max, |ptr| match recv_flags {
@@ -232,6 +239,8 @@ fn read_ready(
     recv_flags: Option<i32>,
 ) -> Option<Result<usize, Error>> {
     let orig_len = dest.len();
+    // SAFETY: `ptr` is valid for `max` bytes (see `with_read_target`); RWF_NOWAIT and
+    // MSG_DONTWAIT never block.
     let n = with_read_target(b, dest, max, |ptr| unsafe {
         match recv_flags {
             Some(flags) => libc::recv(fd, ptr as *mut _, max, flags | libc::MSG_DONTWAIT),
@@ -281,11 +290,17 @@ fn with_read_target(
     }
     let in_place = match dest {
         ReadDest::At(s, pos) => {
+            // SAFETY: a live String (checked by the caller); reading its length does not allocate
+            // or raise.
             max > SMALL_READ || unsafe { rb_sys::rb_str_capacity(*s) } as usize >= *pos + max
         }
         ReadDest::Chunk(_) => false,
     };
     match dest {
+        // SAFETY: `s` is a live String made modifiable by the caller (`rb_str_modify`); after
+        // the resize its buffer holds `pos + max` bytes, which is what `read` may write; its
+        // length is then set to what was read. `read` runs no Ruby code, so the pointer stays
+        // valid.
         ReadDest::At(s, pos) if in_place => unsafe {
             rb_sys::rb_str_resize(*s, (*pos + max) as _);
             let ptr = (rb_sys::RSTRING_PTR(*s) as *mut u8).add(*pos);
@@ -297,6 +312,7 @@ fn with_read_target(
             let mut buf = b.take_buf(max);
             let n = read(buf.as_mut_ptr());
             // Nothing read (or an error): an `At` string is still cut at `pos`.
+            // SAFETY: `read` wrote `n` (at most `max`, the buffer's capacity) bytes into `buf`.
             dest.put(unsafe { std::slice::from_raw_parts(buf.as_ptr(), n.max(0) as usize) });
             b.give_buf(buf);
             n
@@ -315,6 +331,7 @@ pub fn read(
     recv: bool,
 ) -> Result<VALUE, Error> {
     let flags = if recv { Some(0) } else { None };
+    // SAFETY: a live String (checked by the caller); reading its length does not allocate or raise.
     let cur_len = unsafe { rb_sys::RSTRING_LEN(buffer) as usize };
     let mut pos = if pos < 0 || pos as usize > cur_len {
         cur_len
@@ -322,6 +339,7 @@ pub fn read(
         pos as usize
     };
     if pos < cur_len {
+        // SAFETY: `buffer` is a live modifiable String and `pos` is below its length.
         unsafe { rb_sys::rb_str_set_len(buffer, pos as _) };
     }
     if length == Some(0) {
@@ -351,5 +369,7 @@ pub fn read(
 
 /// An empty binary (ASCII-8BIT) String.
 pub fn new_binary_string() -> VALUE {
+    // SAFETY: GVL held; allocates or updates an object from live values, with no `RefCell` borrow
+    // held (a GC here may mark).
     unsafe { rb_sys::rb_str_new(std::ptr::null(), 0) }
 }

@@ -36,6 +36,8 @@ pub fn timer_loop(b: &Backend, interval: Duration) -> Result<VALUE, Error> {
     let mut next = now_ns() + step;
     loop {
         sleep_until(b, next)?;
+        // SAFETY: inside `protect`: what the call raises (or throws) comes back as `Err` instead of
+        // unwinding over Rust frames; GVL held, arguments are live objects the caller holds.
         protect(|| unsafe { rb_sys::rb_yield(QNIL) })?;
         next += step;
         let now = now_ns();

@@ -59,6 +59,8 @@ fn once(b: &Backend, src: i32, dest: i32, len: usize, kind: Kind) -> Result<usiz
     ensure_nonblock(dest);
     let mut wait_dest = false;
     loop {
+        // SAFETY: splice/tee between two fds with null offsets (the fds' own positions); errors
+        // are checked below.
         let n = unsafe {
             match kind {
                 Kind::Splice => libc::splice(
@@ -116,12 +118,14 @@ pub fn splice(b: &Backend, src: i32, dest: i32, maxlen: i64, kind: Kind) -> Resu
 /// the total. The pipe is closed on every exit.
 pub fn double_splice(b: &Backend, src: i32, dest: i32) -> Result<usize, Error> {
     let mut fds = [0i32; 2];
+    // SAFETY: `fds` has room for the two fds pipe2 writes.
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) } < 0 {
         return Err(errno_error(last_errno(), "pipe"));
     }
     struct Close([i32; 2]);
     impl Drop for Close {
         fn drop(&mut self) {
+            // SAFETY: the pipe's two fds belong to this guard alone.
             unsafe {
                 libc::close(self.0[0]);
                 libc::close(self.0[1]);

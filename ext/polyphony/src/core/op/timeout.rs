@@ -24,10 +24,12 @@ pub fn timeout(
     let marker_class = crate::rt::consts::timeout_exception();
     let marker = call(marker_class, id!("new"), &[])?;
     let id = b.sched.timers.borrow_mut().add(d, fiber, marker);
+    // SAFETY: inside `protect`: what the call raises (or throws) comes back as `Err` instead of
+    // unwinding over Rust frames; GVL held, arguments are live objects the caller holds.
     let r = protect(|| unsafe { rb_sys::rb_yield(QNIL) });
     b.sched.timers.borrow_mut().cancel(id);
     b.sched.rq.borrow_mut().remove_if_value(fiber, marker);
-    std::hint::black_box(marker);
+    rb_sys::rb_gc_guard!(marker);
     match r {
         Ok(v) => Ok(v),
         Err(e) => {

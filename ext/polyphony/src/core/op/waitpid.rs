@@ -26,6 +26,7 @@ use crate::rt::{errno_error, last_errno};
 
 fn reap(pid: i32) -> Result<Option<(i32, i32)>, Error> {
     let mut status = 0;
+    // SAFETY: `status` is valid for writes; WNOHANG never blocks.
     let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
     if r > 0 {
         return Ok(Some((r, status)));
@@ -43,10 +44,14 @@ fn reap(pid: i32) -> Result<Option<(i32, i32)>, Error> {
 /// `Some(true)` if the child has exited (not reaped), `Some(false)` if `pid`
 /// is not our child, `None` while it runs.
 fn exited(pid: i32) -> Result<Option<bool>, Error> {
+    // SAFETY: all-zero is a valid value of this plain C struct.
     let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
     let flags = libc::WEXITED | libc::WNOHANG | libc::WNOWAIT;
+    // SAFETY: `info` is valid for writes; WNOHANG never blocks.
     let r = unsafe { libc::waitid(libc::P_PID, pid as libc::id_t, &mut info, flags) };
     if r == 0 {
+        // SAFETY: waitid filled `info` for a child-state change (or left it zeroed), so its pid
+        // field is set.
         return Ok(if unsafe { info.si_pid() } != 0 {
             Some(true)
         } else {
@@ -67,6 +72,7 @@ fn wait_for<T>(
     pid: i32,
     check: impl Fn(i32) -> Result<Option<T>, Error>,
 ) -> Result<T, Error> {
+    // SAFETY: pidfd_open takes a pid and flags and returns an fd or -1.
     let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) } as i32;
     if pidfd < 0 {
         let e = last_errno();
@@ -83,6 +89,7 @@ fn wait_for<T>(
     struct Close(i32);
     impl Drop for Close {
         fn drop(&mut self) {
+            // SAFETY: closes an fd this code owns and no one else holds.
             unsafe { libc::close(self.0) };
         }
     }

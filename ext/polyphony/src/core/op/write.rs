@@ -53,6 +53,7 @@ pub fn write_all(b: &Backend, fd: i32, s: VALUE, send_flags: Option<i32>) -> Res
     b.raise_pending()?;
     // Most writes are taken whole by one non-blocking call: that needs no
     // frozen copy (nothing can run before the call returns).
+    // SAFETY: a live String (checked by the caller); reading its length does not allocate or raise.
     let len0 = unsafe { rb_sys::RSTRING_LEN(s) as usize };
     let mut off = 0usize;
     let uring = b.is_uring();
@@ -73,7 +74,10 @@ pub fn write_all(b: &Backend, fd: i32, s: VALUE, send_flags: Option<i32>) -> Res
             off = n;
         }
     }
+    // SAFETY: GVL held; allocates or updates an object from live values, with no `RefCell` borrow
+    // held (a GC here may mark).
     let frozen = unsafe { rb_sys::rb_str_new_frozen(s) };
+    // SAFETY: a live String (checked by the caller); reading its length does not allocate or raise.
     let len = unsafe { rb_sys::RSTRING_LEN(frozen) as usize };
     if !uring {
         ensure_nonblock(fd);
@@ -96,9 +100,13 @@ pub fn write_all(b: &Backend, fd: i32, s: VALUE, send_flags: Option<i32>) -> Res
         let n = if uring {
             let mut slot = OpSlot::on_fd(b.current_fiber(), fd);
             slot.keep = frozen;
+            // SAFETY: `frozen` is a frozen String kept alive and marked by the slot (`keep`)
+            // while the kernel reads it; `off` is below its length.
             let src = |_: &OpSlot| unsafe { (rb_sys::RSTRING_PTR(frozen) as *const u8).add(off) };
             ring_write(b, fd, slot, src, chunk, send_flags)?.0
         } else {
+            // SAFETY: `frozen` is alive (`rb_gc_guard!` below) and cannot change; `off + chunk`
+            // is within its bytes.
             let n = retry_nonblocking(b, fd, WRITABLE, || unsafe {
                 let bytes = str_bytes(frozen);
                 let ptr = bytes.as_ptr().add(off);
@@ -114,7 +122,7 @@ pub fn write_all(b: &Backend, fd: i32, s: VALUE, send_flags: Option<i32>) -> Res
     if !uring || direct {
         b.switchpoint_after_sync()?;
     }
-    std::hint::black_box(frozen);
+    rb_sys::rb_gc_guard!(frozen);
     Ok(len)
 }
 
@@ -129,12 +137,15 @@ const COPY_MAX: usize = super::MIN_POOLED;
 /// its slot once the kernel is done with it.
 fn send_copied(b: &Backend, fd: i32, s: VALUE, flags: i32) -> Result<usize, Error> {
     let mut buf = b.take_buf(COPY_MAX);
+    // SAFETY: `s` is a live String, copied before any Ruby call.
     buf.extend_from_slice(unsafe { str_bytes(s) });
     let len = buf.len();
     let mut off = 0usize;
     while off < len {
         let mut slot = OpSlot::on_fd(b.current_fiber(), fd);
         slot.buf = buf;
+        // SAFETY: `off` is below the buffer's length; the slot owns the buffer while the kernel
+        // reads it.
         let src = |slot: &OpSlot| unsafe { slot.buf.as_ptr().add(off) };
         let (n, slot) = ring_write(b, fd, slot, src, len - off, Some(flags))?;
         buf = slot.buf;
@@ -190,6 +201,8 @@ fn write_ready(
     chunk: usize,
     send_flags: Option<i32>,
 ) -> Result<Option<usize>, Error> {
+    // SAFETY: `s` is a live String the caller holds, `off + chunk` within its bytes; the calls
+    // never block (MSG_DONTWAIT, RWF_NOWAIT) and run no Ruby code.
     let n = unsafe {
         let ptr = (rb_sys::RSTRING_PTR(s) as *const u8).add(off);
         match send_flags {
@@ -226,8 +239,12 @@ pub fn write(b: &Backend, fd: i32, strings: &[VALUE]) -> Result<usize, Error> {
         _ => {
             let total: usize = strings
                 .iter()
+                // SAFETY: a live String (checked by the caller); reading its length does not
+                // allocate or raise.
                 .map(|s| unsafe { rb_sys::RSTRING_LEN(*s) as usize })
                 .sum();
+            // SAFETY: GVL held; `rb_str_cat` of raw bytes of live Strings into a new buffer
+            // does no encoding check and cannot raise.
             let joined = unsafe {
                 let j = rb_sys::rb_str_buf_new(total as _);
                 for s in strings {
@@ -237,7 +254,7 @@ pub fn write(b: &Backend, fd: i32, strings: &[VALUE]) -> Result<usize, Error> {
                 j
             };
             let n = write_all(b, fd, joined, None);
-            std::hint::black_box(joined);
+            rb_sys::rb_gc_guard!(joined);
             n
         }
     }

@@ -22,6 +22,7 @@ use rb_sys::VALUE;
 
 use super::{expect_fiber, is_dead, state, try_state, FiberState};
 use crate::core::Backend;
+use crate::rt::data::Handle;
 use crate::rt::{call, is_array, is_exception, is_nil, raise_if_exception, raw, val, QNIL};
 
 /// One `await` call in progress. Shared by the awaited fibers' states; only
@@ -37,7 +38,10 @@ pub struct AwaitCtx {
 // The context is only read and written by Ruby threads holding the GVL, one
 // at a time; it is shared across threads only when a fiber awaits a fiber of
 // another thread.
+// SAFETY: the context is only read and written by Ruby threads holding the GVL, one at a time
+// (see above).
 unsafe impl Send for AwaitCtx {}
+// SAFETY: as for `Send`.
 unsafe impl Sync for AwaitCtx {}
 
 impl AwaitCtx {
@@ -156,16 +160,22 @@ fn wait_until(ctx: &AwaitCtx, done: impl Fn() -> bool) -> Result<(), Error> {
 }
 
 fn entry(ary: VALUE, i: usize) -> VALUE {
+    // SAFETY: a live Array (checked or made by this code); an index past its end reads nil, nothing
+    // raises.
     unsafe { rb_sys::rb_ary_entry(ary, i as _) }
 }
 
 fn len(ary: VALUE) -> usize {
+    // SAFETY: a live Array (checked or made by this code); an index past its end reads nil, nothing
+    // raises.
     unsafe { rb_sys::RARRAY_LEN(ary) as usize }
 }
 
 /// Waits for every fiber in `ary` (a private Array, kept alive by the
 /// caller). Returns their states once all finished; raises the first error.
-fn await_all(ary: VALUE) -> Result<Vec<&'static FiberState>, Error> {
+fn await_all(ary: VALUE) -> Result<Vec<Handle<FiberState>>, Error> {
+    // SAFETY: GVL held (this runs in a Ruby method of the current thread); no arguments, never
+    // raises.
     let cur = unsafe { rb_sys::rb_fiber_current() };
     let mut states = Vec::with_capacity(len(ary));
     for i in 0..len(ary) {
@@ -232,18 +242,24 @@ fn wait_and_settle(ary: VALUE, ctx: &AwaitCtx, dead_error: VALUE) -> Result<(), 
 /// the results in argument order.
 pub fn rb_await_all(args: &[Value]) -> Result<Value, Error> {
     let ary = if args.len() == 1 && is_array(raw(args[0])) {
+        // SAFETY: GVL held; allocates or updates an object from live values, with no `RefCell`
+        // borrow held (a GC here may mark).
         unsafe { rb_sys::rb_ary_dup(raw(args[0])) }
     } else {
         let v: Vec<VALUE> = args.iter().map(|a| raw(*a)).collect();
+        // SAFETY: GVL held; allocates or updates an object from live values, with no `RefCell`
+        // borrow held (a GC here may mark).
         unsafe { rb_sys::rb_ary_new_from_values(v.len() as _, v.as_ptr()) }
     };
     let r = await_all(ary);
     let out = r.map(|states| {
         let results: Vec<VALUE> = states.iter().map(|s| s.result()).collect();
+        // SAFETY: GVL held; allocates or updates an object from live values, with no `RefCell`
+        // borrow held (a GC here may mark).
         val(unsafe { rb_sys::rb_ary_new_from_values(results.len() as _, results.as_ptr()) })
     });
     // Keeps `ary` (and the fibers in it) visible to the GC until here.
-    unsafe { std::ptr::read_volatile(&ary) };
+    rb_sys::rb_gc_guard!(ary);
     out
 }
 
@@ -252,9 +268,11 @@ pub fn rb_await_all(args: &[Value]) -> Result<Value, Error> {
 pub fn rb_await(rb_self: Value) -> Result<Value, Error> {
     let f = raw(rb_self);
     if !is_dead(f) {
+        // SAFETY: GVL held; allocates or updates an object from live values, with no `RefCell`
+        // borrow held (a GC here may mark).
         let ary = unsafe { rb_sys::rb_ary_new_from_values(1, &f) };
         let r = await_all(ary);
-        unsafe { std::ptr::read_volatile(&ary) };
+        rb_sys::rb_gc_guard!(ary);
         r?;
     }
     let res = try_state(f).map(|s| s.result()).unwrap_or(QNIL);

@@ -31,7 +31,9 @@ pub(super) fn body_proc() -> VALUE {
     if v != 0 {
         return v as VALUE;
     }
+    // SAFETY: GVL held; `fiber_body` has the signature of a block function.
     let p = unsafe { rb_sys::rb_proc_new(Some(fiber_body), QNIL) };
+    // SAFETY: GVL held; `p` is a new live object, kept for the life of the process.
     unsafe { rb_sys::rb_gc_register_mark_object(p) };
     PROC.store(p as u64, Ordering::Relaxed);
     p
@@ -50,6 +52,12 @@ pub(super) enum Outcome {
 }
 
 /// Body of every spun fiber. `arg` is the value of its first resume.
+///
+/// # Safety
+/// Called by Ruby only, as the block function of [`body_proc`], in the new
+/// fiber with the GVL held. It never unwinds: a Rust panic is caught here
+/// and raised as a `RuntimeError` in the fiber (which ends with it), after
+/// every Rust value of the lifecycle was dropped.
 pub(super) unsafe extern "C" fn fiber_body(
     arg: VALUE,
     _callback: VALUE,
@@ -61,22 +69,31 @@ pub(super) unsafe extern "C" fn fiber_body(
         if let Ok(b) = Backend::current() {
             b.fiber_entered();
         }
-        let fiber = rb_sys::rb_fiber_current();
+        // SAFETY: GVL held, in the fiber being started.
+        let fiber = unsafe { rb_sys::rb_fiber_current() };
         run(fiber, arg)
     });
-    match r {
-        Ok(Outcome::Jump(tag)) => rb_sys::rb_jump_tag(tag),
-        Ok(Outcome::Raise(exc)) => rb_sys::rb_exc_raise(exc),
-        _ => QNIL,
+    // SAFETY: nothing below holds a Rust value that needs dropping when the
+    // jump or raise leaves this frame (the panic payload is dropped first).
+    unsafe {
+        match r {
+            Ok(Outcome::Jump(tag)) => rb_sys::rb_jump_tag(tag),
+            Ok(Outcome::Raise(exc)) => rb_sys::rb_exc_raise(exc),
+            Ok(Outcome::Done) => QNIL,
+            Err(payload) => {
+                let exc = crate::rt::panic_error(payload);
+                rb_sys::rb_exc_raise(exc)
+            }
+        }
     }
 }
 
 pub(super) fn run(fiber: VALUE, value: VALUE) -> Outcome {
     let st = state(fiber);
     st.running.set(RUNNING);
-    let (result, uncaught, jump) = run_block(fiber, st, value);
+    let (result, uncaught, jump) = run_block(fiber, &st, value);
     let reraise = uncaught && st.main.get() && is_nil(st.parent.get());
-    if let Err(e) = finalize(fiber, st, result, uncaught, jump.is_some()) {
+    if let Err(e) = finalize(fiber, &st, result, uncaught, jump.is_some()) {
         if let Some(exc) = e.value() {
             let _ = call_hook(Hook::FiberBodyError, &[raw(exc)]);
         }
@@ -97,6 +114,8 @@ pub(super) fn run_block(
 ) -> (VALUE, bool, Option<i32>) {
     loop {
         let block = st.block.get();
+        // SAFETY: inside `protect`: what the call raises (or throws) comes back as `Err` instead of
+        // unwinding over Rust frames; GVL held, arguments are live objects the caller holds.
         let r = protect(|| unsafe {
             if crate::rt::is_exception(value) {
                 rb_sys::rb_funcallv(value, id!("invoke"), 0, std::ptr::null());
@@ -136,6 +155,8 @@ pub(super) fn run_block(
 /// `exc.source_fiber ||= fiber`.
 pub(super) fn set_source_fiber(exc: VALUE, fiber: VALUE) {
     let id = id!("@source_fiber");
+    // SAFETY: GVL held; `exc` is a live exception, and a frozen one is left alone (an ivar set
+    // on it would raise).
     unsafe {
         if is_nil(rb_sys::rb_ivar_get(exc, id)) && rb_sys::rb_obj_frozen_p(exc) != QTRUE {
             rb_sys::rb_ivar_set(exc, id, fiber);
@@ -165,7 +186,11 @@ pub(super) fn finalize(
             rb_sys::special_consts::Qfalse as VALUE
         };
         let pair = call_hook(Hook::FinalizeChildren, &[fiber, result, u])?;
+        // SAFETY: a live Array (checked or made by this code); an index past its end reads nil,
+        // nothing raises.
         result = unsafe { rb_sys::rb_ary_entry(pair, 0) };
+        // SAFETY: a live Array (checked or made by this code); an index past its end reads nil,
+        // nothing raises.
         uncaught = val(unsafe { rb_sys::rb_ary_entry(pair, 1) }).to_bool();
     }
     st.result.set(result);
@@ -175,6 +200,7 @@ pub(super) fn finalize(
     let mut monitors = Vec::new();
     st.each_monitor(|m| monitors.push(m));
     for m in &monitors {
+        // SAFETY: GVL held; a new Array of live values, no `RefCell` borrow held.
         let msg = unsafe {
             let a = rb_sys::rb_ary_new_capa(2);
             rb_sys::rb_ary_push(a, fiber);
@@ -213,10 +239,10 @@ pub(crate) fn end_unstarted(fiber: VALUE, value: VALUE) -> Result<bool, Error> {
     }
     if kind_of(value, consts::move_on()) || kind_of(value, consts::terminate()) {
         let v = call(value, id!("value"), &[])?;
-        finalize(fiber, st, v, false, true)?;
+        finalize(fiber, &st, v, false, true)?;
     } else {
         set_source_fiber(value, fiber);
-        finalize(fiber, st, value, true, true)?;
+        finalize(fiber, &st, value, true, true)?;
     }
     Ok(true)
 }
@@ -240,7 +266,7 @@ pub(crate) fn fail_to_start(fiber: VALUE, exc: VALUE) -> Result<bool, Error> {
         return Ok(false);
     }
     set_source_fiber(exc, fiber);
-    finalize(fiber, st, exc, true, true)?;
+    finalize(fiber, &st, exc, true, true)?;
     Ok(true)
 }
 
@@ -248,7 +274,7 @@ pub(crate) fn fail_to_start(fiber: VALUE, exc: VALUE) -> Result<bool, Error> {
 /// fibers and threads without a backend are ignored.
 pub(crate) fn schedule(fiber: VALUE, value: VALUE, priority: bool) -> Result<(), Error> {
     let st = try_state(fiber);
-    if st.map(|s| s.finished()).unwrap_or(false) {
+    if st.as_ref().is_some_and(|s| s.finished()) {
         return Ok(());
     }
     let th = st.map(|s| s.thread.get()).unwrap_or(QNIL);
@@ -294,10 +320,14 @@ pub(super) fn capture_site(st: &FiberState, skip: usize) {
     let mut lines = [0i32; MAX];
     let want = (skip + 3).min(MAX);
     let n =
+        // SAFETY: GVL held; frames come from `rb_profile_frames` just above, which returns live
+        // frame objects.
         unsafe { rb_sys::rb_profile_frames(0, want as _, frames.as_mut_ptr(), lines.as_mut_ptr()) };
     let mut left = skip;
     for i in 0..(n.max(0) as usize).min(MAX) {
         // Native frames have no path.
+        // SAFETY: GVL held; frames come from `rb_profile_frames` just above, which returns live
+        // frame objects.
         if is_nil(unsafe { rb_sys::rb_profile_frame_path(frames[i]) }) {
             continue;
         }
@@ -321,10 +351,14 @@ pub(super) fn spin_child(
     block: VALUE,
 ) -> Result<VALUE, Error> {
     let backend = Backend::current()?;
+    // SAFETY: inside `protect`: what the call raises (or throws) comes back as `Err` instead of
+    // unwinding over Rust frames; GVL held, arguments are live objects the caller holds.
     let fiber = protect(|| unsafe {
         let id = id!("new");
         rb_sys::rb_funcall_with_block(consts::fiber(), id, 0, std::ptr::null(), body_proc())
     })?;
+    // SAFETY: GVL held (this runs in a Ruby method of the current thread); no arguments, never
+    // raises.
     let st = FiberState::new(unsafe { rb_sys::rb_thread_current() });
     st.parent.set(parent);
     st.tag.set(tag);
@@ -332,11 +366,14 @@ pub(super) fn spin_child(
     if is_nil(site) {
         capture_site(&st, 0);
     } else if rb_sys::FIXNUM_P(site) {
+        // SAFETY: GVL held; the argument is an Integer (checked by the caller), so the conversion
+        // does not raise.
         let n = unsafe { rb_sys::rb_num2long(site) };
         if n < 0 {
             return Err(arg_error("negative frame count"));
         }
         capture_site(&st, n as usize);
+    // SAFETY: GVL held; reads the type or state of a live object the caller holds, never raises.
     } else if unsafe { rb_sys::rb_obj_is_fiber(site) } == QTRUE {
         let other = state(site);
         st.caller.set(other.caller.get());
@@ -368,6 +405,7 @@ pub(super) fn spin_child(
     Ok(fiber)
 }
 
+// SAFETY: GVL held; asks for the current block, which does not raise.
 pub(super) fn block_or_nil() -> VALUE {
     unsafe {
         if rb_sys::rb_block_given_p() != 0 {
@@ -390,6 +428,8 @@ pub(super) fn rb_fiber_spin(rb_self: Value, args: &[Value]) -> Result<Value, Err
 pub(super) fn rb_object_spin(args: &[Value]) -> Result<Value, Error> {
     crate::rt::check_arity(args, 0, 1)?;
     let tag = args.first().map(|v| raw(*v)).unwrap_or(QNIL);
+    // SAFETY: GVL held (this runs in a Ruby method of the current thread); no arguments, never
+    // raises.
     let cur = unsafe { rb_sys::rb_fiber_current() };
     spin_child(cur, tag, QNIL, block_or_nil()).map(val)
 }

@@ -22,11 +22,12 @@ use magnus::{prelude::*, Error, Value};
 use rb_sys::VALUE;
 
 use crate::core::Backend;
+use crate::rt::data::Handle;
 use crate::rt::{consts, id, intern, is_array, is_nil, protect, raw, type_error, val, QNIL, QTRUE};
 
 // ---- accessors -------------------------------------------------------------
 
-fn st_of(v: Value) -> &'static FiberState {
+fn st_of(v: Value) -> Handle<FiberState> {
     state(raw(v))
 }
 
@@ -45,6 +46,7 @@ fn get_thread(rb_self: Value) -> Value {
 
 fn set_thread(rb_self: Value, th: Value) -> Result<Value, Error> {
     let t = raw(th);
+    // SAFETY: GVL held; reads the type or state of a live object the caller holds, never raises.
     let is_thread = unsafe { rb_sys::rb_obj_is_kind_of(t, rb_sys::rb_cThread) } == QTRUE;
     if !is_nil(t) && !is_thread {
         return Err(type_error(format!(
@@ -114,6 +116,7 @@ fn set_supervise(rb_self: Value, g: Value) -> Value {
 /// True once the fiber finished (or, for a raw fiber, is no longer alive).
 pub(crate) fn is_dead(fiber: VALUE) -> bool {
     let finished = try_state(fiber).map(|s| s.finished()).unwrap_or(false);
+    // SAFETY: GVL held; reads the type or state of a live object the caller holds, never raises.
     finished || unsafe { rb_sys::rb_fiber_alive_p(fiber) } != QTRUE
 }
 
@@ -126,6 +129,8 @@ fn fiber_state(rb_self: Value) -> Result<Value, Error> {
     let f = raw(rb_self);
     let name = if is_dead(f) {
         "dead"
+    // SAFETY: GVL held (this runs in a Ruby method of the current thread); no arguments, never
+    // raises.
     } else if f == unsafe { rb_sys::rb_fiber_current() } {
         "running"
     } else {
@@ -135,6 +140,8 @@ fn fiber_state(rb_self: Value) -> Result<Value, Error> {
             _ => "waiting",
         }
     };
+    // SAFETY: GVL held; allocates or updates an object from live values, with no `RefCell` borrow
+    // held (a GC here may mark).
     Ok(val(unsafe { rb_sys::rb_id2sym(intern(name)) }))
 }
 
@@ -191,6 +198,8 @@ fn unmonitor(rb_self: Value, fiber: Value) -> Value {
 }
 
 fn monitors(rb_self: Value) -> Value {
+    // SAFETY: GVL held; allocates or updates an object from live values, with no `RefCell` borrow
+    // held (a GC here may mark).
     let a = unsafe { rb_sys::rb_ary_new() };
     st_of(rb_self).each_monitor(|m| unsafe {
         rb_sys::rb_ary_push(a, m);
@@ -222,10 +231,14 @@ fn mailbox_if_any(rb_self: Value) -> Value {
 fn site_string(st: &FiberState) -> Result<VALUE, Error> {
     let caller = st.caller.get();
     if !is_nil(caller) {
+        // SAFETY: a live Array (checked or made by this code); an index past its end reads nil,
+        // nothing raises.
         let first = unsafe { rb_sys::rb_ary_entry(caller, 0) };
         if is_nil(first) {
             return Ok(QNIL);
         }
+        // SAFETY: inside `protect`: what the call raises (or throws) comes back as `Err` instead of
+        // unwinding over Rust frames; GVL held, arguments are live objects the caller holds.
         return protect(|| unsafe { rb_sys::rb_obj_as_string(first) });
     }
     let frame = st.frame.get();
@@ -233,7 +246,11 @@ fn site_string(st: &FiberState) -> Result<VALUE, Error> {
         return Ok(QNIL);
     }
     // Both are Strings (or nil) taken from the iseq: nothing here can raise.
+    // SAFETY: GVL held; frames come from `rb_profile_frames` just above, which returns live frame
+    // objects.
     let path = unsafe { rb_sys::rb_profile_frame_path(frame) };
+    // SAFETY: GVL held; frames come from `rb_profile_frames` just above, which returns live frame
+    // objects.
     let label = unsafe { rb_sys::rb_profile_frame_label(frame) };
     if is_nil(path) {
         return Ok(QNIL);
@@ -246,18 +263,22 @@ fn site_string(st: &FiberState) -> Result<VALUE, Error> {
         }
     };
     let s = format!("{}:{}:in `{}'", to_s(path), st.line.get(), to_s(label));
+    // SAFETY: GVL held; allocates or updates an object from live values, with no `RefCell` borrow
+    // held (a GC here may mark).
     Ok(unsafe { rb_sys::rb_utf8_str_new(s.as_ptr() as *const _, s.len() as _) })
 }
 
 fn location(rb_self: Value) -> Result<Value, Error> {
     let st = st_of(rb_self);
     if st.main.get() {
+        // SAFETY: GVL held; a new String from a static C string of 6 bytes.
         return Ok(val(unsafe {
             rb_sys::rb_utf8_str_new(c"(root)".as_ptr(), 6)
         }));
     }
-    let s = site_string(st)?;
+    let s = site_string(&st)?;
     if is_nil(s) {
+        // SAFETY: GVL held; a new String from a static C string of 9 bytes.
         return Ok(val(unsafe {
             rb_sys::rb_utf8_str_new(c"(unknown)".as_ptr(), 9)
         }));
@@ -270,11 +291,17 @@ fn spin_caller(rb_self: Value) -> Result<Value, Error> {
     let st = st_of(rb_self);
     let caller = st.caller.get();
     if !is_nil(caller) {
+        // SAFETY: GVL held; allocates or updates an object from live values, with no `RefCell`
+        // borrow held (a GC here may mark).
         return Ok(val(unsafe { rb_sys::rb_ary_dup(caller) }));
     }
+    // SAFETY: GVL held; allocates or updates an object from live values, with no `RefCell` borrow
+    // held (a GC here may mark).
     let a = unsafe { rb_sys::rb_ary_new() };
-    let s = site_string(st)?;
+    let s = site_string(&st)?;
     if !is_nil(s) {
+        // SAFETY: GVL held; allocates or updates an object from live values, with no `RefCell`
+        // borrow held (a GC here may mark).
         unsafe { rb_sys::rb_ary_push(a, s) };
     }
     Ok(val(a))
@@ -298,7 +325,11 @@ fn set_caller(rb_self: Value, array: Value) -> Result<Value, Error> {
 fn setup_main_fiber(rb_self: Value) -> Value {
     let st = st_of(rb_self);
     st.main.set(true);
+    // SAFETY: GVL held; allocates or updates an object from live values, with no `RefCell` borrow
+    // held (a GC here may mark).
     st.tag.set(unsafe { rb_sys::rb_id2sym(id!("main")) });
+    // SAFETY: GVL held (this runs in a Ruby method of the current thread); no arguments, never
+    // raises.
     st.thread.set(unsafe { rb_sys::rb_thread_current() });
     st.parent.set(QNIL);
     st.running.set(RUNNING);
@@ -307,6 +338,8 @@ fn setup_main_fiber(rb_self: Value) -> Value {
 
 fn setup_raw(rb_self: Value) -> Value {
     let st = st_of(rb_self);
+    // SAFETY: GVL held (this runs in a Ruby method of the current thread); no arguments, never
+    // raises.
     st.thread.set(unsafe { rb_sys::rb_thread_current() });
     st.running.set(RUNNING);
     rb_self

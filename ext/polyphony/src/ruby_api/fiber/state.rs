@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use magnus::{gc, DataTypeFunctions, TypedData};
 
 use super::awaiting;
+use crate::rt::data::Handle;
 use std::cell::Cell;
 
 use magnus::{prelude::*, Error};
@@ -129,6 +130,8 @@ impl FiberState {
     /// True once finished, or for a fiber Polyphony does not run, once Ruby
     /// says it is no longer alive. `fiber` is the fiber of this state.
     pub(crate) fn is_dead(&self, fiber: VALUE) -> bool {
+        // SAFETY: GVL held; reads the type or state of a live object the caller holds, never
+        // raises.
         self.finished() || unsafe { rb_sys::rb_fiber_alive_p(fiber) } != QTRUE
     }
 
@@ -154,6 +157,8 @@ impl FiberState {
             return true;
         }
         let h = self.monitors.get();
+        // SAFETY: GVL held; allocates or updates an object from live values, with no `RefCell`
+        // borrow held (a GC here may mark).
         !is_nil(h) && unsafe { rb_sys::rb_hash_lookup2(h, fiber, QNIL) } != QNIL
     }
 
@@ -167,12 +172,16 @@ impl FiberState {
             self.monitor.set(fiber);
         } else {
             let h = if is_nil(h) {
+                // SAFETY: GVL held; allocates or updates an object from live values, with no
+                // `RefCell` borrow held (a GC here may mark).
                 let h = unsafe { rb_sys::rb_hash_new() };
                 self.monitors.set(h);
                 h
             } else {
                 h
             };
+            // SAFETY: GVL held; allocates or updates an object from live values, with no `RefCell`
+            // borrow held (a GC here may mark).
             unsafe { rb_sys::rb_hash_aset(h, fiber, QTRUE) };
         }
     }
@@ -183,6 +192,8 @@ impl FiberState {
         }
         let h = self.monitors.get();
         if !is_nil(h) {
+            // SAFETY: GVL held; allocates or updates an object from live values, with no `RefCell`
+            // borrow held (a GC here may mark).
             unsafe { rb_sys::rb_hash_delete(h, fiber) };
         }
     }
@@ -251,27 +262,40 @@ impl FiberState {
 }
 
 /// The state inside a `FiberState` object (one made by [`attach_state`]).
-pub(super) fn state_of_obj(obj: VALUE) -> &'static FiberState {
-    // Only state objects are ever stored in the list links.
-    unsafe { &*(rb_sys::RTYPEDDATA_GET_DATA(obj) as *const FiberState) }
+/// The handle keeps the object alive while it is used.
+pub(super) fn state_of_obj(obj: VALUE) -> Handle<FiberState> {
+    // SAFETY: only state objects are passed here (the list links and the
+    // fibers' hidden ivar, both type-checked when set), and typed data
+    // never moves.
+    unsafe { Handle::from_parts(obj, rb_sys::RTYPEDDATA_GET_DATA(obj) as *const FiberState) }
 }
 
 pub(super) fn hash_size(h: VALUE) -> usize {
+    // SAFETY: GVL held; allocates or updates an object from live values, with no `RefCell` borrow
+    // held (a GC here may mark).
     unsafe { rb_sys::rb_num2long(rb_sys::rb_hash_size(h)) as usize }
 }
 
 pub(super) fn ary_from(v: &[VALUE]) -> VALUE {
+    // SAFETY: GVL held; allocates or updates an object from live values, with no `RefCell` borrow
+    // held (a GC here may mark).
     unsafe { rb_sys::rb_ary_new_from_values(v.len() as _, v.as_ptr()) }
 }
 
 pub(super) fn hash_keys(h: VALUE) -> Vec<VALUE> {
+    // SAFETY: GVL held; `h` is one of our own Hashes (never exposed to Ruby code), whose `keys`
+    // cannot raise.
     let keys = unsafe { rb_sys::rb_funcallv(h, id!("keys"), 0, std::ptr::null()) };
     array_to_vec(keys)
 }
 
 pub(crate) fn array_to_vec(a: VALUE) -> Vec<VALUE> {
+    // SAFETY: a live Array (checked or made by this code); an index past its end reads nil, nothing
+    // raises.
     let n = unsafe { rb_sys::RARRAY_LEN(a) };
     (0..n)
+        // SAFETY: a live Array (checked or made by this code); an index past its end reads nil,
+        // nothing raises.
         .map(|i| unsafe { rb_sys::rb_ary_entry(a, i) })
         .collect()
 }
@@ -288,10 +312,18 @@ pub(super) static STATE_TYPE: AtomicU64 = AtomicU64::new(0);
 
 /// The state object of `fiber`, or nil.
 pub(super) fn try_state_obj(fiber: VALUE) -> VALUE {
+    // SAFETY: GVL held; a hidden instance variable of a live object (hidden ivars cannot be frozen
+    // out by Ruby code).
     let v = unsafe { rb_sys::rb_ivar_get(fiber, state_id()) };
     if rb_sys::SPECIAL_CONST_P(v)
+        // SAFETY: GVL held; reads the type or state of a live object the caller holds, never
+        // raises.
         || !unsafe { rb_sys::RB_TYPE_P(v, rb_sys::ruby_value_type::RUBY_T_DATA) }
+        // SAFETY: GVL held; reads the type or state of a live object the caller holds, never
+        // raises.
         || !unsafe { rb_sys::RTYPEDDATA_P(v) }
+        // SAFETY: GVL held; reads the type or state of a live object the caller holds, never
+        // raises.
         || unsafe { rb_sys::RTYPEDDATA_TYPE(v) } as u64 != STATE_TYPE.load(Ordering::Relaxed)
     {
         return QNIL;
@@ -300,7 +332,7 @@ pub(super) fn try_state_obj(fiber: VALUE) -> VALUE {
 }
 
 /// The state of `fiber`, if it has one.
-pub(crate) fn try_state(fiber: VALUE) -> Option<&'static FiberState> {
+pub(crate) fn try_state(fiber: VALUE) -> Option<Handle<FiberState>> {
     let v = try_state_obj(fiber);
     if is_nil(v) {
         return None;
@@ -320,25 +352,30 @@ pub(super) fn state_obj(fiber: VALUE) -> VALUE {
 }
 
 /// The state of `fiber`, created if missing (see [`state_obj`]).
-pub(crate) fn state(fiber: VALUE) -> &'static FiberState {
+pub(crate) fn state(fiber: VALUE) -> Handle<FiberState> {
     state_of_obj(state_obj(fiber))
 }
 
-pub(super) fn attach_state(fiber: VALUE, st: FiberState) -> (VALUE, &'static FiberState) {
+pub(super) fn attach_state(fiber: VALUE, st: FiberState) -> (VALUE, Handle<FiberState>) {
     st.fiber.set(fiber);
     let obj = crate::rt::ruby().obj_wrap(st);
     let v = raw(obj.as_value());
     if STATE_TYPE.load(Ordering::Relaxed) == 0 {
         STATE_TYPE.store(
+            // SAFETY: GVL held; reads the type or state of a live object the caller holds, never
+            // raises.
             unsafe { rb_sys::RTYPEDDATA_TYPE(v) } as u64,
             Ordering::Relaxed,
         );
     }
+    // SAFETY: GVL held; a hidden instance variable of a live object (hidden ivars cannot be frozen
+    // out by Ruby code).
     unsafe { rb_sys::rb_ivar_set(fiber, state_id(), v) };
     (v, state_of_obj(v))
 }
 
 pub(crate) fn expect_fiber(v: VALUE) -> Result<VALUE, Error> {
+    // SAFETY: GVL held; reads the type or state of a live object the caller holds, never raises.
     if unsafe { rb_sys::rb_obj_is_fiber(v) } == QTRUE {
         Ok(v)
     } else {
