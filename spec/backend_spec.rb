@@ -152,7 +152,7 @@ RSpec.describe Polyphony::Backend do
       expect(backend.read(r, +'', 5, true, 0)).to eq('after')
     end
 
-    it 'ignores plain wake-ups during I/O (D10) but not exceptions' do
+    it 'ignores plain wake-ups during I/O (differences.md: plain wake-ups) but not exceptions' do
       r, w = pipe
       f = spin { backend.read(r, +'', 3, true, 0) }
       snooze

@@ -1,6 +1,6 @@
 # frozen_string_literal: true
 
-RSpec.describe 'Constructs (spec §12, §1.3)' do
+RSpec.describe 'Constructs' do
   it 'replaces the stdlib synchronisation constants, but not SizedQueue' do
     expect(Queue).to eq(Polyphony::Queue)
     expect(Thread::Queue).to eq(Polyphony::Queue)
@@ -23,7 +23,7 @@ RSpec.describe 'Constructs (spec §12, §1.3)' do
       expect(got).to eq([1, 2, 3])
     end
 
-    it 'takes initial items from an enumerable or a capacity (D9)' do
+    it 'takes initial items from an enumerable or a capacity (differences.md: Queue stdlib signatures)' do
       expect(Queue.new([1, 2]).shift_all).to eq([1, 2])
       expect(Queue.new(1..3).size).to eq(3)
       expect(Queue.new(2).capped?).to eq(2)

@@ -3,7 +3,7 @@
 require 'polyphony/adapters/postgres'
 require 'polyphony/adapters/redis'
 
-RSpec.describe 'Fiber::Scheduler on the backend (spec §13.6–§13.8, §14)' do
+RSpec.describe 'Fiber::Scheduler on the backend' do
   describe 'the scheduler' do
     it 'is installed for every thread and set inside spun fibers' do
       expect(Fiber.scheduler).to be_a(Polyphony::FiberScheduler)

@@ -1,6 +1,6 @@
 # frozen_string_literal: true
 
-RSpec.describe 'Fiber API and structured concurrency (spec §3, §6)' do
+RSpec.describe 'Fiber API and structured concurrency' do
   describe 'tree' do
     it 'records parent and children in spin order' do
       a = spin { sleep }
@@ -271,7 +271,7 @@ RSpec.describe 'Fiber API and structured concurrency (spec §3, §6)' do
       expect(g.await).to eq(:second)
     end
 
-    it 'restart of the main fiber raises RuntimeError (D6)' do
+    it 'restart of the main fiber raises RuntimeError (differences.md: restart main fiber)' do
       expect { Fiber.current.restart }.to raise_error(RuntimeError, "Can't restart main fiber")
     end
 

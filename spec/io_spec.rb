@@ -15,13 +15,13 @@ RSpec.describe 'IO (fiber-aware, stdlib semantics)' do
   end
 
   describe '#read' do
-    it 'reads everything with no length, "" at EOF (D16)' do
+    it 'reads everything with no length, "" at EOF (differences.md: read(n) at EOF)' do
       r, = pipe_with("abc\ndef")
       expect(r.read).to eq("abc\ndef")
       expect(r.read).to eq('')
     end
 
-    it 'returns nil at EOF for a positive length (D16), so while-read loops end' do
+    it 'returns nil at EOF for a positive length (differences.md: read(n) at EOF), so while-read loops end' do
       r, = pipe_with('x' * 10_000)
       chunks = []
       while (chunk = r.read(4096))
@@ -144,7 +144,7 @@ RSpec.describe 'IO (fiber-aware, stdlib semantics)' do
   end
 
   describe '#gets and friends' do
-    it 'returns lines, and the unterminated last line (D3)' do
+    it 'returns lines, and the unterminated last line (differences.md: unterminated last line)' do
       r, = pipe_with("a\nb\nc")
       expect([r.gets, r.gets, r.gets, r.gets]).to eq(["a\n", "b\n", 'c', nil])
     end

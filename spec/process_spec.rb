@@ -1,6 +1,6 @@
 # frozen_string_literal: true
 
-RSpec.describe 'Process-level behaviour (spec §1, §3.7, §13.4)' do
+RSpec.describe 'Process-level behaviour' do
   let(:env) { { 'POLYPHONY_BACKEND' => ENV.fetch('POLYPHONY_BACKEND', 'auto') } }
 
   # Starts a child Ruby running `code` (which prints "ready" when set up),
@@ -238,7 +238,7 @@ RSpec.describe 'Process-level behaviour (spec §1, §3.7, §13.4)' do
     expect(status.success?).to be(true)
   end
 
-  it 'ends the program with exit!, abort and exit as §13.5 says' do
+  it 'ends the program with exit!, abort and exit as stock Ruby does' do
     out, _err, status = run_ruby(
       "require 'polyphony'; spin { begin; exit! 3; ensure; puts 'no'; end }; at_exit { puts 'no' }; sleep", env: env
     )

@@ -1,6 +1,6 @@
 # frozen_string_literal: true
 
-RSpec.describe 'Scheduling (spec §2)' do
+RSpec.describe 'Scheduling' do
   it 'does not run a spun fiber before the spinner reaches a switchpoint' do
     ran = false
     f = spin { ran = true }
@@ -136,7 +136,7 @@ RSpec.describe 'Scheduling (spec §2)' do
     expect(count).to be >= 1
   end
 
-  it 'runs GC when idle with idle_gc_period, then disables GC (D15)' do
+  it 'runs GC when idle with idle_gc_period, then disables GC (differences.md: idle GC)' do
     backend.idle_gc_period = 0.01
     before = GC.count
     3.times { sleep 0.02 }

@@ -9,7 +9,7 @@ RSpec.describe 'Sockets' do
     serve_echo(TCPServer.new('127.0.0.1', 0))
   end
 
-  describe 'TCPSocket / TCPServer (real sockets, D1)' do
+  describe 'TCPSocket / TCPServer (real sockets)' do
     it 'TCPSocket.new gives a real, connected TCPSocket' do
       server = TCPServer.new('127.0.0.1', 0)
       port = server.addr[1]
@@ -259,7 +259,7 @@ RSpec.describe 'Sockets' do
   end
 
   describe 'UNIXSocket / UNIXServer' do
-    it 'accepts UNIXSockets and read/write_nonblock behave as stock Ruby (D8)' do
+    it 'accepts UNIXSockets and read/write_nonblock behave as stock Ruby (differences.md: UNIX nonblock)' do
       Dir.mktmpdir do |dir|
         path = File.join(dir, 'sock')
         server = UNIXServer.new(path)

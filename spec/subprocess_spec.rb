@@ -2,7 +2,7 @@
 
 require 'stringio'
 
-RSpec.describe 'Subprocesses and fork (spec §11, D4, D11, D14)' do
+RSpec.describe 'Subprocesses and fork' do
   let(:env) { { 'POLYPHONY_BACKEND' => ENV.fetch('POLYPHONY_BACKEND', 'auto') } }
 
   describe 'waiting for children' do
@@ -41,7 +41,7 @@ RSpec.describe 'Subprocesses and fork (spec §11, D4, D11, D14)' do
       expect(ticks).to be >= 10
     end
 
-    it 'sets $? in Process.wait*, system, backticks and IO.popen#close (D14)' do
+    it 'sets $? in Process.wait*, system, backticks and IO.popen#close (differences.md: $? set)' do
       pid = Process.spawn('exit 3')
       expect(Process.wait(pid)).to eq(pid)
       expect($?.exitstatus).to eq(3)
@@ -157,7 +157,7 @@ RSpec.describe 'Subprocesses and fork (spec §11, D4, D11, D14)' do
   end
 
   describe 'fork' do
-    it 'gives the child of Polyphony.fork fibers and I/O, and keeps its exit status (D4)' do
+    it 'gives the child of Polyphony.fork fibers and I/O, and keeps its exit status' do
       r, w = IO.pipe
       pid = Polyphony.fork do
         r.close
@@ -197,7 +197,7 @@ RSpec.describe 'Subprocesses and fork (spec §11, D4, D11, D14)' do
       Process.wait(pid)
     end
 
-    it 'sets up a fresh backend in the child of a plain fork, also from a spun fiber (D11)' do
+    it 'sets up a fresh backend in the child of a plain fork, also from a spun fiber' do
       r, w = IO.pipe
       pid = spin do
         fork do

@@ -1,6 +1,6 @@
 # frozen_string_literal: true
 
-RSpec.describe 'supervise (spec §3.8, D12)' do
+RSpec.describe 'supervise' do
   def supervisor(**opts, &)
     spin do
       workers = 2.times.map { |i| spin(:"w#{i}") { Fiber.current.receive } }

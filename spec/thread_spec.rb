@@ -1,6 +1,6 @@
 # frozen_string_literal: true
 
-RSpec.describe 'Threads (spec §3.9, §7, D2)' do
+RSpec.describe 'Threads' do
   it 'gives every thread its own backend and main fiber, running its own fibers' do
     th = Thread.new do
       fibers = 3.times.map { |i| spin { sleep 0.01; i } }
@@ -23,7 +23,7 @@ RSpec.describe 'Threads (spec §3.9, §7, D2)' do
     expect(th.alive?).to be(false)
   end
 
-  it 'captures an uncaught exception and raises it from join and value, also once finished (D2)' do
+  it 'captures an uncaught exception and raises it from join and value, also once finished' do
     th = Thread.new { raise IOError, 'in thread' }
     expect { th.join }.to raise_error(IOError, 'in thread')
     expect(th.status).to be(false)

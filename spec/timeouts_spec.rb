@@ -1,6 +1,6 @@
 # frozen_string_literal: true
 
-RSpec.describe 'Timeouts and the global API (spec §5, §13.1)' do
+RSpec.describe 'Timeouts and the global API' do
   describe 'move_on_after' do
     it 'returns the block value, or with_value when the block overruns' do
       expect(move_on_after(1) { :done }).to eq(:done)
@@ -75,7 +75,7 @@ RSpec.describe 'Timeouts and the global API (spec §5, §13.1)' do
       expect(cancel_after(1) { :ok }).to eq(:ok)
     end
 
-    it 'accepts a class, a [class, message] pair, a message or an instance (D7)' do
+    it 'accepts a class, a [class, message] pair, a message or an instance (differences.md: cancel_after instance)' do
       expect { cancel_after(0.01, with_exception: ArgumentError) { sleep 1 } }.to raise_error(ArgumentError)
       expect { cancel_after(0.01, with_exception: [IOError, 'slow']) { sleep 1 } }.to raise_error(IOError, 'slow')
       expect { cancel_after(0.01, with_exception: 'boo') { sleep 1 } }.to raise_error(RuntimeError, 'boo')
@@ -175,7 +175,7 @@ RSpec.describe 'Timeouts and the global API (spec §5, §13.1)' do
       expect(other.await).to eq(:other)
     end
 
-    it 'takes a class and message, yields sec (D5), and ignores nil or 0' do
+    it 'takes a class and message, yields sec (differences.md: Timeout yields sec), and ignores nil or 0' do
       expect { Timeout.timeout(0.01, IOError, 'slow') { sleep 1 } }.to raise_error(IOError, 'slow')
       expect(Timeout.timeout(0.5) { |s| s }).to eq(0.5)
       expect(Timeout.timeout(nil) { |s| [s, :ran] }).to eq([nil, :ran])

@@ -4,7 +4,7 @@ require 'socket'
 require 'openssl'
 
 module Polyphony
-  # Helpers to listen and connect, optionally over TLS (spec §10.7).
+  # Helpers to listen and connect, optionally over TLS.
   module Net
     class << self
       # A listening server on `host:port` (`host` defaults to 0.0.0.0):

@@ -1,6 +1,6 @@
 //! The per-thread run queue: a FIFO of `(fiber, resume value)` entries.
 //!
-//! Rules (spec §2.3): a fiber is queued at most once; re-scheduling a queued
+//! Rules (docs/scheduling.md, "The run queue"): a fiber is queued at most once; re-scheduling a queued
 //! fiber with an exception moves it to the tail with the exception; with a
 //! plain value it is dropped if the queued entry carries an exception, else
 //! the fiber moves to the tail with the new value; a priority schedule moves

@@ -1,6 +1,6 @@
 # frozen_string_literal: true
 
-# `require 'polyphony/adapters/postgres'` (spec §14), kept for API
+# `require 'polyphony/adapters/postgres'`, kept for API
 # compatibility. No patching is needed: pg waits on its socket through
 # `rb_io_wait`, which Polyphony's Fiber::Scheduler turns into a fiber-aware
 # wait on the thread's backend. This only loads pg and makes sure its

@@ -1,6 +1,6 @@
 # frozen_string_literal: true
 
-# `require 'polyphony/adapters/redis'` (spec §14), kept for API
+# `require 'polyphony/adapters/redis'`, kept for API
 # compatibility. No patching is needed: the redis gem's Ruby driver talks
 # through TCPSocket, whose waits park only the calling fiber.
 require 'polyphony'

@@ -3,7 +3,7 @@
 require 'polyphony'
 
 module Polyphony
-  # A queue whose receivers are stopped when it closes (spec §12.6; opt-in:
+  # A queue whose receivers are stopped when it closes (opt-in:
   # `require 'polyphony/core/channel'`).
   class Channel < Queue
     alias receive shift

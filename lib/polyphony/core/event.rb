@@ -1,8 +1,8 @@
 # frozen_string_literal: true
 
 module Polyphony
-  # A one-shot, single-waiter, auto-resetting signal carrying a value
-  # (spec §12.2). `signal` may be called from any thread.
+  # A one-shot, single-waiter, auto-resetting signal carrying a value.
+  # `signal` may be called from any thread.
   class Event
     def initialize
       @lock = CoreMutex.new

@@ -1,6 +1,6 @@
 # frozen_string_literal: true
 
-# The exceptions Polyphony uses to control fibers (spec §4).
+# The exceptions Polyphony uses to control fibers.
 module Polyphony
   # Base class of the exceptions used to control fibers. They derive from
   # Exception, not StandardError, so a bare `rescue` does not swallow them.

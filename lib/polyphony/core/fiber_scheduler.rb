@@ -1,7 +1,7 @@
 # frozen_string_literal: true
 
 module Polyphony
-  # Ruby's Fiber::Scheduler interface on the thread's backend (spec §13.8).
+  # Ruby's Fiber::Scheduler interface on the thread's backend.
   # Installed for every thread that uses the gem, so that code Polyphony does
   # not patch — C extensions waiting through `rb_io_wait` (pg), stdlib
   # `Thread::SizedQueue`, a `Mutex` locked by C code, `Addrinfo.getaddrinfo` —

@@ -2,7 +2,7 @@
 
 # Polyphony::Pipe and Polyphony.pipe.
 module Polyphony
-  # Both ends of an anonymous pipe in one object (spec §9.6). Reads use the
+  # Both ends of an anonymous pipe in one object. Reads use the
   # read end, writes the write end; every backend primitive accepts it.
   # `#close` closes the write end only, so readers then see EOF. Both fds are
   # closed when the object is garbage-collected.

@@ -5,7 +5,7 @@ module Polyphony
   class << self
     attr_accessor :original_pid
 
-    # The process-level side effects of `require 'polyphony'` (spec §1):
+    # The process-level side effects of `require 'polyphony'`:
     # main fiber and backend, at_exit shutdown of child fibers, default
     # SIGINT/SIGTERM handling.
     def __setup_process__

@@ -30,7 +30,7 @@ module Polyphony
     end
   end
 
-  # A fiber-aware FIFO queue (spec §12.1): `shift` parks only the calling
+  # A fiber-aware FIFO queue: `shift` parks only the calling
   # fiber, pushing from another thread wakes it. Optionally capped: `push`
   # on a full capped queue parks the pusher until there is room.
   class Queue
@@ -83,7 +83,7 @@ module Polyphony
     # The blocking form is always a switchpoint, as in Polyphony: with an
     # item ready the fiber still lets the other runnable fibers run first
     # (staying registered as a waiter meanwhile), which gives producer /
-    # consumer pairs the contract's interleaving (spec §12.1).
+    # consumer pairs the interleaving of stdlib's Queue.
     def shift(non_block = false, timeout: nil) # rubocop:disable Style/OptionalBooleanParameter (stdlib signature)
       return @lock.synchronize { take_now } if non_block
 

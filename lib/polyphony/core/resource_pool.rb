@@ -1,7 +1,7 @@
 # frozen_string_literal: true
 
 module Polyphony
-  # A pool of up to `limit` lazily allocated resources (spec §12.7), e.g.
+  # A pool of up to `limit` lazily allocated resources, e.g.
   # database connections. `acquire` is re-entrant per fiber.
   class ResourcePool
     attr_reader :limit, :size

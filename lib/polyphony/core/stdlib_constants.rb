@@ -1,7 +1,7 @@
 # frozen_string_literal: true
 
-# The stdlib synchronisation classes replaced by `require 'polyphony'`
-# (spec §1.3, §13.2). Objects created before the require keep their class;
+# The stdlib synchronisation classes replaced by `require 'polyphony'`.
+# Objects created before the require keep their class;
 # SizedQueue and ClosedQueueError stay stdlib.
 module Polyphony
   REPLACED_CONSTANTS = {

@@ -1,6 +1,6 @@
 # frozen_string_literal: true
 
-# Supervision (spec §3.8): a supervising fiber monitors its children and is
+# Supervision (docs/structured-concurrency.md, "Supervision"): a supervising fiber monitors its children and is
 # told of every one that finishes.
 class ::Fiber
   # Puts this fiber in supervise mode (every fiber it spins from now on is
@@ -12,7 +12,7 @@ class ::Fiber
   # when this fiber is stopped, terminated or raised into.
   #
   # Options: `restart: :always` (or true) / `:on_error`; `on_done:` called for
-  # every fiber that finishes; `on_error:` for every fiber that fails (D12).
+  # every fiber that finishes; `on_error:` for every fiber that fails (docs/differences.md, **supervise callbacks**).
   def supervise(*fibers, **opts, &block)
     block ||= Fiber.__supervise_callback__(opts)
     self.__supervising__ = true

@@ -1,7 +1,7 @@
 # frozen_string_literal: true
 
 module Polyphony
-  # A fiber-aware mutex (spec §12.3; replaces `::Mutex`). Ownership is per
+  # A fiber-aware mutex (replaces `::Mutex`). Ownership is per
   # fiber; `synchronize` is re-entrant for the owner; waiters are served in
   # FIFO order (the lock is handed to the next waiter on unlock, so nobody
   # starves).
@@ -106,7 +106,7 @@ module Polyphony
     end
   end
 
-  # Fiber-aware condition variable (spec §12.5).
+  # Fiber-aware condition variable.
   class ConditionVariable
     include Waiting
 
@@ -161,7 +161,7 @@ module Polyphony
     end
   end
 
-  # A re-entrant, fiber-owned monitor (spec §12.4; replaces `::Monitor`).
+  # A re-entrant, fiber-owned monitor (replaces `::Monitor`).
   class Monitor < Mutex
     def initialize
       super

@@ -3,7 +3,7 @@
 require 'etc'
 
 module Polyphony
-  # A pool of worker threads for blocking or CPU-heavy work (spec §12.10):
+  # A pool of worker threads for blocking or CPU-heavy work:
   # `process` runs a block on a worker while only the calling fiber waits.
   class ThreadPool
     attr_reader :size

@@ -1,7 +1,7 @@
 # frozen_string_literal: true
 
 module Polyphony
-  # Runs a block at most `rate` times per second on a fixed grid (spec §12.8):
+  # Runs a block at most `rate` times per second on a fixed grid:
   # the first call runs at once; a call that comes late skips the slots it
   # missed instead of bursting to catch up.
   class Throttler

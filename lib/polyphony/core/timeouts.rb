@@ -1,7 +1,7 @@
 # frozen_string_literal: true
 
 module Polyphony
-  # The two mechanisms behind `move_on_after` and `cancel_after` (spec §5).
+  # The two mechanisms behind `move_on_after` and `cancel_after`.
   #
   # A block that takes no argument runs under `Backend#timeout`: a kernel
   # timer delivers a private marker exception that only its own scope

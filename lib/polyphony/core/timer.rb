@@ -1,7 +1,7 @@
 # frozen_string_literal: true
 
 module Polyphony
-  # A coarse shared timer (spec §12.9): one fiber ticking every `resolution`
+  # A coarse shared timer: one fiber ticking every `resolution`
   # seconds serves any number of sleeps and timeouts, which expire at tick
   # granularity. Cheaper than a kernel timer each when there are thousands.
   class Timer

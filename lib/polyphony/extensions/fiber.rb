@@ -1,6 +1,6 @@
 # frozen_string_literal: true
 
-# Polyphony's fiber API: structured concurrency (spec §3, §6). Every fiber
+# Polyphony's fiber API: structured concurrency (docs/structured-concurrency.md). Every fiber
 # spun here is a child of the fiber that spun it; its lifetime is bounded by
 # its parent's, and its uncaught errors go to its parent.
 class ::Fiber

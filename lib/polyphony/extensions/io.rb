@@ -5,10 +5,10 @@ require 'fcntl'
 require 'io/wait'
 require 'io/nonblock'
 
-# Fiber-aware IO (spec §9). Every method here parks only the calling fiber
+# Fiber-aware IO. Every method here parks only the calling fiber
 # while it waits; other fibers of the thread keep running.
 #
-# Reads share a per-IO buffer (`@read_buffer`, spec §9.1; the bytes before
+# Reads share a per-IO buffer (`@read_buffer`; the bytes before
 # `@read_pos` are already taken, so taking a line costs no copy of the rest):
 # `gets`, `read`,
 # `getc`, `readpartial`, `read_nonblock`, `each_line`, … all take from it
@@ -16,12 +16,12 @@ require 'io/nonblock'
 # buffer is not used by these methods.
 #
 # Where Polyphony 1.6 and the standard library disagree, the standard
-# library's behaviour wins (spec §16): `read(n)` returns `nil` at EOF (D16),
-# an unterminated last line is returned (D3), `read_nonblock` honours
-# `exception:` (D17).
+# library's behaviour wins (docs/differences.md): `read(n)` returns `nil` at
+# EOF, an unterminated last line is returned, `read_nonblock` honours
+# `exception:`.
 module Polyphony
   # Shared by `IO` and `Polyphony::Pipe`: zero-copy moves into `self`, and the
-  # fast-path protocol parsers use to pick a backend method (spec §9.2).
+  # fast-path protocol parsers use to pick a backend method.
   module SpliceTarget
     # Moves up to `maxlen` bytes from pipe `src` (negative: until EOF).
     def splice_from(src, maxlen)
@@ -63,7 +63,7 @@ class ::IO
   # Reads `len` bytes (all of them until EOF when `len` is nil). With `buf`
   # the data is placed into it at byte `buf_pos` (stdlib: the buffer's
   # contents are replaced). Returns `nil` at EOF when `len` is positive, `""`
-  # when it is nil (D16).
+  # when it is nil (docs/differences.md, **read(n) at EOF**).
   def read(len = nil, buf = nil, buf_pos = 0)
     return __read_all__(buf, buf_pos) if len.nil?
 
@@ -142,7 +142,7 @@ class ::IO
   end
 
   # The next line (separator included, unless `chomp: true`); `nil` at EOF.
-  # An unterminated last line is returned (D3). `sep` nil reads everything;
+  # An unterminated last line is returned (docs/differences.md, **unterminated last line**). `sep` nil reads everything;
   # `limit` caps the line's byte length.
   def gets(*args, chomp: false)
     sep, limit = __line_args__(args)
@@ -578,7 +578,7 @@ class ::IO
   end
 end
 
-# Fiber-aware class methods (spec §9.3), with the standard library's
+# Fiber-aware class methods, with the standard library's
 # signatures. Paths starting with `|` (commands) go to the stock methods.
 class ::IO
   class << self

@@ -83,7 +83,7 @@ module Polyphony
 end
 
 # Subprocesses and signal handlers that suspend only the calling fiber
-# (spec §5, §11, §13.4, decision D14).
+# (docs/differences.md, **$? set**).
 module Kernel
   alias orig_system system
   alias orig_backtick `
@@ -91,7 +91,7 @@ module Kernel
 
   # Runs the command as stock `system` does (same arguments and options,
   # the child inherits stdin/stdout/stderr) but waits for it without
-  # blocking the other fibers. Sets `$?` (D14). Returns true/false, or nil
+  # blocking the other fibers. Sets `$?` (docs/differences.md, **$? set**). Returns true/false, or nil
   # if the command could not be run (`exception: true` raises instead).
   def system(*args, exception: false, **opts)
     pid = Polyphony.__spawn__(args, opts, exception)
@@ -107,7 +107,7 @@ module Kernel
 
   # `cmd`: runs the command (through the shell if it has shell syntax) and
   # returns its standard output, reading it without blocking the other
-  # fibers. Sets `$?` (D14); stderr is inherited.
+  # fibers. Sets `$?` (docs/differences.md, **$? set**); stderr is inherited.
   def `(cmd)
     cmd = cmd.to_str
     r, w = IO.pipe
@@ -138,7 +138,7 @@ module Kernel
   module_function :system, :`, :trap
 end
 
-# Open3's capture methods, with stdout and stderr read by fibers (spec §11).
+# Open3's capture methods, with stdout and stderr read by fibers.
 # `popen3` & co. are stock: their pipes use the fiber-aware IO methods and
 # their "wait thread" is the `Process.detach` fiber.
 module Open3

@@ -1,6 +1,6 @@
 # frozen_string_literal: true
 
-# The global API (spec §5): public instance methods of Object, so they can be
+# The global API: public instance methods of Object, so they can be
 # called anywhere. `snooze` and `suspend` are private Kernel methods defined
 # natively.
 class ::Object

@@ -2,7 +2,7 @@
 
 require 'openssl'
 
-# Fiber-aware TLS (spec §10.6). OpenSSL's own `Buffering` layer (`read`,
+# Fiber-aware TLS. OpenSSL's own `Buffering` layer (`read`,
 # `gets`, `readpartial`, `write`, `puts` …) sits on `sysread`/`syswrite`, so
 # making those, the handshake and `accept` wait on the underlying socket with
 # the backend makes every method fiber-aware. Stdlib semantics are kept

@@ -1,6 +1,6 @@
 # frozen_string_literal: true
 
-# Processes (spec §11, decisions D4, D11): fiber-aware `Process.wait*` and
+# Processes (docs/differences.md, **fiber-aware processes**): fiber-aware `Process.wait*` and
 # `Process.detach`, a fresh backend in the child of any fork,
 # `Polyphony.fork`, `Polyphony.watch_process`.
 module Polyphony
@@ -44,7 +44,7 @@ module Polyphony
     end
 
     # Called by every fork (Kernel#fork, Process.fork, IO.popen('-')): the
-    # child gets a fresh backend and run queue (D11).
+    # child gets a fresh backend and run queue (docs/differences.md, **fiber-aware processes**).
     def _fork
       pid = super
       Polyphony.__setup_forked_child__ if pid.zero?
@@ -73,7 +73,7 @@ module Polyphony
     # `Polyphony.fork { }`: forks; the block runs in the child, on a fresh
     # backend, with the default SIGINT/SIGTERM handling; the child's fibers
     # are shut down when it ends, and it exits with the block's `exit`
-    # status (D4), 1 after an uncaught exception. Returns the child's pid.
+    # status (docs/differences.md, **fork exit status**), 1 after an uncaught exception. Returns the child's pid.
     def fork(&block)
       Kernel.raise ArgumentError, 'Polyphony.fork needs a block' unless block
 
@@ -165,7 +165,7 @@ end
 
 module Polyphony
   # `Polyphony::Process.watch(cmd = nil) { }` and `kill_process(pid)`, as in
-  # Polyphony (spec §11). Code in `module Polyphony` must say `::Process`.
+  # Polyphony. Code in `module Polyphony` must say `::Process`.
   module Process
     class << self
       def watch(cmd = nil, &)

@@ -2,8 +2,8 @@
 
 require 'socket'
 
-# Fiber-aware sockets (spec §10). They are the standard library's own socket
-# classes (decision D1: `TCPSocket.new` returns a real `TCPSocket`, with
+# Fiber-aware sockets. They are the standard library's own socket
+# classes (docs/differences.md, **real sockets**: `TCPSocket.new` returns a real `TCPSocket`, with
 # `fileno`, `peeraddr`, `setsockopt` …); only the calls that wait are
 # replaced, and each parks just the calling fiber.
 class ::BasicSocket
@@ -147,7 +147,8 @@ class ::Socket
   end
 end
 
-# `TCPSocket.new` connects without blocking the thread and returns a real socket (D1).
+# `TCPSocket.new` connects without blocking the thread and returns a real
+# socket (docs/differences.md, **real sockets**).
 class ::TCPSocket
   # A connected socket: resolves `host` (blocking the thread only for
   # DNS, as stdlib), then connects without blocking the thread, trying each

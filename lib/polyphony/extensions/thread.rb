@@ -1,6 +1,7 @@
 # frozen_string_literal: true
 
-# Threads (spec §7, decision D2). Every thread has its own backend, run
+# Threads (docs/scheduling.md, "Threads"; docs/differences.md, **thread join
+# raises**). Every thread has its own backend, run
 # queue and main fiber. The thread's block runs in its main fiber; when it
 # ends, the main fiber's children are shut down, the result is recorded and
 # the fibers waiting in `join`/`value` (in any thread) are woken.
@@ -52,7 +53,7 @@ class ::Thread
   end
 
   # Waits (fiber-aware) for the thread to end and returns the block's value
-  # (not the thread); raises the thread's exception (D2). With `timeout`
+  # (not the thread); raises the thread's exception (docs/differences.md, **thread join raises**). With `timeout`
   # (seconds), returns nil if the thread is still running by then.
   def join(timeout = nil)
     return orig_join(timeout) && orig_value unless @__joiners__

@@ -2,7 +2,7 @@
 
 require 'timeout'
 
-# `Timeout.timeout` made fiber-aware (spec §13.1, D5): only the calling fiber
+# `Timeout.timeout` made fiber-aware: only the calling fiber
 # is interrupted, at a switchpoint; the block receives `sec` as in stdlib.
 module ::Timeout
   class << self

@@ -106,7 +106,7 @@ impl Backend {
     /// Parks the current fiber until something schedules it, running other
     /// fibers meanwhile. Returns the resume value (exceptions are returned
     /// as values; callers decide whether to raise). Returns `nil` at once if
-    /// nothing is runnable and nothing is pending. (Spec §2.2 allows `nil`
+    /// nothing is runnable and nothing is pending. (The rules allow `nil`
     /// or the last dead fiber's value for `spin { :x }; suspend`; we
     /// consistently return `nil`.)
     pub fn switch_fiber(&self) -> Result<VALUE, Error> {

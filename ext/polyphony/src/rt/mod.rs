@@ -238,9 +238,9 @@ pub fn readable_fd_owner(io: VALUE) -> Result<(i32, VALUE), Error> {
 
 /// `io_fd`, and the IO object that owns the fd (nil for a bare fd number):
 /// what an interrupted operation gives back is kept on it (`crate::core::kept`).
-// SAFETY: GVL held; `io` is a live object; every call that can raise (`rb_io_descriptor`,
-// method calls) runs under `protect`, and `fptr` is read only for a T_FILE.
 pub fn io_fd_owner(io: VALUE, dir: Dir) -> Result<(i32, VALUE), Error> {
+    // SAFETY: GVL held; `io` is a live object; every call that can raise (`rb_io_descriptor`,
+    // method calls) runs under `protect`, and `fptr` is read only for a T_FILE.
     unsafe {
         if rb_sys::FIXNUM_P(io) {
             let fd = rb_sys::rb_num2long(io);
@@ -291,9 +291,9 @@ pub fn io_fd_owner(io: VALUE, dir: Dir) -> Result<(i32, VALUE), Error> {
     }
 }
 
-// SAFETY: GVL held; `rb_obj_class` and `rb_class2name` of a live object do not raise, and the
-// name is copied at once.
 pub fn inspect_class(v: VALUE) -> String {
+    // SAFETY: GVL held; `rb_obj_class` and `rb_class2name` of a live object do not raise, and the
+    // name is copied at once.
     unsafe {
         let cls = rb_sys::rb_obj_class(v);
         let name = rb_sys::rb_class2name(cls);
@@ -320,8 +320,8 @@ pub fn opt_len(v: VALUE, what: &str) -> Result<Option<usize>, Error> {
 }
 
 /// Seconds (Numeric) → Duration. Negative → zero; non-numeric → TypeError.
-// SAFETY: GVL held; type checks of a live object; the conversion runs only on a Numeric.
 pub fn duration(v: VALUE) -> Result<std::time::Duration, Error> {
+    // SAFETY: GVL held; type checks of a live object; the conversion runs only on a Numeric.
     unsafe {
         if !(rb_sys::FIXNUM_P(v)
             || rb_sys::RB_FLOAT_TYPE_P(v)
@@ -365,8 +365,8 @@ pub unsafe fn str_bytes<'a>(s: VALUE) -> &'a [u8] {
     }
 }
 
-// SAFETY: GVL held; type checks of a live object.
 pub fn expect_string(v: VALUE) -> Result<VALUE, Error> {
+    // SAFETY: GVL held; type checks of a live object.
     unsafe {
         if !rb_sys::SPECIAL_CONST_P(v)
             && rb_sys::RB_TYPE_P(v, rb_sys::ruby_value_type::RUBY_T_STRING)
@@ -382,8 +382,8 @@ pub fn expect_string(v: VALUE) -> Result<VALUE, Error> {
 }
 
 /// A Ruby String's bytes as a Rust string (invalid UTF-8 replaced).
-// SAFETY: `s` is a live String; its bytes are copied before any Ruby call.
 pub fn str_lossy(s: VALUE) -> String {
+    // SAFETY: `s` is a live String; its bytes are copied before any Ruby call.
     unsafe {
         let ptr = rb_sys::RSTRING_PTR(s) as *const u8;
         let len = rb_sys::RSTRING_LEN(s) as usize;

@@ -1,5 +1,5 @@
 //! `Polyphony::FiberScheduler`: Ruby's `Fiber::Scheduler` interface on the
-//! thread's own backend and run queue (spec §13.8), so code we do not patch
+//! thread's own backend and run queue, so code we do not patch
 //! (C extensions waiting through `rb_io_wait`, `Thread::SizedQueue`, a stdlib
 //! `Mutex` held by C code, `Addrinfo.getaddrinfo`…) suspends only the calling
 //! fiber. Ruby calls the hooks only in non-blocking fibers, which every

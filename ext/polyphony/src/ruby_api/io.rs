@@ -87,9 +87,9 @@ enum WriteRoute {
 
 /// Picks the `WriteRoute` of `io` from the `rb_io_t` fields that
 /// `IO#external_encoding` reads, without a method call.
-// SAFETY: GVL held; `fptr` is read only for a T_FILE, and checked for null; the encoding fields
-// are plain reads.
 fn write_route(io: VALUE) -> WriteRoute {
+    // SAFETY: GVL held; `fptr` is read only for a T_FILE, and checked for null; the encoding fields
+    // are plain reads.
     unsafe {
         if rb_sys::SPECIAL_CONST_P(io)
             || !rb_sys::RB_TYPE_P(io, rb_sys::ruby_value_type::RUBY_T_FILE)

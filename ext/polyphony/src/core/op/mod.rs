@@ -20,7 +20,6 @@ pub mod accept;
 pub mod connect;
 pub mod poll;
 pub mod read;
-pub mod recv;
 pub mod send;
 pub mod sleep;
 pub mod splice;
@@ -542,8 +541,8 @@ fn from_epoll(ev: u32) -> u32 {
 /// blocking pipes or terminals: their file description is usually shared
 /// with the parent shell, which breaks if it becomes non-blocking. Returns
 /// `false` in that case; the caller then waits for readiness before a read.
-// SAFETY: fcntl on an fd number: an invalid one gives an error, which is checked.
 pub fn ensure_nonblock(fd: i32) -> bool {
+    // SAFETY: fcntl on an fd number: an invalid one gives an error, which is checked.
     unsafe {
         let fl = libc::fcntl(fd, libc::F_GETFL);
         if fl >= 0 && fl & libc::O_NONBLOCK == 0 {

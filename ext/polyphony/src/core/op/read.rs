@@ -1,4 +1,6 @@
-//! `read(io, buffer, length, to_eof, pos)` and `read_loop` / `feed_loop`.
+//! `read(io, buffer, length, to_eof, pos)` and `read_loop` / `feed_loop`,
+//! and `recv` / `recv_loop`, which are the same operation with recv(2)
+//! semantics (io_uring `IORING_OP_RECV`; epoll `recv(MSG_DONTWAIT)`).
 //!
 //! io_uring: an `IORING_OP_READ` into a buffer owned by the op slot (the
 //! kernel may still write into it after the fiber was interrupted, until the

@@ -1,4 +1,4 @@
-//! `Fiber#await` and `Fiber.await` (spec §3.4, §6.3), natively.
+//! `Fiber#await` and `Fiber.await`, natively.
 //!
 //! An awaiting fiber does not go through its monitor mailbox: it registers
 //! one [`AwaitCtx`] with every live fiber it waits for and parks. When an

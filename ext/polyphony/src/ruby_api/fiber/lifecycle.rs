@@ -405,8 +405,8 @@ pub(super) fn spin_child(
     Ok(fiber)
 }
 
-// SAFETY: GVL held; asks for the current block, which does not raise.
 pub(super) fn block_or_nil() -> VALUE {
+    // SAFETY: GVL held; asks for the current block, which does not raise.
     unsafe {
         if rb_sys::rb_block_given_p() != 0 {
             rb_sys::rb_block_proc()

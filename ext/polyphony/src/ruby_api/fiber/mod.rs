@@ -198,9 +198,10 @@ fn unmonitor(rb_self: Value, fiber: Value) -> Value {
 }
 
 fn monitors(rb_self: Value) -> Value {
-    // SAFETY: GVL held; allocates or updates an object from live values, with no `RefCell` borrow
-    // held (a GC here may mark).
+    // SAFETY: GVL held; a new Array.
     let a = unsafe { rb_sys::rb_ary_new() };
+    // SAFETY: GVL held; `each_monitor` walks a snapshot of the keys (no
+    // borrow held), so the push may allocate; `a` is on the stack.
     st_of(rb_self).each_monitor(|m| unsafe {
         rb_sys::rb_ary_push(a, m);
     });
