@@ -217,3 +217,114 @@ impl RunQueue {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Fibers and values are opaque words here: the queue never looks into
+    // them. Even numbers stand for fibers, odd ones for values.
+    const A: VALUE = 2;
+    const B: VALUE = 4;
+    const C: VALUE = 6;
+
+    fn drain(rq: &mut RunQueue) -> Vec<(VALUE, VALUE)> {
+        std::iter::from_fn(|| rq.pop()).collect()
+    }
+
+    #[test]
+    fn fifo_and_a_fiber_at_most_once() {
+        let mut rq = RunQueue::default();
+        rq.push(A, 1, false, false);
+        rq.push(B, 3, false, false);
+        rq.push(A, 5, false, false);
+        assert_eq!(rq.len(), 2);
+        assert_eq!(drain(&mut rq), vec![(B, 3), (A, 5)]);
+        assert!(rq.is_empty());
+    }
+
+    #[test]
+    fn an_exception_wins_over_a_plain_value() {
+        let mut rq = RunQueue::default();
+        rq.push(A, 7, true, false);
+        rq.push(A, 1, false, false);
+        assert_eq!(drain(&mut rq), vec![(A, 7)]);
+        rq.push(A, 1, false, false);
+        rq.push(B, 3, false, false);
+        rq.push(A, 9, true, false);
+        assert_eq!(drain(&mut rq), vec![(B, 3), (A, 9)]);
+    }
+
+    #[test]
+    fn priority_goes_to_the_head_whatever_was_queued() {
+        let mut rq = RunQueue::default();
+        rq.push(A, 1, false, false);
+        rq.push(B, 7, true, false);
+        rq.push(B, 3, false, true);
+        rq.push(C, 5, false, true);
+        assert_eq!(drain(&mut rq), vec![(C, 5), (B, 3), (A, 1)]);
+    }
+
+    #[test]
+    fn an_expired_timer_goes_to_the_head_unless_its_fiber_is_queued() {
+        // Each goes to the head: the caller (`fire_timers`) pushes the
+        // latest deadline first, so the earliest ends up in front.
+        let mut rq = RunQueue::default();
+        rq.push(A, 1, false, false);
+        assert!(rq.push_expired(C, 5, false));
+        assert!(rq.push_expired(B, 3, false));
+        assert_eq!(drain(&mut rq), vec![(B, 3), (C, 5), (A, 1)]);
+        // A queued fiber keeps its place; a timer's exception replaces a
+        // plain value...
+        rq.push(A, 1, false, false);
+        rq.push(B, 3, false, false);
+        assert!(rq.push_expired(A, 7, true));
+        assert_eq!(drain(&mut rq), vec![(A, 7), (B, 3)]);
+        // ...but not another exception: the timer must stay armed.
+        rq.push(A, 7, true, false);
+        assert!(!rq.push_expired(A, 9, true));
+        assert!(rq.push_expired(A, 1, false));
+        assert_eq!(drain(&mut rq), vec![(A, 7)]);
+    }
+
+    #[test]
+    fn remove_and_remove_if_value() {
+        let mut rq = RunQueue::default();
+        rq.push(A, 1, false, false);
+        rq.push(B, 3, false, false);
+        assert!(!rq.remove_if_value(A, 5));
+        assert!(rq.remove_if_value(A, 1));
+        assert!(!rq.contains(A));
+        assert!(rq.remove(B));
+        assert!(!rq.remove(B));
+        assert_eq!(rq.peek(), None);
+        assert!(rq.pop().is_none());
+    }
+
+    #[test]
+    fn exceptions_are_taken_and_not_replaced() {
+        let mut rq = RunQueue::default();
+        rq.push_unless_exception(A, 1, false, false);
+        rq.push_unless_exception(A, 7, true, false);
+        rq.push_unless_exception(A, 9, true, false);
+        assert_eq!(rq.take_exception(A), Some(7));
+        assert_eq!(rq.take_exception(A), None);
+        assert!(rq.is_empty());
+    }
+
+    #[test]
+    fn marks_every_queued_fiber_and_value_and_tracks_the_high_water_mark() {
+        let mut rq = RunQueue::default();
+        for (i, f) in [A, B, C].into_iter().enumerate() {
+            rq.push(f, 2 * i as VALUE + 1, false, false);
+        }
+        rq.pop();
+        let mut seen = Vec::new();
+        rq.for_each_value(|v| seen.push(v));
+        seen.sort();
+        assert_eq!(seen, vec![3, 4, 5, 6]);
+        assert_eq!(rq.take_high_water(), 3);
+        rq.clear();
+        assert!(rq.is_empty());
+    }
+}

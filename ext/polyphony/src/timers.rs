@@ -103,3 +103,79 @@ impl Timers {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fibers(out: &[(TimerId, Timer)]) -> Vec<VALUE> {
+        out.iter().map(|(_, t)| t.fiber).collect()
+    }
+
+    #[test]
+    fn expires_due_timers_in_deadline_order_and_keeps_the_rest() {
+        let mut t = Timers::default();
+        let now = now_ns();
+        t.add_at(now - 10, 3, 0);
+        t.add_at(now - 30, 1, 0);
+        t.add_at(now - 20, 2, 0);
+        t.add(Duration::from_secs(3600), 4, 0);
+        let mut out = Vec::new();
+        t.expire(&mut out);
+        assert_eq!(fibers(&out), vec![1, 2, 3]);
+        assert_eq!(t.len(), 1);
+        let left = t.next_timeout().unwrap();
+        assert!(left > Duration::from_secs(3500) && left <= Duration::from_secs(3600));
+    }
+
+    #[test]
+    fn equal_deadlines_fire_in_the_order_they_were_set() {
+        let mut t = Timers::default();
+        let d = now_ns() - 1;
+        for f in [5, 6, 7] {
+            t.add_at(d, f, 0);
+        }
+        let mut out = Vec::new();
+        t.expire(&mut out);
+        assert_eq!(fibers(&out), vec![5, 6, 7]);
+    }
+
+    #[test]
+    fn a_cancelled_timer_never_fires_and_cancel_says_if_it_was_armed() {
+        let mut t = Timers::default();
+        let id = t.add_at(now_ns() - 1, 1, 0);
+        assert!(t.cancel(id));
+        assert!(!t.cancel(id));
+        let mut out = Vec::new();
+        t.expire(&mut out);
+        assert!(out.is_empty());
+        assert_eq!(t.next_timeout(), None);
+    }
+
+    #[test]
+    fn a_rearmed_timer_keeps_its_id_and_fires_again() {
+        let mut t = Timers::default();
+        t.add_at(now_ns() - 1, 1, 9);
+        let mut out = Vec::new();
+        t.expire(&mut out);
+        let (id, timer) = out.pop().unwrap();
+        assert!(timer.immediate);
+        t.rearm(id, timer);
+        assert_eq!(t.next_timeout(), Some(Duration::ZERO));
+        let mut values = Vec::new();
+        t.for_each_value(|v| values.push(v));
+        assert_eq!(values, vec![1, 9]);
+        assert!(t.cancel(id));
+    }
+
+    #[test]
+    fn a_far_deadline_does_not_overflow() {
+        let mut t = Timers::default();
+        t.add(Duration::MAX, 1, 0);
+        // Capped at about 146 years from now, never wrapped around.
+        assert!(t.next_timeout().unwrap() > Duration::from_secs(100 * 365 * 86400));
+        let mut out = Vec::new();
+        t.expire(&mut out);
+        assert!(out.is_empty());
+    }
+}

@@ -135,3 +135,181 @@ pub fn wake(fd: i32) {
     // SAFETY: `one` is 8 readable bytes; a closed fd (-1) only gives EBADF.
     unsafe { libc::write(fd, &one as *const u64 as *const libc::c_void, 8) };
 }
+
+#[cfg(test)]
+mod tests {
+    //! The selectors on real kernel objects (a pipe, an eventfd), waiting
+    //! with a zero timeout only: a blocking wait releases the GVL, which
+    //! needs a Ruby VM these tests do not start.
+
+    use super::*;
+
+    fn pipe() -> (i32, i32) {
+        let mut fds = [0i32; 2];
+        // SAFETY: `fds` has room for the two fds.
+        assert_eq!(
+            unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) },
+            0
+        );
+        (fds[0], fds[1])
+    }
+
+    fn write(fd: i32, bytes: &[u8]) {
+        // SAFETY: `bytes` is valid for its length.
+        let n = unsafe { libc::write(fd, bytes.as_ptr() as *const _, bytes.len()) };
+        assert_eq!(n, bytes.len() as isize);
+    }
+
+    fn close(fds: &[i32]) {
+        for fd in fds {
+            // SAFETY: the test's own fds.
+            unsafe { libc::close(*fd) };
+        }
+    }
+
+    /// Polls `sel` without blocking until `found` accepts an event (at most
+    /// about 2 s).
+    fn poll_until(sel: &mut Selector, mut found: impl FnMut(&Event) -> bool) -> bool {
+        for _ in 0..2000 {
+            let mut out = Vec::new();
+            sel.wait(Some(Duration::ZERO), &mut out).unwrap();
+            if out.iter().any(&mut found) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        false
+    }
+
+    /// io_uring, or `None` (and a note) where the kernel refuses it.
+    fn uring() -> Option<uring::Uring> {
+        match uring::Uring::new() {
+            Ok(u) => Some(u),
+            Err(e) => {
+                eprintln!("io_uring unavailable here ({e}): its selector tests are skipped");
+                None
+            }
+        }
+    }
+
+    #[test]
+    fn an_eventfd_wake_is_drained() {
+        let fd = new_eventfd().unwrap();
+        wake(fd);
+        drain_eventfd(fd);
+        let mut buf = 0u64;
+        // SAFETY: `buf` is 8 writable bytes.
+        let n = unsafe { libc::read(fd, &mut buf as *mut u64 as *mut _, 8) };
+        assert_eq!(n, -1, "drained: nothing left to read");
+        close(&[fd]);
+    }
+
+    #[test]
+    fn epoll_reports_a_readable_pipe_once_per_arming() {
+        let mut sel = Selector::Epoll(epoll::Epoll::new().unwrap());
+        let (r, w) = pipe();
+        if let Selector::Epoll(e) = &mut sel {
+            e.arm(r, libc::EPOLLIN as u32).unwrap();
+        }
+        let mut out = Vec::new();
+        sel.wait(Some(Duration::ZERO), &mut out).unwrap();
+        assert!(out.is_empty(), "nothing written yet");
+        write(w, b"x");
+        assert!(poll_until(
+            &mut sel,
+            |e| matches!(e, Event::Ready { fd, revents }
+            if *fd == r && revents & libc::EPOLLIN as u32 != 0)
+        ));
+        // One-shot: not reported again until armed again.
+        out.clear();
+        sel.wait(Some(Duration::ZERO), &mut out).unwrap();
+        assert!(out.is_empty());
+        close(&[r, w]);
+    }
+
+    #[test]
+    fn a_wake_up_is_not_reported_as_an_event() {
+        for mut sel in [
+            Some(Selector::Epoll(epoll::Epoll::new().unwrap())),
+            uring().map(Selector::Uring),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            wake(sel.wake_fd());
+            let mut out = Vec::new();
+            for _ in 0..10 {
+                sel.wait(Some(Duration::ZERO), &mut out).unwrap();
+            }
+            assert!(
+                out.is_empty(),
+                "{}: the wake-up is drained silently",
+                sel.kind()
+            );
+        }
+    }
+
+    #[test]
+    fn io_uring_completes_a_read_into_memory_it_was_given() {
+        let Some(mut u) = uring() else { return };
+        let (r, w) = pipe();
+        let mut buf = vec![0u8; 16];
+        let entry = io_uring::opcode::Read::new(io_uring::types::Fd(r), buf.as_mut_ptr(), 16)
+            .offset(u64::MAX)
+            .build()
+            .user_data(7);
+        u.push(entry);
+        write(w, b"hello");
+        let mut sel = Selector::Uring(u);
+        let mut res = None;
+        assert!(poll_until(&mut sel, |e| match e {
+            Event::Op { key: 7, res: n, .. } => {
+                res = Some(*n);
+                true
+            }
+            _ => false,
+        }));
+        assert_eq!(res, Some(5));
+        assert_eq!(&buf[..5], b"hello");
+        close(&[r, w]);
+    }
+
+    #[test]
+    fn io_uring_cancel_ends_an_operation_with_ecanceled() {
+        let Some(mut u) = uring() else { return };
+        let (r, w) = pipe();
+        let mut buf = vec![0u8; 16];
+        let entry = io_uring::opcode::Read::new(io_uring::types::Fd(r), buf.as_mut_ptr(), 16)
+            .offset(u64::MAX)
+            .build()
+            .user_data(8);
+        u.push(entry);
+        let mut sel = Selector::Uring(u);
+        let mut out = Vec::new();
+        sel.wait(Some(Duration::ZERO), &mut out).unwrap();
+        assert!(out.is_empty(), "an empty pipe: the read waits");
+        if let Selector::Uring(u) = &mut sel {
+            u.cancel(8);
+        }
+        let mut res = None;
+        assert!(poll_until(&mut sel, |e| match e {
+            Event::Op {
+                key: 8,
+                res: n,
+                more: false,
+            } => {
+                res = Some(*n);
+                true
+            }
+            _ => false,
+        }));
+        assert_eq!(res, Some(-libc::ECANCELED));
+        // The bytes written afterwards stay in the pipe for the next reader.
+        write(w, b"later");
+        let mut rest = [0u8; 8];
+        // SAFETY: `rest` is 8 writable bytes.
+        let n = unsafe { libc::read(r, rest.as_mut_ptr() as *mut _, 8) };
+        assert_eq!(&rest[..n as usize], b"later");
+        close(&[r, w]);
+    }
+}
