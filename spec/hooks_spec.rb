@@ -15,8 +15,7 @@ RSpec.describe Polyphony::Hooks do
         params = Polyphony::Hooks.method(name).parameters
         params = Array.new(arity[name]) { |i| [:req, :"a#{i}"] } if arity.key?(name)
         args = params.map { |kind, n| kind == :rest ? "*#{n}" : n.to_s }.join(', ')
-        # def self.write(io, *args); end
-        module_eval("def self.#{name}(#{args}); end", __FILE__, __LINE__)
+        module_eval("def self.#{name}(#{args}); end", __FILE__, __LINE__) # def self.write(io, *args); end
       end
     end
   end

@@ -1,15 +1,13 @@
 # frozen_string_literal: true
 
-# Polyphony's fiber API: structured concurrency (docs/structured-concurrency.md). Every fiber
-# spun here is a child of the fiber that spun it; its lifetime is bounded by
-# its parent's, and its uncaught errors go to its parent.
+# Polyphony's fiber API: structured concurrency
+# (docs/structured-concurrency.md). Every fiber spun here is a child of the
+# fiber that spun it; its lifetime is bounded by its parent's, and its
+# uncaught errors go to its parent.
 class ::Fiber
-  # Native (ext/polyphony/src/ruby_api/fiber.rs): spin, tag/tag=, thread/
-  # thread=, parent/parent=, result, running?, main?, dead?, state, children,
-  # add_child, remove_child, location, set_caller, schedule,
-  # schedule_with_priority, monitors, unmonitor, mailbox, monitor_mailbox,
-  # graceful_shutdown?, setup_main_fiber, setup_raw and the fiber lifecycle
-  # itself (run the block, finalize, inform monitors, report to the parent).
+  # The native methods (spin, the state accessors, children, monitors,
+  # await, schedule) and the fiber lifecycle are defined in
+  # ext/polyphony/src/ruby_api/fiber/: its `init` is their one list.
 
   # ---- identity and state ---------------------------------------------
 
