@@ -116,14 +116,8 @@ fn schedule(b: &Backend, args: &[Value]) -> Result<Value, Error> {
 /// value (used to withdraw a timeout's exception that was not delivered).
 fn unschedule(b: &Backend, args: &[Value]) -> Result<bool, Error> {
     b.own()?;
-    match args {
-        [f] => Ok(b.unschedule(raw(*f), None)),
-        [f, v] => Ok(b.unschedule(raw(*f), Some(raw(*v)))),
-        _ => Err(arg_error(format!(
-            "wrong number of arguments (given {}, expected 1..2)",
-            args.len()
-        ))),
-    }
+    check_arity(args, 1, 2)?;
+    Ok(b.unschedule(raw(args[0]), args.get(1).map(|v| raw(*v))))
 }
 
 fn runnable(b: &Backend, fiber: Value) -> Result<bool, Error> {
