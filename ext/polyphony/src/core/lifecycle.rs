@@ -11,9 +11,10 @@ use crate::rt::Error;
 
 /// The fiber layer's answers to the run loop.
 pub struct Lifecycle {
-    /// Before a runner resumes `fiber` with `value`: a Polyphony fiber that
-    /// never started and is stopped or raised into ends at once, without a
-    /// stack. True if it was ended.
+    /// Before a runner resumes `fiber` with `value`, an exception (the run
+    /// loop asks only then): a Polyphony fiber that never started and is
+    /// stopped or raised into ends at once, without a stack. True if it was
+    /// ended.
     pub end_unstarted: fn(fiber: VALUE, value: VALUE) -> Result<bool, Error>,
     /// True for a Polyphony fiber whose block has not started.
     pub is_unstarted: fn(fiber: VALUE) -> bool,

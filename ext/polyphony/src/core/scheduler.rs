@@ -195,10 +195,14 @@ impl Backend {
                 self.sched.deferred.borrow_mut().push((f, v));
                 continue;
             }
-            match (lifecycle::rules().end_unstarted)(f, v) {
-                Ok(true) => continue,
-                Ok(false) => {}
-                Err(e) => break Err(e),
+            // Only a fiber stopped or raised into may end unstarted: the
+            // fiber layer is asked only when `v` is an exception.
+            if is_exception(v) {
+                match (lifecycle::rules().end_unstarted)(f, v) {
+                    Ok(true) => continue,
+                    Ok(false) => {}
+                    Err(e) => break Err(e),
+                }
             }
             if start_failed && (lifecycle::rules().is_unstarted)(f) {
                 self.sched.held.borrow_mut().push((f, v));

@@ -9,11 +9,17 @@ use rb_sys::VALUE;
 use super::{intern, QFALSE};
 
 /// Resolves `path` (`"A::B"`) from `Object`, remembering it in `slot`.
+#[inline(always)]
 fn lookup(slot: &AtomicU64, path: &str) -> VALUE {
     let v = slot.load(Ordering::Relaxed);
     if v != 0 {
         return v;
     }
+    lookup_slow(slot, path)
+}
+
+#[cold]
+fn lookup_slow(slot: &AtomicU64, path: &str) -> VALUE {
     // SAFETY: called with the GVL held; `rb_cObject` is initialised before
     // any extension loads. A missing constant raises NameError, which only
     // happens if the Ruby layer was not loaded (a bug of ours, not input).
@@ -60,6 +66,7 @@ constants! {
 
 /// `BasicSocket`, or `false` while the socket library is not loaded (then
 /// not cached: it may be required later).
+#[inline]
 pub fn basic_socket() -> VALUE {
     static SLOT: AtomicU64 = AtomicU64::new(0);
     if SLOT.load(Ordering::Relaxed) == 0 {
