@@ -1,11 +1,16 @@
 //! Native core of the `polyphony` gem: a per-thread fiber scheduler whose
 //! blocking operations go through io_uring (preferred) or epoll (fallback).
 //!
-//! Layout: `ruby_api/` holds one file per Ruby class (`Polyphony::Backend` is
-//! `ruby_api/backend.rs`); `scheduler.rs` is the switch algorithm;
-//! `runqueue.rs` and `timers.rs` the queues; `selector/` the two kernel
-//! interfaces; `op/` one file per operation, each with its io_uring
-//! submission and its readiness-based fallback; `helpers/` the FFI glue.
+//! Floors, lowest first; a module imports only from the floors below it
+//! (docs/architecture.md draws the map, `bin/module-graph` checks it):
+//!
+//! - `rt/`: the Ruby C API glue (values, exceptions, ids, constants,
+//!   wrapped data, the hook table, GVL release);
+//! - `runqueue.rs`, `timers.rs`: the queues;
+//! - `selector/`: the two kernel interfaces, io_uring and epoll;
+//! - `core/`: the thread's engine: its state, the switch algorithm
+//!   (`core/scheduler.rs`), one file per operation (`core/op/`);
+//! - `ruby_api/`: the Ruby classes, one file per class or module.
 
 mod core;
 mod rt;

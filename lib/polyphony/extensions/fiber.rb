@@ -137,7 +137,7 @@ class ::Fiber
   # ---- awaiting and monitoring ----------------------------------------
 
   # `await` (aliases `join`, `value`) and `Fiber.await`/`Fiber.join` are
-  # native (ext/polyphony/src/ruby_api/fiber_await.rs).
+  # native (ext/polyphony/src/ruby_api/fiber/awaiting.rs).
 
   # Registers `fiber` as a monitor: it gets [self, result] in its monitor
   # mailbox when this fiber finishes.

@@ -463,21 +463,6 @@ impl Backend {
         }
     }
 
-    /// Every I/O call is a switchpoint even when it completed at once. The
-    /// operation has completed, so it is delivered: an exception that
-    /// arrives here waits for the fiber's next switchpoint
-    /// (docs/io-semantics.md).
-    pub fn switchpoint_after_sync(&self) -> Result<(), Error> {
-        if self.sched.rq.borrow().is_empty() && !self.sched.inbox_flag.load(Ordering::Relaxed) {
-            return Ok(());
-        }
-        match self.snooze() {
-            Ok(_) => Ok(()),
-            // Still the same fiber: this is where it resumed.
-            Err(e) => self.pend(self.current_fiber(), e),
-        }
-    }
-
     /// `"io_uring"` or `"epoll"`. Any thread may ask.
     pub fn kind(&self) -> &'static str {
         self.io.kind.get()

@@ -17,6 +17,26 @@ use crate::rt::{call, is_exception, is_nil, protect, raw, QNIL, QTRUE};
 use crate::selector::Event;
 
 impl Backend {
+    /// Every I/O call is a switchpoint even when it completed at once. The
+    /// operation has completed, so it is delivered: an exception that
+    /// arrives here waits for the fiber's next switchpoint
+    /// (docs/io-semantics.md).
+    pub fn switchpoint_after_sync(&self) -> Result<(), Error> {
+        if self.sched.rq.borrow().is_empty()
+            && !self
+                .sched
+                .inbox_flag
+                .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            return Ok(());
+        }
+        match self.snooze() {
+            Ok(_) => Ok(()),
+            // Still the same fiber: this is where it resumed.
+            Err(e) => self.pend(self.current_fiber(), e),
+        }
+    }
+
     /// Called first thing by a spun fiber's body: the runner's resume
     /// reached it (see `run_loop`, which tells a fiber that could not start
     /// from one that raised).

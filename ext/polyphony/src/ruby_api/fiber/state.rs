@@ -49,7 +49,7 @@ pub struct FiberState {
     pub(super) list_owner: Cell<VALUE>,
     pub(super) prev: Cell<VALUE>,
     pub(super) next: Cell<VALUE>,
-    /// Fibers blocked in `await` on this one (see `fiber_await.rs`).
+    /// Fibers blocked in `await` on this one (see `awaiting.rs`).
     pub(crate) awaiters: awaiting::Awaiters,
     /// The first monitor inline (the common case: one monitoring fiber),
     /// the others in a Hash.
