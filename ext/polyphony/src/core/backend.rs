@@ -334,10 +334,7 @@ impl Backend {
     pub fn own(&self) -> Result<(), Error> {
         self.own_thread()?;
         if self.finalized.get() {
-            return Err(Error::new(
-                crate::rt::ruby().exception_io_error(),
-                "this backend is finalized",
-            ));
+            return Err(crate::rt::io_error("this backend is finalized"));
         }
         Ok(())
     }
@@ -347,8 +344,7 @@ impl Backend {
         if self.is_owner_thread() {
             return Ok(());
         }
-        Err(Error::new(
-            crate::rt::ruby().exception_thread_error(),
+        Err(crate::rt::thread_error(
             "this backend belongs to another thread",
         ))
     }

@@ -13,7 +13,7 @@ use rb_sys::VALUE;
 use crate::core::backend::{Backend, Frame, Mail};
 use crate::core::lifecycle;
 use crate::rt::Error;
-use crate::rt::{call, is_exception, is_nil, protect, raw, QNIL, QTRUE};
+use crate::rt::{call, is_exception, is_nil, protect, QNIL, QTRUE};
 use crate::selector::Event;
 
 impl Backend {
@@ -241,10 +241,10 @@ impl Backend {
             }
             if let Err(e) = r {
                 if !self.sched.entered.get() {
-                    if let Some(exc) = e.value() {
+                    if let Some(exc) = e.exception() {
                         // A fiber that could not even start (Ruby could not
                         // allocate its stack): it ends with that error.
-                        match (lifecycle::rules().fail_to_start)(f, raw(exc)) {
+                        match (lifecycle::rules().fail_to_start)(f, exc) {
                             Ok(true) => {
                                 start_failed = true;
                                 continue;

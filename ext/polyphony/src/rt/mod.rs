@@ -7,6 +7,7 @@
 
 pub mod consts;
 pub mod data;
+mod error;
 pub mod hooks;
 pub mod nogvl;
 
@@ -14,10 +15,7 @@ use magnus::rb_sys::{AsRawValue, FromRawValue};
 use magnus::{Ruby, Value};
 use rb_sys::VALUE;
 
-/// A Ruby exception (or a `throw`/`break` caught by [`protect`]) on its way
-/// to the caller: every fallible native function returns it, and the
-/// bindings hand it to Ruby, which raises it.
-pub use magnus::Error;
+pub use error::Error;
 
 pub const QNIL: VALUE = rb_sys::special_consts::Qnil as VALUE;
 pub const QTRUE: VALUE = rb_sys::special_consts::Qtrue as VALUE;
@@ -51,7 +49,7 @@ pub fn ruby() -> Ruby {
 /// comes back as `Err` instead of unwinding over Rust frames.
 #[inline]
 pub fn protect<F: FnOnce() -> VALUE>(f: F) -> Result<VALUE, Error> {
-    magnus::rb_sys::protect(f)
+    magnus::rb_sys::protect(f).map_err(Error::from)
 }
 
 /// True if `v` is an instance of `Exception` (immediates never are).
@@ -90,7 +88,7 @@ pub fn raise_if_exception(v: VALUE) -> Result<VALUE, Error> {
 /// (never a panic).
 pub fn exception_error(exc: VALUE) -> Error {
     match magnus::Exception::from_value(val(exc)) {
-        Some(e) => Error::from(e),
+        Some(e) => Error::from(magnus::Error::from(e)),
         None => type_error("exception class/object expected"),
     }
 }
@@ -145,15 +143,23 @@ pub fn last_errno() -> i32 {
 }
 
 pub fn arg_error(msg: impl Into<String>) -> Error {
-    Error::new(ruby().exception_arg_error(), msg.into())
+    magnus::Error::new(ruby().exception_arg_error(), msg.into()).into()
 }
 
 pub fn type_error(msg: impl Into<String>) -> Error {
-    Error::new(ruby().exception_type_error(), msg.into())
+    magnus::Error::new(ruby().exception_type_error(), msg.into()).into()
+}
+
+pub fn io_error(msg: impl Into<String>) -> Error {
+    magnus::Error::new(ruby().exception_io_error(), msg.into()).into()
+}
+
+pub fn thread_error(msg: impl Into<String>) -> Error {
+    magnus::Error::new(ruby().exception_thread_error(), msg.into()).into()
 }
 
 pub fn runtime_error(msg: impl Into<String>) -> Error {
-    Error::new(ruby().exception_runtime_error(), msg.into())
+    magnus::Error::new(ruby().exception_runtime_error(), msg.into()).into()
 }
 
 /// An error of the top-level exception class `name` (e.g. "FiberError").
@@ -162,7 +168,7 @@ pub fn error_of(name: &str, msg: impl Into<String>) -> Error {
     // defined.
     let c = unsafe { rb_sys::rb_const_get(rb_sys::rb_cObject, intern(name)) };
     match magnus::ExceptionClass::from_value(val(c)) {
-        Some(class) => Error::new(class, msg.into()),
+        Some(class) => magnus::Error::new(class, msg.into()).into(),
         None => runtime_error(msg),
     }
 }
@@ -227,10 +233,7 @@ pub fn readable_fd_owner(io: VALUE) -> Result<(i32, VALUE), Error> {
         // SAFETY: `owner` is an open T_FILE (io_fd_owner checked it).
         let mode = unsafe { (*(*(owner as *const rb_sys::RFile)).fptr).mode };
         if mode as u32 & rb_sys::FMODE_READABLE == 0 {
-            return Err(Error::new(
-                ruby().exception_io_error(),
-                "not opened for reading",
-            ));
+            return Err(io_error("not opened for reading"));
         }
     }
     Ok((fd, owner))

@@ -30,7 +30,7 @@ typed_data!(Kept, "Polyphony::Backend::Kept");
 /// `Backend.new`: a backend for the current thread (`Thread#backend` makes
 /// the thread's own; one made here is used only through its methods).
 fn new() -> Result<Value, Error> {
-    Backend::new_object().map(val)
+    Backend::new_object().map(val).map_err(Into::into)
 }
 
 /// `kind` → `:io_uring` or `:epoll`, from any thread.
@@ -75,7 +75,8 @@ fn set_idle_proc(b: &Backend, p: Value) -> Result<Value, Error> {
         return Err(crate::rt::type_error(format!(
             "idle proc must respond to call, got {}",
             crate::rt::inspect_class(raw(p))
-        )));
+        ))
+        .into());
     }
     b.set_idle_proc(raw(p));
     Ok(p)
@@ -94,7 +95,7 @@ fn set_idle_gc_period(b: &Backend, p: Value) -> Result<Value, Error> {
 
 fn poll(b: &Backend, blocking: Value) -> Result<(), Error> {
     b.own()?;
-    b.poll(blocking.to_bool())
+    b.poll(blocking.to_bool()).map_err(Into::into)
 }
 
 /// `schedule(fiber, value = nil, priority = false)`: the run-queue rules of docs/scheduling.md.
@@ -103,7 +104,7 @@ fn schedule(b: &Backend, args: &[Value]) -> Result<Value, Error> {
     let fiber = raw(args[0]);
     // SAFETY: GVL held; reads the type or state of a live object the caller holds, never raises.
     if unsafe { rb_sys::rb_obj_is_fiber(fiber) } != QTRUE {
-        return Err(crate::rt::type_error("not a fiber"));
+        return Err(crate::rt::type_error("not a fiber").into());
     }
     let value = args.get(1).map(|v| raw(*v)).unwrap_or(QNIL);
     let prio = args.get(2).map(|v| v.to_bool()).unwrap_or(false);
@@ -127,30 +128,30 @@ fn runnable(b: &Backend, fiber: Value) -> Result<bool, Error> {
 
 fn switch_fiber(b: &Backend) -> Result<Value, Error> {
     b.own()?;
-    b.switch_fiber().map(val)
+    b.switch_fiber().map(val).map_err(Into::into)
 }
 
 fn snooze(b: &Backend) -> Result<Value, Error> {
     b.own()?;
-    b.snooze().map(val)
+    b.snooze().map(val).map_err(Into::into)
 }
 
 fn wait_event(b: &Backend, args: &[Value]) -> Result<Value, Error> {
     b.own()?;
     let raise = args.first().map(|v| v.to_bool()).unwrap_or(false);
-    b.wait_event(raise).map(val)
+    b.wait_event(raise).map(val).map_err(Into::into)
 }
 
 fn sleep(b: &Backend, d: Value) -> Result<Value, Error> {
     b.own()?;
     let d = duration(raw(d))?;
-    op::sleep::sleep(b, d).map(val)
+    op::sleep::sleep(b, d).map(val).map_err(Into::into)
 }
 
 fn timer_loop(b: &Backend, interval: Value) -> Result<Value, Error> {
     b.own()?;
     let d = duration(raw(interval))?;
-    op::sleep::timer_loop(b, d).map(val)
+    op::sleep::timer_loop(b, d).map(val).map_err(Into::into)
 }
 
 fn timeout(b: &Backend, args: &[Value]) -> Result<Value, Error> {
@@ -158,7 +159,9 @@ fn timeout(b: &Backend, args: &[Value]) -> Result<Value, Error> {
     check_arity(args, 2, 3)?;
     let d = duration(raw(args[0]))?;
     let mv = args.get(2).map(|v| raw(*v)).unwrap_or(QNIL);
-    op::timeout::timeout(b, d, raw(args[1]), mv).map(val)
+    op::timeout::timeout(b, d, raw(args[1]), mv)
+        .map(val)
+        .map_err(Into::into)
 }
 
 fn wait_io(b: &Backend, io: Value, write: Value) -> Result<Value, Error> {
@@ -215,7 +218,9 @@ fn read_common(b: &Backend, args: &[Value], recv: bool) -> Result<Value, Error> 
         Some(v) if !v.is_nil() => TryConvert::try_convert(*v)?,
         _ => -1,
     };
-    op::read::read(b, (fd, owner), buf, len, to_eof, pos, recv).map(val)
+    op::read::read(b, (fd, owner), buf, len, to_eof, pos, recv)
+        .map(val)
+        .map_err(Into::into)
 }
 
 /// `write(io, str, *more)` → total bytes written.
@@ -232,7 +237,7 @@ fn write(b: &Backend, args: &[Value]) -> Result<usize, Error> {
         // raises.
         strs.push(protect(|| unsafe { rb_sys::rb_obj_as_string(v) })?);
     }
-    op::write::write(b, fd, &strs)
+    op::write::write(b, fd, &strs).map_err(Into::into)
 }
 
 /// `send(io, str, flags)` → bytes sent (all of them).
@@ -245,7 +250,7 @@ fn send(b: &Backend, args: &[Value]) -> Result<usize, Error> {
         Some(v) if !v.is_nil() => TryConvert::try_convert(*v)?,
         _ => 0,
     };
-    op::send::send_all(b, fd, s, Some(flags))
+    op::send::send_all(b, fd, s, Some(flags)).map_err(Into::into)
 }
 
 fn chunk_loop(b: &Backend, args: &[Value], recv: bool) -> Result<Value, Error> {
@@ -306,7 +311,9 @@ fn feed_loop(
 fn accept(b: &Backend, server: Value, klass: Value) -> Result<Value, Error> {
     b.own()?;
     let (fd, owner) = io_fd_owner(raw(server), Dir::Read)?;
-    op::accept::accept(b, owner, fd, raw(klass)).map(val)
+    op::accept::accept(b, owner, fd, raw(klass))
+        .map(val)
+        .map_err(Into::into)
 }
 
 fn accept_loop(b: &Backend, server: Value, klass: Value) -> Result<Value, Error> {
@@ -326,7 +333,7 @@ fn connect(b: &Backend, sock: Value, host: Value, port: Value) -> Result<Value, 
     let host: String = TryConvert::try_convert(host)?;
     let port: i64 = TryConvert::try_convert(port)?;
     if !(0..=65535).contains(&port) {
-        return Err(arg_error(format!("invalid port {port}")));
+        return Err(arg_error(format!("invalid port {port}")).into());
     }
     op::connect::connect(b, fd, &host, port as u16)?;
     Ok(sock)
@@ -344,10 +351,7 @@ fn connect_addr(b: &Backend, sock: Value, addr: Value) -> Result<Value, Error> {
     // SAFETY: all-zero is a valid value of this plain C struct.
     let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
     if bytes.len() < 2 || bytes.len() > std::mem::size_of::<libc::sockaddr_storage>() {
-        return Err(arg_error(format!(
-            "invalid socket address ({} bytes)",
-            bytes.len()
-        )));
+        return Err(arg_error(format!("invalid socket address ({} bytes)", bytes.len())).into());
     }
     // SAFETY: `bytes.len()` was checked to fit in `ss` just above.
     unsafe {
@@ -368,7 +372,7 @@ fn close(b: &Backend, io: Value) -> Result<Value, Error> {
         b.fd_closing(fd);
         // SAFETY: closes an fd this code owns and no one else holds.
         if unsafe { libc::close(fd) } < 0 {
-            return Err(crate::rt::errno_error(crate::rt::last_errno(), "close"));
+            return Err(crate::rt::errno_error(crate::rt::last_errno(), "close").into());
         }
         return Ok(io);
     }
@@ -390,7 +394,8 @@ fn close(b: &Backend, io: Value) -> Result<Value, Error> {
         return Err(crate::rt::type_error(format!(
             "expected an IO or a file descriptor, got {}",
             crate::rt::inspect_class(r)
-        )));
+        ))
+        .into());
     }
     crate::rt::call(r, id!("close"), &[])?;
     Ok(io)
@@ -401,7 +406,7 @@ fn splice(b: &Backend, src: Value, dest: Value, maxlen: Value) -> Result<usize, 
     let s = io_fd(raw(src), Dir::Read)?;
     let d = io_fd(raw(dest), Dir::Write)?;
     let m: i64 = TryConvert::try_convert(maxlen)?;
-    op::splice::splice(b, s, d, m, op::splice::Kind::Splice)
+    op::splice::splice(b, s, d, m, op::splice::Kind::Splice).map_err(Into::into)
 }
 
 fn tee(b: &Backend, src: Value, dest: Value, maxlen: Value) -> Result<usize, Error> {
@@ -409,20 +414,20 @@ fn tee(b: &Backend, src: Value, dest: Value, maxlen: Value) -> Result<usize, Err
     let s = io_fd(raw(src), Dir::Read)?;
     let d = io_fd(raw(dest), Dir::Write)?;
     let m: i64 = TryConvert::try_convert(maxlen)?;
-    op::splice::splice(b, s, d, m, op::splice::Kind::Tee)
+    op::splice::splice(b, s, d, m, op::splice::Kind::Tee).map_err(Into::into)
 }
 
 fn double_splice(b: &Backend, src: Value, dest: Value) -> Result<usize, Error> {
     b.own()?;
     let s = io_fd(raw(src), Dir::Read)?;
     let d = io_fd(raw(dest), Dir::Write)?;
-    op::splice::double_splice(b, s, d)
+    op::splice::double_splice(b, s, d).map_err(Into::into)
 }
 
 fn waitpid(b: &Backend, pid: Value) -> Result<(i32, i32), Error> {
     b.own()?;
     let pid: i32 = TryConvert::try_convert(pid)?;
-    op::waitpid::waitpid(b, pid)
+    op::waitpid::waitpid(b, pid).map_err(Into::into)
 }
 
 /// `wait_child(pid) → true | false`: parks the calling fiber until child
@@ -430,7 +435,7 @@ fn waitpid(b: &Backend, pid: Value) -> Result<(i32, i32), Error> {
 fn wait_child(b: &Backend, pid: Value) -> Result<bool, Error> {
     b.own()?;
     let pid: i32 = TryConvert::try_convert(pid)?;
-    op::waitpid::wait_child(b, pid)
+    op::waitpid::wait_child(b, pid).map_err(Into::into)
 }
 
 fn pending_count(b: &Backend) -> Result<usize, Error> {

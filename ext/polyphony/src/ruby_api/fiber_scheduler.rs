@@ -42,7 +42,8 @@ fn io_wait(rb_self: Value, io: Value, events: Value, timeout: Value) -> Result<V
             Hook::IoWaitTimeout,
             &[raw(rb_self), raw(io), raw(events), raw(timeout)],
         )
-        .map(val);
+        .map(val)
+        .map_err(Into::into);
     }
     let wanted: i64 = magnus::TryConvert::try_convert(events)?;
     let wanted = wanted as u32 & EVENTS;
@@ -71,9 +72,11 @@ fn kernel_sleep(_rb_self: Value, args: &[Value]) -> Result<Value, Error> {
     crate::rt::check_arity(args, 0, 1)?;
     let b = Backend::current()?;
     match args.first().map(|v| raw(*v)) {
-        None => b.wait_event(true).map(val),
-        Some(d) if is_nil(d) => b.wait_event(true).map(val),
-        Some(d) => op::sleep::sleep(&b, duration(d)?).map(val),
+        None => b.wait_event(true).map(val).map_err(Into::into),
+        Some(d) if is_nil(d) => b.wait_event(true).map(val).map_err(Into::into),
+        Some(d) => op::sleep::sleep(&b, duration(d)?)
+            .map(val)
+            .map_err(Into::into),
     }
 }
 
@@ -82,7 +85,9 @@ fn kernel_sleep(_rb_self: Value, args: &[Value]) -> Result<Value, Error> {
 fn block(rb_self: Value, args: &[Value]) -> Result<Value, Error> {
     crate::rt::check_arity(args, 1, 2)?;
     if let Some(t) = args.get(1).filter(|t| !is_nil(raw(**t))) {
-        return call_hook(Hook::BlockTimeout, &[raw(rb_self), raw(args[0]), raw(*t)]).map(val);
+        return call_hook(Hook::BlockTimeout, &[raw(rb_self), raw(args[0]), raw(*t)])
+            .map(val)
+            .map_err(Into::into);
     }
     Backend::current()?.wait_event(true)?;
     Ok(val(QTRUE))

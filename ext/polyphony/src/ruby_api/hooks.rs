@@ -13,7 +13,7 @@ fn resolve_hooks(module: Value) -> Result<Value, Error> {
     let m = raw(module);
     // SAFETY: GVL held; `rb_obj_is_kind_of` does not raise.
     if unsafe { rb_sys::rb_obj_is_kind_of(m, rb_sys::rb_cModule) } != QTRUE {
-        return Err(crate::rt::type_error("hooks must be a Module"));
+        return Err(crate::rt::type_error("hooks must be a Module").into());
     }
     hooks::resolve(m)?;
     Ok(module)

@@ -55,7 +55,7 @@ fn io_write_fast(rb_self: Value, args: &[Value]) -> Result<Value, Error> {
                 Ok(n) => return Ok(val(unsafe { rb_sys::rb_uint2inum(n as _) })),
                 // Not writable: nothing was written; Ruby words it.
                 Err(e) if is_ebadf(&e) => {}
-                Err(e) => return Err(e),
+                Err(e) => return Err(e.into()),
             }
         }
     }
@@ -66,7 +66,7 @@ fn io_write_fast(rb_self: Value, args: &[Value]) -> Result<Value, Error> {
     let argv: Vec<VALUE> = std::iter::once(io)
         .chain(args.iter().map(|a| raw(*a)))
         .collect();
-    call_hook(hook, &argv).map(val)
+    call_hook(hook, &argv).map(val).map_err(Into::into)
 }
 
 /// How `IO#write` writes to an IO.
@@ -122,9 +122,9 @@ fn write_route(io: VALUE) -> WriteRoute {
     }
 }
 
-fn is_ebadf(e: &Error) -> bool {
-    e.value()
-        .is_some_and(|exc| kind_of(raw(exc), consts::ebadf()))
+fn is_ebadf(e: &crate::rt::Error) -> bool {
+    e.exception()
+        .is_some_and(|exc| kind_of(exc, consts::ebadf()))
 }
 
 pub fn init(ruby: &Ruby) -> Result<(), Error> {

@@ -9,7 +9,7 @@ use crate::rt::{duration, is_nil, raw, val};
 
 /// `snooze`: lets every other runnable fiber run once, then goes on.
 fn current_snooze() -> Result<Value, Error> {
-    Backend::current()?.snooze().map(val)
+    Backend::current()?.snooze().map(val).map_err(Into::into)
 }
 
 /// `sleep(duration = nil)`: parks the current fiber for `duration` seconds
@@ -20,8 +20,10 @@ fn current_sleep(args: &[Value]) -> Result<Value, Error> {
     crate::rt::check_arity(args, 0, 1)?;
     let b = Backend::current()?;
     match args.first().map(|v| raw(*v)).filter(|v| !is_nil(*v)) {
-        None => b.wait_event(true).map(val),
-        Some(d) => op::sleep::sleep(&b, duration(d)?).map(val),
+        None => b.wait_event(true).map(val).map_err(Into::into),
+        Some(d) => op::sleep::sleep(&b, duration(d)?)
+            .map(val)
+            .map_err(Into::into),
     }
 }
 
@@ -29,7 +31,9 @@ fn current_sleep(args: &[Value]) -> Result<Value, Error> {
 /// exception scheduled into it is raised.
 fn current_suspend() -> Result<Value, Error> {
     let v = Backend::current()?.switch_fiber()?;
-    crate::rt::raise_if_exception(v).map(val)
+    crate::rt::raise_if_exception(v)
+        .map(val)
+        .map_err(Into::into)
 }
 
 pub fn init(ruby: &Ruby) -> Result<(), Error> {

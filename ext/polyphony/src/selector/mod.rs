@@ -192,6 +192,20 @@ mod tests {
         }
     }
 
+    /// Submits a read of `fd` into `buf` with user data `key`; `buf` must
+    /// outlive the operation (the tests poll until it completes).
+    fn push_read(u: &mut uring::Uring, fd: i32, buf: &mut [u8], key: u64) {
+        let entry = io_uring::opcode::Read::new(
+            io_uring::types::Fd(fd),
+            buf.as_mut_ptr(),
+            buf.len() as u32,
+        )
+        .offset(u64::MAX)
+        .build()
+        .user_data(key);
+        u.push(entry);
+    }
+
     #[test]
     fn an_eventfd_wake_is_drained() {
         let fd = new_eventfd().unwrap();
@@ -254,11 +268,7 @@ mod tests {
         let Some(mut u) = uring() else { return };
         let (r, w) = pipe();
         let mut buf = vec![0u8; 16];
-        let entry = io_uring::opcode::Read::new(io_uring::types::Fd(r), buf.as_mut_ptr(), 16)
-            .offset(u64::MAX)
-            .build()
-            .user_data(7);
-        u.push(entry);
+        push_read(&mut u, r, &mut buf, 7);
         write(w, b"hello");
         let mut sel = Selector::Uring(u);
         let mut res = None;
@@ -279,11 +289,7 @@ mod tests {
         let Some(mut u) = uring() else { return };
         let (r, w) = pipe();
         let mut buf = vec![0u8; 16];
-        let entry = io_uring::opcode::Read::new(io_uring::types::Fd(r), buf.as_mut_ptr(), 16)
-            .offset(u64::MAX)
-            .build()
-            .user_data(8);
-        u.push(entry);
+        push_read(&mut u, r, &mut buf, 8);
         let mut sel = Selector::Uring(u);
         let mut out = Vec::new();
         sel.wait(Some(Duration::ZERO), &mut out).unwrap();

@@ -192,10 +192,9 @@ impl Backend {
     /// it before it starts ([`Backend::raise_pending`]). A non-exception
     /// error (a `throw`, a thread kill) cannot wait and is returned.
     pub fn pend(&self, fiber: VALUE, e: Error) -> Result<(), Error> {
-        let Some(exc) = e.value() else {
+        let Some(exc) = e.exception() else {
             return Err(e);
         };
-        let exc = crate::rt::raw(exc);
         // A queued exception (a stop that came after the one being put
         // off) is kept: the earlier one is dropped, as if it had been raised
         // and replaced.

@@ -12,7 +12,7 @@ use crate::rt::Error;
 use rb_sys::VALUE;
 
 use crate::core::Backend;
-use crate::rt::{call, protect, raw, QNIL};
+use crate::rt::{call, protect, QNIL};
 
 pub fn timeout(
     b: &Backend,
@@ -33,7 +33,7 @@ pub fn timeout(
     match r {
         Ok(v) => Ok(v),
         Err(e) => {
-            let is_ours = e.value().map(|v| raw(v) == marker).unwrap_or(false);
+            let is_ours = e.exception() == Some(marker);
             if !is_ours {
                 return Err(e);
             }

@@ -17,7 +17,8 @@ use crate::rt::id;
 use std::cell::Cell;
 use std::sync::Arc;
 
-use magnus::{gc, Error, Value};
+use crate::rt::Error;
+use magnus::{gc, Value};
 use rb_sys::VALUE;
 
 use super::{expect_fiber, is_dead, state, try_state, FiberState};
@@ -240,7 +241,7 @@ fn wait_and_settle(ary: VALUE, ctx: &AwaitCtx, dead_error: VALUE) -> Result<(), 
 
 /// `Fiber.await(*fibers)` / `Fiber.await([fibers])` (alias `Fiber.join`):
 /// the results in argument order.
-pub fn rb_await_all(args: &[Value]) -> Result<Value, Error> {
+pub fn rb_await_all(args: &[Value]) -> Result<Value, magnus::Error> {
     let ary = if args.len() == 1 && is_array(raw(args[0])) {
         // SAFETY: GVL held; allocates or updates an object from live values, with no `RefCell`
         // borrow held (a GC here may mark).
@@ -260,12 +261,12 @@ pub fn rb_await_all(args: &[Value]) -> Result<Value, Error> {
     });
     // Keeps `ary` (and the fibers in it) visible to the GC until here.
     rb_sys::rb_gc_guard!(ary);
-    out
+    out.map_err(Into::into)
 }
 
 /// `Fiber#await` (aliases `join`, `value`): the fiber's result, raised if it
 /// is an exception.
-pub fn rb_await(rb_self: Value) -> Result<Value, Error> {
+pub fn rb_await(rb_self: Value) -> Result<Value, magnus::Error> {
     let f = raw(rb_self);
     if !is_dead(f) {
         // SAFETY: GVL held; allocates or updates an object from live values, with no `RefCell`
@@ -276,5 +277,5 @@ pub fn rb_await(rb_self: Value) -> Result<Value, Error> {
         r?;
     }
     let res = try_state(f).map(|s| s.result()).unwrap_or(QNIL);
-    raise_if_exception(res).map(val)
+    raise_if_exception(res).map(val).map_err(Into::into)
 }

@@ -14,7 +14,8 @@ use super::awaiting;
 use super::state::*;
 use std::cell::Cell;
 
-use magnus::{prelude::*, Error, Value};
+use crate::rt::Error;
+use magnus::{prelude::*, Value};
 use rb_sys::VALUE;
 
 use crate::core::Backend;
@@ -94,8 +95,8 @@ pub(super) fn run(fiber: VALUE, value: VALUE) -> Outcome {
     let (result, uncaught, jump) = run_block(fiber, &st, value);
     let reraise = uncaught && st.main.get() && is_nil(st.parent.get());
     if let Err(e) = finalize(fiber, &st, result, uncaught, jump.is_some()) {
-        if let Some(exc) = e.value() {
-            let _ = call_hook(Hook::FiberBodyError, &[raw(exc)]);
+        if let Some(exc) = e.exception() {
+            let _ = call_hook(Hook::FiberBodyError, &[exc]);
         }
     }
     match jump {
@@ -132,10 +133,9 @@ pub(super) fn run_block(
             Ok(v) => return (v, false, None),
             Err(e) => e,
         };
-        let Some(exc) = err.value() else {
-            return (QNIL, false, jump_tag(&err));
+        let Some(exc) = err.exception() else {
+            return (QNIL, false, err.jump_tag());
         };
-        let exc = raw(exc);
         if kind_of(exc, consts::restart()) {
             let mb = st.mailbox.get();
             if !is_nil(mb) {
@@ -161,13 +161,6 @@ pub(super) fn set_source_fiber(exc: VALUE, fiber: VALUE) {
         if is_nil(rb_sys::rb_ivar_get(exc, id)) && rb_sys::rb_obj_frozen_p(exc) != QTRUE {
             rb_sys::rb_ivar_set(exc, id, fiber);
         }
-    }
-}
-
-pub(super) fn jump_tag(err: &Error) -> Option<i32> {
-    match err.error_type() {
-        magnus::error::ErrorType::Jump(tag) => Some(*tag as i32),
-        _ => None,
     }
 }
 
@@ -417,19 +410,23 @@ pub(super) fn block_or_nil() -> VALUE {
 }
 
 /// `Fiber#spin(tag = nil, orig_caller = nil) { |v| }`.
-pub(super) fn rb_fiber_spin(rb_self: Value, args: &[Value]) -> Result<Value, Error> {
+pub(super) fn rb_fiber_spin(rb_self: Value, args: &[Value]) -> Result<Value, magnus::Error> {
     crate::rt::check_arity(args, 0, 2)?;
     let tag = args.first().map(|v| raw(*v)).unwrap_or(QNIL);
     let site = args.get(1).map(|v| raw(*v)).unwrap_or(QNIL);
-    spin_child(raw(rb_self), tag, site, block_or_nil()).map(val)
+    spin_child(raw(rb_self), tag, site, block_or_nil())
+        .map(val)
+        .map_err(Into::into)
 }
 
 /// `Kernel#spin(tag = nil) { |v| }`: a child of the current fiber.
-pub(super) fn rb_object_spin(args: &[Value]) -> Result<Value, Error> {
+pub(super) fn rb_object_spin(args: &[Value]) -> Result<Value, magnus::Error> {
     crate::rt::check_arity(args, 0, 1)?;
     let tag = args.first().map(|v| raw(*v)).unwrap_or(QNIL);
     // SAFETY: GVL held (this runs in a Ruby method of the current thread); no arguments, never
     // raises.
     let cur = unsafe { rb_sys::rb_fiber_current() };
-    spin_child(cur, tag, QNIL, block_or_nil()).map(val)
+    spin_child(cur, tag, QNIL, block_or_nil())
+        .map(val)
+        .map_err(Into::into)
 }

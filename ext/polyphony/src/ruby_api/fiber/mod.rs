@@ -52,7 +52,8 @@ fn set_thread(rb_self: Value, th: Value) -> Result<Value, Error> {
         return Err(type_error(format!(
             "expected a Thread, got {}",
             crate::rt::inspect_class(t)
-        )));
+        ))
+        .into());
     }
     st_of(rb_self).thread.set(t);
     Ok(th)
@@ -161,7 +162,8 @@ fn add_child(rb_self: Value, child: Value) -> Result<Value, Error> {
         if a == c {
             return Err(crate::rt::arg_error(
                 "a fiber cannot be a child of itself or of its descendants",
-            ));
+            )
+            .into());
         }
         match try_state(a) {
             Some(s) if !is_nil(s.parent.get()) && s.parent.get() != 0 => a = s.parent.get(),
@@ -209,7 +211,7 @@ fn monitors(rb_self: Value) -> Value {
 }
 
 fn rb_monitor_mailbox(rb_self: Value) -> Result<Value, Error> {
-    monitor_mailbox(raw(rb_self)).map(val)
+    monitor_mailbox(raw(rb_self)).map(val).map_err(Into::into)
 }
 
 fn reset_monitor_mailbox(rb_self: Value) -> Value {
@@ -218,7 +220,7 @@ fn reset_monitor_mailbox(rb_self: Value) -> Value {
 }
 
 fn rb_mailbox(rb_self: Value) -> Result<Value, Error> {
-    mailbox(raw(rb_self)).map(val)
+    mailbox(raw(rb_self)).map(val).map_err(Into::into)
 }
 
 /// The mailbox if one was created, else nil (never creates one).
@@ -240,7 +242,7 @@ fn site_string(st: &FiberState) -> Result<VALUE, Error> {
         }
         // SAFETY: inside `protect`: what the call raises (or throws) comes back as `Err` instead of
         // unwinding over Rust frames; GVL held, arguments are live objects the caller holds.
-        return protect(|| unsafe { rb_sys::rb_obj_as_string(first) });
+        return protect(|| unsafe { rb_sys::rb_obj_as_string(first) }).map_err(Into::into);
     }
     let frame = st.frame.get();
     if is_nil(frame) {
@@ -315,7 +317,8 @@ fn set_caller(rb_self: Value, array: Value) -> Result<Value, Error> {
         return Err(type_error(format!(
             "expected an Array, got {}",
             crate::rt::inspect_class(raw(array))
-        )));
+        ))
+        .into());
     }
     let st = st_of(rb_self);
     st.caller.set(raw(array));

@@ -12,7 +12,8 @@ use super::awaiting;
 use crate::rt::data::Handle;
 use std::cell::Cell;
 
-use magnus::{prelude::*, Error};
+use crate::rt::Error;
+use magnus::prelude::*;
 use rb_sys::VALUE;
 
 use crate::rt::{id, is_nil, raw, type_error, val, QNIL, QTRUE};
