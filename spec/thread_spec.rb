@@ -194,3 +194,71 @@ RSpec.describe 'Threads' do
     expect(monotonic - t0).to be < 1
   end
 end
+
+RSpec.describe 'Thread: replacing the backend and the P2 helpers' do
+  it 'takes a new backend with backend= (a test helper giving each test a fresh backend)' do
+    out, err, status = run_ruby(<<~RUBY)
+      require 'polyphony'
+      f = spin { sleep 0.01; :first }
+      p f.await
+      old = Thread.current.backend
+      Thread.current.backend.finalize
+      Thread.current.backend = Polyphony::Backend.new
+      p Thread.current.backend.equal?(old)
+      p spin { sleep 0.01; :second }.await
+      # Not finalized first: backend= finalizes the one it replaces.
+      mid = Thread.current.backend
+      Thread.current.backend = Polyphony::Backend.new
+      begin
+        mid.sleep(0.01)
+      rescue IOError => e
+        p e.class
+      end
+      r, w = IO.pipe
+      spin { w << 'through the new backend'; w.close }
+      p r.read
+    RUBY
+    expect(err).to eq('')
+    expect(status).to be_success
+    expect(out).to eq(":first\nfalse\n:second\nIOError\n\"through the new backend\"\n")
+  end
+
+  it 'refuses a backend of another thread, another thread, and anything but a backend' do
+    other = Thread.new { Polyphony::Backend.new }.value
+    expect { Thread.current.backend = other }.to raise_error(ThreadError)
+    expect { Thread.new { sleep 0.05 }.tap { |t| t.backend = Polyphony::Backend.new }.join }
+      .to raise_error(ThreadError)
+    expect { Thread.current.backend = :nope }.to raise_error(TypeError)
+    expect { Thread.current.backend = nil }.to raise_error(TypeError)
+    expect(Thread.current.backend.kind).to be_a(Symbol)
+  end
+
+  it 'says when it is done, and can be awaited and marked done' do
+    t = Thread.new { sleep 0.02; :v }
+    expect(t.done?).to be(false)
+    expect(t.await_done).to be(true)
+    expect(t.done?).to be(true)
+    expect(t.value).to eq(:v)
+    expect(Thread.current.setup).to equal(Thread.current)
+    expect(Thread.current.debug!).to equal(Thread.current)
+  end
+
+  it 'unschedules, switches and schedules with a wake-up' do
+    order = []
+    f = spin { order << suspend }
+    snooze
+    f.schedule(:late)
+    expect(Thread.current.fiber_unschedule(f)).to equal(f)
+    expect(backend.runnable?(f)).to be(false)
+    Thread.current.schedule_and_wakeup(f, :now)
+    expect(order).to eq([:now])
+    expect { Thread.new { sleep 0.05 }.tap { |t| sleep 0.01 }.switch_fiber }.to raise_error(ThreadError)
+  end
+
+  it 'has the stock methods under their orig_ names' do
+    expect(Kernel.instance_method(:orig_sleep)).to eq(Kernel.instance_method(:sleep))
+    expect(Kernel.instance_method(:orig_p)).to eq(Kernel.instance_method(:p))
+    expect(IO.method(:orig_popen).unbind).to eq(IO.method(:popen).unbind)
+    expect(orig_sleep(0)).to eq(0)
+  end
+end

@@ -582,7 +582,7 @@ end
 # signatures. Paths starting with `|` (commands) go to the stock methods.
 class ::IO
   class << self
-    %i[read write binread binwrite readlines foreach copy_stream].each do |m|
+    %i[read write binread binwrite readlines foreach copy_stream popen].each do |m|
       alias_method :"orig_#{m}", m unless method_defined?(:"orig_#{m}")
     end
 

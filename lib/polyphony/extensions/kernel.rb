@@ -85,6 +85,10 @@ end
 # Subprocesses and signal handlers that suspend only the calling fiber
 # (docs/differences.md, **$? set**).
 module Kernel
+  # The stock methods, under Polyphony's names for them. `sleep` is
+  # `Object#sleep` (native); Kernel's own is the stock one.
+  alias orig_sleep sleep
+  alias orig_p p
   alias orig_system system
   alias orig_backtick `
   alias orig_trap trap

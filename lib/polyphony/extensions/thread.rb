@@ -121,6 +121,64 @@ class ::Thread
     backend.idle_gc_period = period
   end
 
+  # The same as `setup_fiber_scheduling` (Polyphony's name for it).
+  alias setup setup_fiber_scheduling
+
+  # True once the thread's block ended and its result is recorded.
+  def done?
+    @__done__ == true
+  end
+
+  # Records `result` as the thread's result and wakes the fibers waiting in
+  # `join`/`value` (what the thread does when its block ends). Returns self.
+  def mark_as_done(result)
+    __mark_done__(result)
+    self
+  end
+
+  # Parks the calling fiber until the thread is done. Returns true.
+  def await_done
+    __wait_done__(nil)
+  end
+
+  # Switches to the next runnable fiber of this (the current) thread; the
+  # value it is resumed with.
+  def switch_fiber
+    __check_current__('switch_fiber')
+    backend.switch_fiber
+  end
+
+  # Takes `fiber` off this thread's run queue. Returns the fiber.
+  def fiber_unschedule(fiber)
+    __check_current__('fiber_unschedule')
+    backend.unschedule(fiber)
+    fiber
+  end
+
+  # Schedules `fiber` with priority (it runs next) and wakes the thread: in
+  # the current thread, the calling fiber lets it run at once. Returns the
+  # fiber.
+  def schedule_and_wakeup(fiber, value = nil)
+    fiber.schedule_with_priority(value)
+    if Thread.current == self
+      snooze
+    else
+      backend&.wakeup
+    end
+    fiber
+  end
+
+  # Marks the thread for debugging: its backend's scheduler events go to
+  # `Polyphony::Trace` output (see polyphony/core/debug). Returns self.
+  def debug!
+    @__debug__ = true
+    self
+  end
+
+  def debug?
+    @__debug__ == true
+  end
+
   def on_idle(&block)
     backend.idle_proc = block
   end
@@ -140,6 +198,10 @@ class ::Thread
   end
 
   private
+
+  def __check_current__(name)
+    Kernel.raise ThreadError, "#{name} is only for the current thread" unless Thread.current == self
+  end
 
   def __run__(block, args)
     setup_fiber_scheduling

@@ -408,6 +408,31 @@ impl Backend {
             .ok_or_else(|| crate::rt::type_error("the thread's backend slot holds something else"))
     }
 
+    /// `Thread#backend=`: makes `obj` (a backend made by this thread) the
+    /// current thread's backend from the next switch on. The one it
+    /// replaces is finalized (if it was not already): as with `finalize`,
+    /// what was waiting on it is dropped with its queues and its in-flight
+    /// operations are cancelled.
+    pub fn replace_current(obj: VALUE) -> Result<(), Error> {
+        let new = data::get::<Backend>(obj)
+            .ok_or_else(|| crate::rt::type_error("expected a Polyphony::Backend"))?;
+        new.own()?;
+        // SAFETY: GVL held.
+        let th = unsafe { rb_sys::rb_thread_current() };
+        let id = id!("__polyphony_backend__");
+        // SAFETY: GVL held; the hidden ivar of the current thread.
+        let old = unsafe { rb_sys::rb_ivar_get(th, id) };
+        if old != obj {
+            if let Some(old) = data::get::<Backend>(old) {
+                old.finalize()?;
+            }
+        }
+        // SAFETY: as above; `obj` is a live backend object.
+        unsafe { rb_sys::rb_ivar_set(th, id, obj) };
+        CURRENT.with(|c| c.set((th, obj, &*new as *const Backend)));
+        Ok(())
+    }
+
     fn forget_current(&self) {
         CURRENT.with(|c| c.set((0, 0, std::ptr::null())));
     }
