@@ -252,7 +252,7 @@ RSpec.describe 'Thread: replacing the backend and the P2 helpers' do
     expect(backend.runnable?(f)).to be(false)
     Thread.current.schedule_and_wakeup(f, :now)
     expect(order).to eq([:now])
-    expect { Thread.new { sleep 0.05 }.tap { |t| sleep 0.01 }.switch_fiber }.to raise_error(ThreadError)
+    expect { Thread.new { sleep 0.05 }.tap { |_t| sleep 0.01 }.switch_fiber }.to raise_error(ThreadError)
   end
 
   it 'has the stock methods under their orig_ names' do

@@ -21,7 +21,9 @@ fn thread_backend(thread: Value) -> Result<Value, Error> {
 fn set_thread_backend(thread: Value, backend: Value) -> Result<Value, Error> {
     // SAFETY: GVL held.
     if raw(thread) != unsafe { rb_sys::rb_thread_current() } {
-        return Err(crate::rt::thread_error("only the current thread's backend can be replaced").into());
+        return Err(
+            crate::rt::thread_error("only the current thread's backend can be replaced").into(),
+        );
     }
     Backend::replace_current(raw(backend))?;
     Ok(backend)
