@@ -50,11 +50,19 @@ pub struct RunQueue {
     live: AddrMap<Live>,
     seq: u64,
     high_water: usize,
+    /// Parked fibers (`Fiber#__park__`, for debugging) and the wake-up each
+    /// got meanwhile: kept off the queue until unparked. Empty in normal
+    /// runs, so a push pays one length check for it.
+    parked: AddrMap<Option<Live>>,
 }
 
 impl RunQueue {
     /// Queues `fiber` with `value` following the rules above.
+    #[inline]
     pub fn push(&mut self, fiber: VALUE, value: VALUE, is_exception: bool, priority: bool) {
+        if !self.parked.is_empty() && self.park_value(fiber, value, is_exception, priority) {
+            return;
+        }
         self.seq += 1;
         let seq = self.seq;
         let live = Live {
@@ -98,6 +106,13 @@ impl RunQueue {
     /// exception could not be queued because another one is (the caller
     /// keeps that timer armed).
     pub fn push_expired(&mut self, fiber: VALUE, value: VALUE, is_exception: bool) -> bool {
+        if let Some(Some(l)) = self.parked.get_mut(&fiber) {
+            if is_exception && !l.is_exception {
+                l.value = value;
+                l.is_exception = true;
+            }
+            return !(is_exception && l.value != value);
+        }
         if let Some(l) = self.live.get_mut(&fiber) {
             if is_exception && !l.is_exception {
                 l.value = value;
@@ -132,6 +147,9 @@ impl RunQueue {
     }
 
     pub fn remove(&mut self, fiber: VALUE) -> bool {
+        if let Some(slot) = self.parked.get_mut(&fiber) {
+            return slot.take().is_some();
+        }
         self.live.remove(&fiber).is_some()
     }
 
@@ -161,6 +179,7 @@ impl RunQueue {
     pub fn clear(&mut self) {
         self.slots.clear();
         self.live.clear();
+        self.parked.clear();
     }
 
     pub fn for_each_value(&self, mut f: impl FnMut(VALUE)) {
@@ -168,6 +187,66 @@ impl RunQueue {
             f(*k);
             f(l.value);
         }
+        for (k, l) in self.parked.iter() {
+            f(*k);
+            if let Some(l) = l {
+                f(l.value);
+            }
+        }
+    }
+
+    /// Parks `fiber`: it leaves the queue (keeping its value) and its
+    /// wake-ups are held, by the same rules, until `unpark`.
+    pub fn park(&mut self, fiber: VALUE) {
+        if !self.parked.contains_key(&fiber) {
+            let held = self.live.remove(&fiber);
+            self.parked.insert(fiber, held);
+        }
+    }
+
+    /// Unparks `fiber`; the wake-up it got while parked is queued (at the
+    /// tail). False if it was not parked.
+    pub fn unpark(&mut self, fiber: VALUE) -> bool {
+        match self.parked.remove(&fiber) {
+            None => false,
+            Some(held) => {
+                if let Some(l) = held {
+                    self.push(fiber, l.value, l.is_exception, false);
+                }
+                true
+            }
+        }
+    }
+
+    pub fn is_parked(&self, fiber: VALUE) -> bool {
+        self.parked.contains_key(&fiber)
+    }
+
+    /// Holds a wake-up of a parked fiber (the queue's rules, without a
+    /// place: priority only lets a plain value replace an exception). False
+    /// if `fiber` is not parked.
+    #[cold]
+    fn park_value(
+        &mut self,
+        fiber: VALUE,
+        value: VALUE,
+        is_exception: bool,
+        priority: bool,
+    ) -> bool {
+        let Some(held) = self.parked.get_mut(&fiber) else {
+            return false;
+        };
+        if let Some(l) = held {
+            if !priority && l.is_exception && !is_exception {
+                return true;
+            }
+        }
+        *held = Some(Live {
+            seq: 0,
+            value,
+            is_exception,
+        });
+        true
     }
 }
 
@@ -196,6 +275,12 @@ impl RunQueue {
 
     /// Removes and returns `fiber`'s queued value if it is an exception.
     pub fn take_exception(&mut self, fiber: VALUE) -> Option<VALUE> {
+        if let Some(held) = self.parked.get_mut(&fiber) {
+            return match held {
+                Some(l) if l.is_exception => held.take().map(|l| l.value),
+                _ => None,
+            };
+        }
         match self.live.entry(fiber) {
             Entry::Occupied(e) if e.get().is_exception => Some(e.remove().value),
             _ => None,
@@ -204,6 +289,13 @@ impl RunQueue {
 
     /// Removes `fiber`'s entry only if it carries exactly `value`.
     pub fn remove_if_value(&mut self, fiber: VALUE, value: VALUE) -> bool {
+        if let Some(held) = self.parked.get_mut(&fiber) {
+            if held.as_ref().is_some_and(|l| l.value == value) {
+                *held = None;
+                return true;
+            }
+            return false;
+        }
         if self
             .live
             .get(&fiber)
@@ -326,5 +418,30 @@ mod tests {
         assert_eq!(rq.take_high_water(), 3);
         rq.clear();
         assert!(rq.is_empty());
+    }
+
+    #[test]
+    fn a_parked_fiber_is_held_off_the_queue_until_unparked() {
+        let mut rq = RunQueue::default();
+        rq.push(A, 1, false, false);
+        rq.push(B, 3, false, false);
+        rq.park(A);
+        assert!(rq.is_parked(A) && !rq.contains(A));
+        assert_eq!(rq.len(), 1);
+        rq.push(A, 7, true, false);
+        rq.push(A, 5, false, false);
+        let mut seen = Vec::new();
+        rq.for_each_value(|v| seen.push(v));
+        assert!(
+            seen.contains(&A) && seen.contains(&7),
+            "held values are marked"
+        );
+        assert_eq!(drain(&mut rq), vec![(B, 3)]);
+        assert!(rq.unpark(A));
+        assert!(!rq.unpark(A));
+        assert_eq!(drain(&mut rq), vec![(A, 7)]);
+        rq.park(C);
+        assert!(rq.unpark(C));
+        assert!(rq.is_empty(), "nothing held, nothing queued");
     }
 }

@@ -79,6 +79,16 @@ class ::Fiber
   end
   alias reset restart
 
+  # Restarts the fiber's block at once, from inside the fiber (its block
+  # runs again with `value`); on another fiber, the same as `restart`.
+  def restart_self(value = nil)
+    return restart(value) unless Fiber.current == self
+
+    Kernel.raise RuntimeError, "Can't restart main fiber" if main?
+
+    Kernel.raise Polyphony::Restart.new(value)
+  end
+
   # Runs the block in this fiber at its next switchpoint.
   def interject(&block)
     schedule(Polyphony::Interjection.new(block))
@@ -134,6 +144,53 @@ class ::Fiber
     self
   end
 
+  # Terminates the children and waits for them (what a fiber does when its
+  # block ends), passing on the graceful-shutdown flag. Returns self.
+  def finalize_children
+    shutdown_all_children(graceful: graceful_shutdown?)
+  end
+
+  # Tells the monitors that the fiber ended with `result`: each gets
+  # `[self, result]` in its monitor mailbox; with `uncaught`, a parent
+  # that is not a monitor gets `result` raised (with priority), as when a
+  # fiber dies of an uncaught exception. Returns self.
+  def inform_monitors(result, uncaught = false) # rubocop:disable Style/OptionalBooleanParameter (Polyphony's signature)
+    watchers = monitors
+    watchers.each { |m| m.monitor_mailbox << [self, result] }
+    parent&.schedule_with_priority(result) if uncaught && parent && !watchers.include?(parent)
+    self
+  end
+
+  # ---- internals ---------------------------------------------------------
+
+  # `transfer`, raising what it returns if that is an exception.
+  def safe_transfer(value = nil)
+    result = transfer(value)
+    Kernel.raise result if result.is_a?(Exception)
+
+    result
+  end
+
+  # A `Polyphony::Event` of this fiber, made on first use (for code that
+  # waits for one signal addressed to the fiber).
+  def auto_watcher
+    @auto_watcher ||= Polyphony::Event.new
+  end
+
+  # Out-of-band: a fiber outside the tree that runs a signal handler (see
+  # `Fiber.schedule_priority_oob_fiber`).
+  def oob
+    @__oob__ == true
+  end
+
+  def oob=(flag)
+    @__oob__ = flag ? true : false
+  end
+
+  # `__park__`, `__unpark__` and `__parked__?` (a debugging aid: a parked
+  # fiber's wake-ups are held off the run queue until it is unparked) are
+  # native (ext/polyphony/src/ruby_api/fiber/mod.rs).
+
   # ---- awaiting and monitoring ----------------------------------------
 
   # `await` (aliases `join`, `value`) and `Fiber.await`/`Fiber.join` are
@@ -168,6 +225,22 @@ class ::Fiber
   end
 
   class << self
+    # Runs the block in a new out-of-band fiber (outside the fiber tree, no
+    # parent), scheduled with priority: it runs at the next switchpoint,
+    # before the other runnable fibers. What it raises goes to the main
+    # thread's main fiber. Returns the fiber.
+    def schedule_priority_oob_fiber(&block)
+      Kernel.raise ArgumentError, 'no block given' unless block
+
+      main = Thread.current.main_fiber
+      fiber = main.spin(:oob) { |value| Polyphony.__signal_handler_body__(block, value) }
+      main.remove_child(fiber)
+      fiber.parent = nil
+      fiber.oob = true
+      fiber.schedule_with_priority(nil)
+      fiber
+    end
+
     # Returns [fiber, result] for the first fiber to finish (raising its
     # error); the others keep running.
     def select(*fibers)

@@ -26,6 +26,7 @@ module Polyphony
       end
       main.remove_child(fiber)
       fiber.parent = nil
+      fiber.oob = true
       Thread.current.backend.unschedule(fiber)
       fiber
     end

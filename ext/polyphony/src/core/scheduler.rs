@@ -37,6 +37,22 @@ impl Backend {
         }
     }
 
+    /// Parks `fiber` (a debugging aid): it leaves the run queue, and its
+    /// wake-ups are held until `unpark` (see `RunQueue::park`).
+    pub fn park(&self, fiber: VALUE) {
+        self.sched.rq.borrow_mut().park(fiber);
+    }
+
+    /// Unparks `fiber`: a wake-up it got meanwhile is queued. False if it
+    /// was not parked.
+    pub fn unpark(&self, fiber: VALUE) -> bool {
+        self.sched.rq.borrow_mut().unpark(fiber)
+    }
+
+    pub fn is_parked(&self, fiber: VALUE) -> bool {
+        self.sched.rq.borrow().is_parked(fiber)
+    }
+
     /// Called first thing by a spun fiber's body: the runner's resume
     /// reached it (see `run_loop`, which tells a fiber that could not start
     /// from one that raised).

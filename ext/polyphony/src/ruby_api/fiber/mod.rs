@@ -121,6 +121,35 @@ pub(crate) fn is_dead(fiber: VALUE) -> bool {
     finished || unsafe { rb_sys::rb_fiber_alive_p(fiber) } != QTRUE
 }
 
+/// The backend of `fiber`'s thread, which must be the current thread
+/// (`ThreadError` otherwise: the run queue belongs to its thread).
+fn own_backend(fiber: VALUE) -> Result<Handle<Backend>, Error> {
+    let th = state(fiber).thread.get();
+    let b = Backend::of_thread(th)?
+        .ok_or_else(|| crate::rt::thread_error("the fiber's thread has no backend"))?;
+    b.own()?;
+    Ok(b)
+}
+
+/// `Fiber#__park__`: holds the fiber off the run queue (its wake-ups are
+/// kept) until `__unpark__`. A debugging aid. Returns self.
+fn park(rb_self: Value) -> Result<Value, magnus::Error> {
+    own_backend(raw(rb_self))?.park(raw(rb_self));
+    Ok(rb_self)
+}
+
+/// `Fiber#__unpark__`: lets a parked fiber run again; a wake-up it got
+/// while parked is queued. Returns self.
+fn unpark(rb_self: Value) -> Result<Value, magnus::Error> {
+    own_backend(raw(rb_self))?.unpark(raw(rb_self));
+    Ok(rb_self)
+}
+
+/// `Fiber#__parked__?`.
+fn parked_p(rb_self: Value) -> Result<bool, magnus::Error> {
+    Ok(own_backend(raw(rb_self))?.is_parked(raw(rb_self)))
+}
+
 fn dead_p(rb_self: Value) -> bool {
     is_dead(raw(rb_self))
 }
@@ -389,6 +418,9 @@ pub fn init(ruby: &Ruby, polyphony: RModule) -> Result<(), Error> {
     fiber.define_method("graceful_shutdown=", method!(set_graceful, 1))?;
     fiber.define_method("supervising?", method!(supervise_p, 0))?;
     fiber.define_method("__supervising__=", method!(set_supervise, 1))?;
+    fiber.define_method("__park__", method!(park, 0))?;
+    fiber.define_method("__unpark__", method!(unpark, 0))?;
+    fiber.define_method("__parked__?", method!(parked_p, 0))?;
     fiber.define_method("dead?", method!(dead_p, 0))?;
     fiber.define_method("state", method!(fiber_state, 0))?;
     fiber.define_method("children", method!(children, 0))?;
