@@ -290,6 +290,25 @@ RSpec.describe 'Constructs' do
       m.unlock
     end
 
+    it 'releases and reacquires conditionally, as a condition variable does' do
+      m = Mutex.new
+      expect(m.conditional_release).to equal(m) # not held: nothing to do
+      m.lock
+      m.conditional_release
+      expect(m.locked?).to be_nil
+      other = spin { m.synchronize { :other_got_it } }
+      expect(other.await).to eq(:other_got_it)
+      holder = spin { m.synchronize { sleep 0.02 } }
+      snooze
+      t0 = Process.clock_gettime(Process::CLOCK_MONOTONIC)
+      expect(m.conditional_reacquire).to equal(m)
+      expect(Process.clock_gettime(Process::CLOCK_MONOTONIC) - t0).to be >= 0.01
+      expect(m.owned?).to be(true)
+      expect(holder).to be_dead
+      expect(m.conditional_reacquire).to equal(m) # held already
+      m.unlock
+    end
+
     it 'releases the lock on stop and when the holder died' do
       m = Mutex.new
       f = spin { m.synchronize { sleep 1 } }

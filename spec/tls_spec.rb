@@ -105,3 +105,14 @@ RSpec.describe 'OpenSSL (fiber-aware TLS)' do
     ssl.close
   end
 end
+
+RSpec.describe OpenSSL::SSL::SSLServer do
+  it 'gives its context back with ctx' do
+    ctx = OpenSSL::SSL::SSLContext.new
+    tcp = TCPServer.new('127.0.0.1', 0)
+    server = described_class.new(tcp, ctx)
+    expect(server.ctx).to equal(ctx)
+  ensure
+    tcp&.close
+  end
+end

@@ -76,6 +76,21 @@ module Polyphony
       @holder
     end
 
+    # Releases the lock if the current fiber holds it (no error otherwise):
+    # the first half of a condition variable's wait. Returns self.
+    def conditional_release
+      @lock.synchronize { hand_over if @holder == Fiber.current }
+      self
+    end
+
+    # Takes the lock back for the current fiber (parks until it is free;
+    # nothing to do if it already holds it): the second half of a condition
+    # variable's wait. Returns self.
+    def conditional_reacquire
+      lock unless @holder == Fiber.current
+      self
+    end
+
     # Unlocks, sleeps (nil: until woken), relocks; returns the seconds slept.
     def sleep(timeout = nil)
       start = now

@@ -70,6 +70,11 @@ end
 # `SSLServer#accept` is fiber-aware through the patched `TCPServer#accept` and
 # `SSLSocket#accept`; `accept_loop` is added.
 class OpenSSL::SSL::SSLServer
+  # The server's SSLContext (the one it was made with).
+  def ctx
+    @ctx
+  end
+
   # Accepts connections forever, yielding each one after its handshake.
   # Handshake and connection errors (`OpenSSL::SSL::SSLError`,
   # `SystemCallError`, `EOFError`) are skipped unless `ignore_errors: false`.
