@@ -240,7 +240,9 @@ RSpec.describe 'Thread: replacing the backend and the P2 helpers' do
     expect(t.done?).to be(true)
     expect(t.value).to eq(:v)
     expect(Thread.current.setup).to equal(Thread.current)
-    expect(Thread.current.debug!).to equal(Thread.current)
+    out, err, = run_ruby("require 'polyphony'; Thread.current.debug!; spin { :traced }.await")
+    expect(err).to eq('')
+    expect(out).to include('[:spin, #<Fiber', '[:terminate, #<Fiber', ':traced]')
   end
 
   it 'unschedules, switches and schedules with a wake-up' do

@@ -71,9 +71,7 @@ end
 # `SSLSocket#accept`; `accept_loop` is added.
 class OpenSSL::SSL::SSLServer
   # The server's SSLContext (the one it was made with).
-  def ctx
-    @ctx
-  end
+  attr_reader :ctx
 
   # Accepts connections forever, yielding each one after its handshake.
   # Handshake and connection errors (`OpenSSL::SSL::SSLError`,

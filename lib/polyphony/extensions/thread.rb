@@ -168,15 +168,13 @@ class ::Thread
     fiber
   end
 
-  # Marks the thread for debugging: its backend's scheduler events go to
-  # `Polyphony::Trace` output (see polyphony/core/debug). Returns self.
+  # Debug mode for this (the current) thread: every scheduler event of its
+  # backend is written to $stdout's fd as an `inspect` line (see
+  # `Backend#trace_proc=`). Returns self.
   def debug!
-    @__debug__ = true
+    __check_current__('debug!')
+    backend.trace_proc = proc { |*event| $stdout.orig_write("#{event.inspect}\n") }
     self
-  end
-
-  def debug?
-    @__debug__ == true
   end
 
   def on_idle(&block)

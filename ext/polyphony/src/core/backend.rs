@@ -77,6 +77,10 @@ pub(in crate::core) struct Sched {
     /// The state object of the fiber that spun last (usually spins again):
     /// saves a lookup per `spin`. Marked, so it can never dangle.
     pub spinner_state: Cell<VALUE>,
+    /// The trace proc (nil: tracing off; marked), and whether it is
+    /// running (`core/trace.rs`).
+    pub trace_proc: Cell<VALUE>,
+    pub in_trace: Cell<bool>,
     pub idle_proc: Cell<VALUE>,
     pub idle_gc_period: Cell<f64>,
     pub last_gc: Cell<u64>,
@@ -149,6 +153,7 @@ impl Backend {
         m(self.thread.get());
         m(self.sched.idle_proc.get());
         m(self.sched.spinner_state.get());
+        m(self.sched.trace_proc.get());
         mark_cell(&self.sched.rq).for_each_value(&mut m);
         mark_cell(&self.sched.timers).for_each_value(&mut m);
         for (_, s) in mark_cell(&self.io.ops).iter() {
@@ -291,6 +296,8 @@ impl Backend {
                 entered: Cell::new(false),
                 picks: Cell::new(0),
                 spinner_state: Cell::new(QNIL),
+                trace_proc: Cell::new(QNIL),
+                in_trace: Cell::new(false),
                 idle_proc: Cell::new(QNIL),
                 idle_gc_period: Cell::new(0.0),
                 last_gc: Cell::new(crate::timers::now_ns()),

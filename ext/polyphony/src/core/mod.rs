@@ -11,6 +11,7 @@
 //! - [`kept`]: what an operation given up on still got (docs/io-semantics.md).
 //! - [`lifecycle`]: how the scheduler starts and ends fibers, a table filled
 //!   by `ruby_api/fiber/` at init.
+//! - [`trace`]: scheduler events for a trace proc (debugging).
 //!
 //! # Rules
 //! - **One thread.** A backend's `Sched`, `Io` and `Stats` are touched
@@ -38,6 +39,7 @@ pub mod kept;
 pub mod lifecycle;
 pub mod op;
 pub mod scheduler;
+pub mod trace;
 
 pub use backend::Backend;
 pub use kept::Kept;

@@ -94,6 +94,10 @@ impl Backend {
         }
         let exc = is_exception(value);
         self.sched.rq.borrow_mut().push(fiber, value, exc, priority);
+        if self.tracing() {
+            let prio = if priority { QTRUE } else { crate::rt::QFALSE };
+            self.emit("schedule", &[fiber, value, prio], true);
+        }
     }
 
     /// Hands `mail` to this backend's thread (from any thread) and wakes it.
@@ -155,6 +159,9 @@ impl Backend {
         self.stats
             .switch_count
             .set(self.stats.switch_count.get() + 1);
+        if self.tracing() {
+            self.emit("block", &[cur], true);
+        }
         let yieldable = self
             .sched
             .runners
@@ -299,10 +306,15 @@ impl Backend {
     #[inline(always)]
     fn take_next(&self) -> Option<(VALUE, VALUE)> {
         let next = self.sched.rq.borrow_mut().pop();
-        if let Some((f, _)) = next {
-            let mut pended = self.sched.pended.borrow_mut();
-            if !pended.is_empty() {
-                pended.retain(|p| *p != f);
+        if let Some((f, v)) = next {
+            {
+                let mut pended = self.sched.pended.borrow_mut();
+                if !pended.is_empty() {
+                    pended.retain(|p| *p != f);
+                }
+            }
+            if self.tracing() {
+                self.emit("unblock", &[f, v], true);
             }
         }
         next
@@ -395,7 +407,14 @@ impl Backend {
             && timeout.map(|d| d.is_zero()).unwrap_or(false)
             && self.io.active_ops.get() == 0)
         {
+            let traced = blocking && self.tracing();
+            if traced {
+                self.emit("enter_poll", &[self.current_fiber()], false);
+            }
             let r = self.io.sel.borrow_mut().wait(timeout, &mut events);
+            if traced {
+                self.emit("leave_poll", &[self.current_fiber()], false);
+            }
             if let Err(e) = r {
                 *self.io.events_buf.borrow_mut() = events;
                 return Err(crate::rt::errno_error(
@@ -417,10 +436,16 @@ impl Backend {
             // that ends abandons its operation first), and no Ruby code
             // runs between here and the queue, so no liveness check.
             let mut rq = self.sched.rq.borrow_mut();
-            for f in wake.drain(..) {
-                rq.push(f, QNIL, false, false);
+            for f in wake.iter() {
+                rq.push(*f, QNIL, false, false);
             }
         }
+        if self.tracing() {
+            for f in wake.iter() {
+                self.emit("schedule", &[*f, QNIL, crate::rt::QFALSE], true);
+            }
+        }
+        wake.clear();
         *self.sched.wake_buf.borrow_mut() = wake;
         self.fire_timers();
         self.drain_inbox();

@@ -60,6 +60,40 @@ fn stats(ruby: &Ruby, b: &Backend) -> Result<RHash, Error> {
     Ok(h)
 }
 
+/// `trace_proc=(proc)`: the proc that receives scheduler events
+/// (`core/trace.rs`); nil switches tracing off. TypeError for anything
+/// that does not respond to `call`.
+fn set_trace_proc(b: &Backend, p: Value) -> Result<Value, Error> {
+    b.own()?;
+    // SAFETY: GVL held; `p` is a live object; `rb_respond_to` does not raise.
+    if !p.is_nil() && unsafe { rb_sys::rb_respond_to(raw(p), id!("call")) } == 0 {
+        return Err(crate::rt::type_error(format!(
+            "trace proc must respond to call, got {}",
+            crate::rt::inspect_class(raw(p))
+        ))
+        .into());
+    }
+    b.set_trace_proc(raw(p));
+    Ok(p)
+}
+
+/// `trace(event, *args)`: hands a custom event to the trace proc (nothing
+/// if none is set). Returns nil.
+fn trace(b: &Backend, args: &[Value]) -> Result<Value, Error> {
+    b.own()?;
+    check_arity(args, 1, usize::MAX)?;
+    if b.tracing() {
+        let event = raw(args[0]);
+        let name: String = match magnus::Symbol::from_value(args[0]) {
+            Some(s) => s.name()?.into_owned(),
+            None => crate::rt::str_lossy(crate::rt::expect_string(event)?),
+        };
+        let rest: Vec<rb_sys::VALUE> = args[1..].iter().map(|v| raw(*v)).collect();
+        b.emit(&name, &rest, false);
+    }
+    Ok(val(QNIL))
+}
+
 /// `break`/`wakeup`: wakes a blocked poll, from any thread. `true`.
 fn wake(b: &Backend) -> bool {
     b.wake();
@@ -459,6 +493,8 @@ pub fn init(ruby: &Ruby, polyphony: RModule) -> Result<(), Error> {
     class.define_method("wakeup", method!(wake, 0))?;
     class.define_method("idle_proc=", method!(set_idle_proc, 1))?;
     class.define_method("idle_gc_period=", method!(set_idle_gc_period, 1))?;
+    class.define_method("trace_proc=", method!(set_trace_proc, 1))?;
+    class.define_method("trace", method!(trace, -1))?;
     class.define_method("poll", method!(poll, 1))?;
     class.define_method("schedule", method!(schedule, -1))?;
     class.define_method("unschedule", method!(unschedule, -1))?;

@@ -188,6 +188,11 @@ pub(super) fn finalize(
     }
     st.result.set(result);
     st.running.set(FINISHED);
+    if let Ok(b) = Backend::current() {
+        if b.tracing() {
+            b.emit("terminate", &[fiber, result], false);
+        }
+    }
     let parent = st.parent.get();
     let awaited_by_parent = awaiting::notify(fiber, st, result, parent)?;
     let mut monitors = Vec::new();
@@ -393,6 +398,9 @@ pub(super) fn spin_child(
     ps.link_child(pobj, obj);
     if ps.supervise.get() {
         st.add_monitor(parent);
+    }
+    if backend.tracing() {
+        backend.emit("spin", &[fiber], true);
     }
     backend.schedule(fiber, QNIL, false);
     Ok(fiber)
