@@ -7,7 +7,7 @@ module Polyphony
   # each exactly `Thread.current.backend.NAME(...)`.
   BACKEND_FUNCTIONS = %i[
     accept accept_loop close connect connect_addr double_splice feed_loop read read_loop recv
-    recv_feed_loop recv_loop send sleep splice tee timeout timer_loop
+    recv_feed_loop recv_loop recvmsg send sendmsg sendv sleep splice tee timeout timer_loop
     wait_event wait_io waitpid write
   ].freeze
 

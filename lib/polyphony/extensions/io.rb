@@ -113,7 +113,7 @@ class ::IO
     return 0 if args.empty?
 
     enc = external_encoding
-    args = __encode__(args, enc) if enc && enc != Encoding::BINARY
+    args = enc && enc != Encoding::BINARY ? __encode__(args, enc) : args.map { |a| __as_string__(a) }
     Polyphony.backend_write(self, *args)
   rescue Errno::EBADF
     raise IOError, 'not opened for writing' unless closed?
@@ -374,9 +374,18 @@ class ::IO
 
   # Text written to an IO with an explicit external encoding is transcoded
   # to it, as stdlib does (binary strings are written as they are).
+  # What stock `IO#write` writes for `obj`: its `to_s`, or `Object#to_s`
+  # if that is not a String (`rb_obj_as_string`).
+  def __as_string__(obj)
+    return obj if obj.is_a?(String)
+
+    s = obj.to_s
+    s.is_a?(String) ? s : Kernel.instance_method(:to_s).bind_call(obj)
+  end
+
   def __encode__(args, enc)
     args.map do |a|
-      s = a.is_a?(String) ? a : a.to_s
+      s = __as_string__(a)
       s.encoding == enc || s.encoding == Encoding::BINARY || s.ascii_only? ? s : s.encode(enc)
     end
   end

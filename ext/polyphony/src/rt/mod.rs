@@ -123,6 +123,13 @@ pub fn panic_error(payload: Box<dyn std::any::Any + Send>) -> VALUE {
     }
 }
 
+/// A Ruby Integer for `n`.
+#[inline]
+pub fn uint(n: usize) -> VALUE {
+    // SAFETY: GVL held; allocates at most a Bignum.
+    unsafe { rb_sys::rb_uint2inum(n as _) }
+}
+
 /// True if `v` is an Array.
 #[inline]
 pub fn is_array(v: VALUE) -> bool {

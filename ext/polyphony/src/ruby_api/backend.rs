@@ -17,6 +17,7 @@ use magnus::{
     TryConvert, Value,
 };
 
+use super::raw_buffer;
 use crate::core::{op, Backend, Kept};
 use crate::rt::data::typed_data;
 use crate::rt::{
@@ -235,6 +236,9 @@ fn read_common(b: &Backend, args: &[Value], recv: bool) -> Result<Value, Error> 
     check_arity(args, 3, 5)?;
     let (fd, owner) = crate::rt::readable_fd_owner(raw(args[0]))?;
     let mut buf = raw(args[1]);
+    if raw_buffer::is_handle(buf) {
+        return read_raw(b, (fd, owner), args, recv);
+    }
     if is_nil(buf) {
         buf = op::read::new_binary_string();
     } else {
@@ -257,6 +261,33 @@ fn read_common(b: &Backend, args: &[Value], recv: bool) -> Result<Value, Error> 
         .map_err(Into::into)
 }
 
+/// `read`/`recv` into a raw buffer (`ruby_api/raw_buffer.rs`): the byte
+/// count, or nil at EOF.
+fn read_raw(
+    b: &Backend,
+    (fd, owner): (i32, rb_sys::VALUE),
+    args: &[Value],
+    recv: bool,
+) -> Result<Value, Error> {
+    let handle = raw(args[1]);
+    let pos: i64 = match args.get(4) {
+        Some(v) if !v.is_nil() => TryConvert::try_convert(*v)?,
+        _ => -1,
+    };
+    let room = raw_buffer::room(handle, pos)?;
+    let want = opt_len(raw(args[2]), "length")?.unwrap_or(room).min(room);
+    if want == 0 {
+        return Ok(val(crate::rt::uint(0)));
+    }
+    let to_eof = args.get(3).map(|v| v.to_bool()).unwrap_or(false);
+    let tmp = op::read::new_binary_string();
+    let got = op::read::read(b, (fd, owner), tmp, Some(want), to_eof, -1, recv)?;
+    if is_nil(got) {
+        return Ok(val(QNIL));
+    }
+    Ok(val(crate::rt::uint(raw_buffer::put(handle, pos, got)?)))
+}
+
 /// `write(io, str, *more)` → total bytes written.
 fn write(b: &Backend, args: &[Value]) -> Result<usize, Error> {
     b.own()?;
@@ -264,9 +295,14 @@ fn write(b: &Backend, args: &[Value]) -> Result<usize, Error> {
     let fd = io_fd(raw(args[0]), Dir::Write)?;
     let mut strs = Vec::with_capacity(args.len() - 1);
     for a in &args[1..] {
+        let v = raw(*a);
+        // A raw buffer handle (`ruby_api/raw_buffer.rs`): its data.
+        if raw_buffer::is_handle(v) {
+            strs.push(raw_buffer::contents(v)?);
+            continue;
+        }
         // As stock `IO#write`: `to_s`, and `Object#to_s` if that does
         // not give a String (`rb_obj_as_string`).
-        let v = raw(*a);
         // SAFETY: `v` is a live object; `protect` catches what `to_s`
         // raises.
         strs.push(protect(|| unsafe { rb_sys::rb_obj_as_string(v) })?);
@@ -279,7 +315,11 @@ fn send(b: &Backend, args: &[Value]) -> Result<usize, Error> {
     b.own()?;
     check_arity(args, 2, 3)?;
     let fd = io_fd(raw(args[0]), Dir::Write)?;
-    let s = expect_string(raw(args[1]))?;
+    let s = if raw_buffer::is_handle(raw(args[1])) {
+        raw_buffer::contents(raw(args[1]))?
+    } else {
+        expect_string(raw(args[1]))?
+    };
     let flags: i32 = match args.get(2) {
         Some(v) if !v.is_nil() => TryConvert::try_convert(*v)?,
         _ => 0,

@@ -6,6 +6,7 @@
 //! - `fiber_scheduler.rs`: `Polyphony::FiberScheduler`'s hot hooks;
 //! - `io.rs`: `IO#__write_fast__` and private helpers;
 //! - `kernel.rs`: `snooze`, `suspend`, `sleep`;
+//! - `raw_buffer.rs`: `Polyphony.__with_raw_buffer__` and its helpers;
 //! - `thread.rs`: `Thread#backend`.
 //!
 //! The Ruby methods that native code calls back are listed in
@@ -17,6 +18,7 @@ pub mod fiber_scheduler;
 pub mod hooks;
 pub mod io;
 pub mod kernel;
+pub mod raw_buffer;
 pub mod thread;
 
 use magnus::{Error, Ruby};
@@ -30,5 +32,6 @@ pub fn init(ruby: &Ruby) -> Result<(), Error> {
     kernel::init(ruby)?;
     thread::init(ruby)?;
     hooks::init(polyphony)?;
+    raw_buffer::init(polyphony)?;
     Ok(())
 }
