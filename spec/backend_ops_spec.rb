@@ -43,9 +43,10 @@ RSpec.describe 'Backend operations (P2)' do
         expect(backend.recv(b, buf, 16)).to be_nil
       end
       stale = Polyphony.__with_raw_buffer__(8) { |h| h }
-      expect { Polyphony.__raw_buffer_size__(stale) }.to raise_error(ArgumentError)
-      expect { backend.write(pipe[1], stale) }.to raise_error(ArgumentError)
-      expect { Polyphony.__raw_buffer_get__(-1) }.to raise_error(ArgumentError)
+      expect { Polyphony.__raw_buffer_size__(stale) }.to raise_error(TypeError, /not a raw buffer handle/)
+      expect { backend.write(pipe[1], stale) }.to raise_error(TypeError)
+      expect { backend.read(pipe[0], stale, 1) }.to raise_error(TypeError)
+      expect { Polyphony.__raw_buffer_get__(-1) }.to raise_error(TypeError)
       expect { Polyphony.__raw_buffer_get__('x') }.to raise_error(TypeError)
       expect { Polyphony.__with_raw_buffer__(-1) { } }.to raise_error(ArgumentError)
       expect { Polyphony.__with_raw_buffer__(1 << 40) { } }.to raise_error(ArgumentError)
@@ -72,7 +73,8 @@ RSpec.describe 'Backend operations (P2)' do
     expect { backend.chain([:write, w, 'never'], [:bogus, 1]) }
       .to raise_error(RuntimeError, 'Invalid op specified or bad op arity')
     expect { backend.chain([:send, a, 'x']) }.to raise_error(RuntimeError)
-    expect { backend.chain(:write) }.to raise_error(RuntimeError)
+    expect { backend.chain(:write) }.to raise_error(TypeError)
+    expect { backend.chain([]) }.to raise_error(RuntimeError)
     w.close
     expect(r.read).to eq('')
   ensure
@@ -86,6 +88,9 @@ RSpec.describe 'Backend operations (P2)' do
     expect(backend.sendv(a, [], 0)).to be_nil
     expect(Polyphony.backend_sendv(a, ['x'], 0)).to eq(1)
     expect { backend.sendv(a, 'x', 0) }.to raise_error(TypeError)
+    expect { backend.sendv(nil, ['x'], 0) }.to raise_error(TypeError)
+    expect { backend.sendmsg(a, nil, 0, nil, nil) }.to raise_error(TypeError)
+    expect { backend.recvmsg(:nope, nil, 1, 0, 0, nil, nil) }.to raise_error(TypeError)
   ensure
     [a, b].each { |s| s&.close }
   end
@@ -140,5 +145,7 @@ RSpec.describe 'Backend operations (P2)' do
     expect(r.nonblock?).to be(false)
     Polyphony.backend_verify_blocking_mode(r, false)
     expect(r.nonblock?).to be(true)
+    expect { Polyphony.backend_verify_blocking_mode(nil, true) }.to raise_error(TypeError)
+    expect { Polyphony.backend_verify_blocking_mode(IO.pipe.each(&:close)[0], true) }.to raise_error(IOError)
   end
 end

@@ -13,11 +13,13 @@ module Polyphony
 
     # Runs `[:write, io, str]`, `[:send, io, str, flags]` and
     # `[:splice, src, dest, maxlen]` in order; the last one's result (nil
-    # for none). Every op is checked before any runs: RuntimeError "Invalid
-    # op specified or bad op arity" otherwise.
+    # for none). Every op is checked before any runs: an op that is not an
+    # Array raises TypeError, an unknown op or arity RuntimeError "Invalid
+    # op specified or bad op arity" (Polyphony's error).
     def chain(*ops)
       ops.each do |op|
-        next if op.is_a?(Array) && CHAIN_OPS[op.first] == op.size
+        Kernel.raise TypeError, "expected an op Array, got #{op.class}" unless op.is_a?(Array)
+        next if CHAIN_OPS[op.first] == op.size
 
         Kernel.raise RuntimeError, 'Invalid op specified or bad op arity'
       end
@@ -27,6 +29,7 @@ module Polyphony
     # Sends the Strings of `array` as one message; the bytes sent, or nil
     # for an empty array.
     def sendv(io, array, flags = 0)
+      __socket__(io)
       Kernel.raise TypeError, "expected an Array, got #{array.class}" unless array.is_a?(Array)
       return nil if array.empty?
 
@@ -37,6 +40,8 @@ module Polyphony
     # Addrinfo, if given); control messages are not supported (ignored).
     # The bytes sent.
     def sendmsg(io, str, flags = 0, dest_sockaddr = nil, _controls = nil)
+      __socket__(io)
+      str = String.try_convert(str) || Kernel.raise(TypeError, "expected a String, got #{str.class}")
       loop do
         n = io.sendmsg_nonblock(str, flags || 0, dest_sockaddr, exception: false)
         return n unless n == :wait_writable
@@ -51,14 +56,13 @@ module Polyphony
     # socket). Control data is not supported.
     # rubocop:disable Metrics/ParameterLists (the signature is Polyphony's)
     def recvmsg(io, buffer, maxlen, pos = -1, flags = 0, _maxcontrollen = nil, _opts = nil)
-      loop do
-        r = io.recvmsg_nonblock(maxlen, flags || 0, exception: false)
-        next wait_io(io, false) if r == :wait_readable
-        return nil if r.nil? || (r[0].empty? && io.local_address.socktype == ::Socket::SOCK_STREAM)
+      __socket__(io)
+      Kernel.raise TypeError, "expected a String buffer, got #{buffer.class}" unless buffer.nil? || buffer.is_a?(String)
+      r = __recvmsg__(io, maxlen, flags || 0)
+      return nil unless r
 
-        data, addr, rflags = r
-        return [__put__(buffer, data, pos), __addr_array__(addr), rflags]
-      end
+      data, addr, rflags = r
+      [__put__(buffer, data, pos), __addr_array__(addr), rflags]
     end
 
     # Splices `src` to `dest` in chunks of at most `chunk_size` bytes,
@@ -86,6 +90,25 @@ module Polyphony
 
     private
 
+    # `io` if it is an open socket; TypeError or IOError otherwise.
+    def __socket__(io)
+      Kernel.raise TypeError, "expected a socket, got #{io.class}" unless io.is_a?(BasicSocket)
+      Kernel.raise IOError, 'closed stream' if io.closed?
+
+      io
+    end
+
+    # recvmsg_nonblock, waiting for readability; nil at the end of a stream.
+    def __recvmsg__(io, maxlen, flags)
+      loop do
+        r = io.recvmsg_nonblock(maxlen, flags, exception: false)
+        next wait_io(io, false) if r == :wait_readable
+        return nil if r.nil? || (r[0].empty? && io.local_address.socktype == ::Socket::SOCK_STREAM)
+
+        return r
+      end
+    end
+
     def __write_part__(dest, part, len)
       part = part.call(len) if part.respond_to?(:call)
       write(dest, part) if part
@@ -112,6 +135,7 @@ module Polyphony
     # mode, remembering it in `@blocking_mode`. Returns io.
     def backend_verify_blocking_mode(io, blocking)
       require 'io/nonblock'
+      Kernel.raise TypeError, "expected an IO, got #{io.class}" unless io.is_a?(IO)
       return io if io.instance_variable_get(:@blocking_mode) == blocking
 
       io.nonblock = !blocking

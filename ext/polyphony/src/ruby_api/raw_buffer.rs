@@ -3,8 +3,8 @@
 //! `Backend#read`/`recv`/`write`/`send` accept where a String buffer goes;
 //! `__raw_buffer_get__`, `__raw_buffer_set__` and `__raw_buffer_size__`
 //! read and fill it. A handle is a number from a counter, looked up in a
-//! table: one that is not (or no longer) lent raises ArgumentError, it is
-//! never dereferenced.
+//! table: an Integer that is not (or no longer) a lent buffer's handle
+//! raises TypeError (it is not a buffer), it is never dereferenced.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -37,14 +37,14 @@ fn handle_of(v: VALUE) -> Result<u64, rt::Error> {
         return Err(rt::type_error("a raw buffer handle is an Integer"));
     }
     let h: i64 = TryConvert::try_convert(val(v))?;
-    u64::try_from(h).map_err(|_| rt::arg_error(format!("invalid raw buffer handle {h}")))
+    u64::try_from(h).map_err(|_| rt::type_error(format!("{h} is not a raw buffer handle")))
 }
 
 /// Runs `f` on the buffer `handle` names (ArgumentError if none).
 fn with_buffer<R>(handle: VALUE, f: impl FnOnce(&mut RawBuffer) -> R) -> Result<R, rt::Error> {
     let h = handle_of(handle)?;
     with_table(|t, _| t.get_mut(&h).map(f))
-        .ok_or_else(|| rt::arg_error(format!("invalid raw buffer handle {h}")))
+        .ok_or_else(|| rt::type_error(format!("{h} is not a raw buffer handle")))
 }
 
 /// True if `v` is a raw buffer handle (an Integer where a buffer goes).
