@@ -254,6 +254,15 @@ RSpec.describe 'IO (fiber-aware, stdlib semantics)' do
       expect { r.read_nonblock(10) }.to raise_error(EOFError)
     end
 
+    it "takes Polyphony's positional options Hash too" do
+      r, w = IO.pipe
+      expect(r.read_nonblock(10, nil, { exception: false })).to eq(:wait_readable)
+      expect { r.read_nonblock(10, nil, {}) }.to raise_error(IO::WaitReadable)
+      expect(w.write_nonblock('ab', { exception: false })).to eq(2)
+      expect(w.write_nonblock('cd', {})).to eq(2)
+      expect(r.read_nonblock(10, +'', nil)).to eq('abcd')
+    end
+
     it 'serves buffered bytes first' do
       r, = pipe_with("a\nbc", close: false)
       r.gets

@@ -5,6 +5,21 @@ require 'stringio'
 RSpec.describe 'Subprocesses and fork' do
   let(:env) { { 'POLYPHONY_BACKEND' => ENV.fetch('POLYPHONY_BACKEND', 'auto') } }
 
+  it 'makes a Process::Status from a raw wait result, keeping $?' do
+    pid = fork { exit 7 }
+    pair = backend.waitpid(pid)
+    `true`
+    before = $?
+    status = Process::Status.from_status_array(pair)
+    expect(status).to be_a(Process::Status)
+    expect([status.pid, status.exitstatus]).to eq([pid, 7])
+    expect($?.pid).to eq(before.pid)
+    expect(Process::Status.from_status_array([123, 0]).success?).to be(true)
+    expect { Process::Status.from_status_array(nil) }.to raise_error(TypeError)
+    expect { Process::Status.from_status_array([1]) }.to raise_error(TypeError)
+    expect { Process::Status.from_status_array(['x', 0]) }.to raise_error(TypeError)
+  end
+
   describe 'waiting for children' do
     # Overlap, not elapsed time, shows concurrency: spawning is thread-blocking
     # and takes longer in a process with many mappings (fiber stacks).

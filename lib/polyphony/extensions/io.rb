@@ -50,7 +50,7 @@ class ::IO
 
   # The stock methods, for code that wants them.
   %i[read write readpartial gets each_line getc getbyte ungetc ungetbyte
-     read_nonblock readline readlines readchar readbyte each_char each_byte
+     read_nonblock write_nonblock readline readlines readchar readbyte each_char each_byte
      eof? wait_readable wait_writable close close_read reopen puts pos seek pos= rewind].each do |m|
     alias_method :"orig_#{m}", m unless method_defined?(:"orig_#{m}")
   end
@@ -99,11 +99,21 @@ class ::IO
   # the stock `read_nonblock`, which raises `IO::WaitReadable` — or returns
   # `:wait_readable` with `exception: false` — when nothing is available, and
   # returns `nil` at EOF with `exception: false`.
-  def read_nonblock(maxlen, buf = nil, exception: true)
+  # (A third positional Hash, Polyphony's `_opts`, may carry `exception:`
+  # too.)
+  def read_nonblock(maxlen, buf = nil, opts = nil, exception: true)
+    exception = opts.fetch(:exception, exception) if opts.is_a?(Hash)
     maxlen = __check_length__(maxlen)
     return __deliver__(__take_bytes__(maxlen), buf, 0) if __buffered? && maxlen.positive?
 
     orig_read_nonblock(maxlen, buf, exception: exception)
+  end
+
+  # Stock `write_nonblock`; a positional Hash (Polyphony's `_opts`) may
+  # carry `exception:` too.
+  def write_nonblock(str, opts = nil, exception: true)
+    exception = opts.fetch(:exception, exception) if opts.is_a?(Hash)
+    orig_write_nonblock(str, exception: exception)
   end
 
   # Writes every byte of every argument; returns the total byte count.

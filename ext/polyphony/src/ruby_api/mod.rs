@@ -6,6 +6,7 @@
 //! - `fiber_scheduler.rs`: `Polyphony::FiberScheduler`'s hot hooks;
 //! - `io.rs`: `IO#__write_fast__` and private helpers;
 //! - `kernel.rs`: `snooze`, `suspend`, `sleep`;
+//! - `process.rs`: `Process::Status.from_status_array`;
 //! - `raw_buffer.rs`: `Polyphony.__with_raw_buffer__` and its helpers;
 //! - `thread.rs`: `Thread#backend`.
 //!
@@ -18,6 +19,7 @@ pub mod fiber_scheduler;
 pub mod hooks;
 pub mod io;
 pub mod kernel;
+pub mod process;
 pub mod raw_buffer;
 pub mod thread;
 
@@ -30,6 +32,7 @@ pub fn init(ruby: &Ruby) -> Result<(), Error> {
     fiber_scheduler::init(ruby, polyphony)?;
     io::init(ruby)?;
     kernel::init(ruby)?;
+    process::init(ruby)?;
     thread::init(ruby)?;
     hooks::init(polyphony)?;
     raw_buffer::init(polyphony)?;
