@@ -143,6 +143,50 @@ RSpec.describe 'IO (fiber-aware, stdlib semantics)' do
     end
   end
 
+  it 'reads a Tempfile back after reopening it' do
+    require 'tempfile'
+    t = Tempfile.new('polyphony')
+    t.write("hello tempfile\nsecond")
+    t.open
+    expect(t.gets).to eq("hello tempfile\n")
+    expect(t.read).to eq('second')
+    t << 'more'
+    t.flush
+    t.open
+    expect(t.read).to eq("hello tempfile\nsecondmore") # as stock Ruby: reopened from the start
+  ensure
+    t&.close!
+  end
+
+  it 'Kernel#gets reads the files named in ARGV in turn, then $stdin' do
+    dir = Dir.mktmpdir
+    a = File.join(dir, 'a.txt')
+    b = File.join(dir, 'b.txt')
+    File.write(a, "a1\na2\n")
+    File.write(b, 'b1')
+    code = <<~RUBY
+      require 'polyphony'
+      ARGV.replace(#{[a, b, a].inspect})
+      lines = []
+      while (line = gets)
+        lines << line
+      end
+      p lines
+      ARGV.replace([#{File.join(dir, 'missing').inspect}])
+      begin
+        gets
+      rescue Errno::ENOENT
+        puts 'ENOENT'
+      end
+    RUBY
+    out, err, status = run_ruby(code, stdin: "from stdin\n")
+    expect(err).to eq('')
+    expect(status).to be_success
+    expect(out).to eq(%(["a1\\n", "a2\\n", "b1", "a1\\n", "a2\\n", "from stdin\\n"]\nENOENT\n))
+  ensure
+    FileUtils.rm_rf(dir) if dir
+  end
+
   describe '#gets and friends' do
     it 'returns lines, and the unterminated last line (differences.md: unterminated last line)' do
       r, = pipe_with("a\nb\nc")

@@ -89,4 +89,28 @@ RSpec.describe 'supervise' do
     expect { supervise(restart: :sometimes) }.to raise_error(ArgumentError)
     expect { supervise(bogus: 1) }.to raise_error(ArgumentError)
   end
+
+  it 'wakes what waits on a fiber in the order it started waiting: a supervisor before a later await' do
+    order = []
+    f = spin { sleep 0.02; :done }
+    sup = spin { supervise(f) { |_fiber, result| order << [:supervisor, result] } }
+    snooze
+    awaiter = spin { order << [:awaiter, f.await] }
+    snooze
+    awaiter.await
+    snooze
+    expect(order).to eq([%i[supervisor done], %i[awaiter done]])
+
+    # And the other way round: an await that started first is woken first.
+    order.clear
+    g = spin { sleep 0.02; :again }
+    first = spin { order << [:awaiter, g.await] }
+    snooze
+    watcher = spin { g.__add_monitor__(Fiber.current); order << [:monitor, Fiber.current.monitor_mailbox.shift.last] }
+    first.await
+    watcher.await
+    expect(order).to eq([%i[awaiter again], %i[monitor again]])
+  ensure
+    sup&.stop
+  end
 end

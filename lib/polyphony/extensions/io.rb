@@ -709,14 +709,25 @@ class ::IO
   end
 end
 
-# `Kernel#gets` reads `$stdin` (fiber-aware) when there are no file
-# arguments, as `ARGF` would.
+# `Kernel#gets`: with file names in `ARGV`, their lines in turn (stock
+# `ARGF`: every line of every file, a file named twice read twice, a missing
+# one raising `Errno::ENOENT`), then `$stdin`; without, `$stdin`
+# (fiber-aware).
 module Kernel
   alias orig_gets gets unless method_defined?(:orig_gets)
 
-  def gets(*args, **opts)
-    return orig_gets(*args, **opts) unless ARGV.empty?
+  # Whether ARGF is in the middle of the files named in ARGV (it takes each
+  # name off ARGV when it opens the file, so ARGV alone does not tell).
+  ARGF_READING = [false] # rubocop:disable Style/MutableConstant
 
+  def gets(*args, **opts)
+    if ARGF_READING[0] || !ARGV.empty?
+      ARGF_READING[0] = true
+      line = orig_gets(*args, **opts)
+      return line if line
+
+      ARGF_READING[0] = false
+    end
     $stdin.gets(*args, **opts)
   end
   module_function :gets

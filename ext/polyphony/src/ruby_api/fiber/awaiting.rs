@@ -30,6 +30,8 @@ use crate::rt::{call, is_array, is_exception, is_nil, raise_if_exception, raw, v
 /// touched with the GVL held.
 pub struct AwaitCtx {
     awaiter: VALUE,
+    /// When the await started (`state::wait_seq`).
+    pub(super) seq: u64,
     pending: Cell<usize>,
     /// The first awaited fiber that finished with an exception, or nil.
     failed: Cell<VALUE>,
@@ -125,27 +127,31 @@ impl Awaiters {
     }
 }
 
-/// Called when `fiber` finished with `result`: counts it down in every await
-/// waiting for it, waking the awaiters that are done. Returns true if
-/// `parent` was one of them (it then gets an error from `await`, not as an
-/// asynchronous raise).
-pub fn notify(fiber: VALUE, st: &FiberState, result: VALUE, parent: VALUE) -> Result<bool, Error> {
-    let list = st.awaiters.take_all();
-    let mut by_parent = false;
-    let failed = is_exception(result);
-    for ctx in list {
-        by_parent |= ctx.awaiter == parent;
-        ctx.pending.set(ctx.pending.get().saturating_sub(1));
-        let mut wake = ctx.pending.get() == 0;
-        if failed && is_nil(ctx.failed.get()) {
-            ctx.failed.set(fiber);
-            wake = true;
-        }
-        if wake && ctx.parked.get() {
-            crate::ruby_api::fiber::schedule(ctx.awaiter, QNIL, false)?;
-        }
+/// The awaits waiting for a fiber that finished (they are notified one by
+/// one, in the order everything waiting on it started: see `finalize`).
+pub fn take(st: &FiberState) -> Vec<Arc<AwaitCtx>> {
+    st.awaiters.take_all().collect()
+}
+
+/// Counts `fiber`, finished with `result`, down in the await `ctx`, waking
+/// its awaiter if the await is done. True if the awaiter is `parent` (it
+/// then gets an error from `await`, not as an asynchronous raise).
+pub fn notify_one(
+    ctx: &AwaitCtx,
+    fiber: VALUE,
+    result: VALUE,
+    parent: VALUE,
+) -> Result<bool, Error> {
+    ctx.pending.set(ctx.pending.get().saturating_sub(1));
+    let mut wake = ctx.pending.get() == 0;
+    if is_exception(result) && is_nil(ctx.failed.get()) {
+        ctx.failed.set(fiber);
+        wake = true;
     }
-    Ok(by_parent)
+    if wake && ctx.parked.get() {
+        crate::ruby_api::fiber::schedule(ctx.awaiter, QNIL, false)?;
+    }
+    Ok(ctx.awaiter == parent)
 }
 
 /// Parks until `done` holds, raising a scheduled exception.
@@ -191,6 +197,7 @@ fn await_all(ary: VALUE) -> Result<Vec<Handle<FiberState>>, Error> {
     }
     let ctx = Arc::new(AwaitCtx {
         awaiter: cur,
+        seq: super::state::wait_seq(),
         pending: Cell::new(0),
         failed: Cell::new(QNIL),
         parked: Cell::new(false),

@@ -194,19 +194,36 @@ pub(super) fn finalize(
         }
     }
     let parent = st.parent.get();
-    let awaited_by_parent = awaiting::notify(fiber, st, result, parent)?;
-    let mut monitors = Vec::new();
-    st.each_monitor(|m| monitors.push(m));
-    for m in &monitors {
-        // SAFETY: GVL held; a new Array of live values, no `RefCell` borrow held.
-        let msg = unsafe {
-            let a = rb_sys::rb_ary_new_capa(2);
-            rb_sys::rb_ary_push(a, fiber);
-            rb_sys::rb_ary_push(a, result);
-            a
-        };
-        let mb = monitor_mailbox(*m)?;
-        call(mb, id!("push"), &[msg])?;
+    // Everything waiting on the fiber is woken in the order it started
+    // waiting: awaits and monitors (supervisors among them) alike.
+    enum Waiter {
+        Await(std::sync::Arc<awaiting::AwaitCtx>),
+        Monitor(VALUE),
+    }
+    let mut waiters: Vec<(u64, Waiter)> = awaiting::take(st)
+        .into_iter()
+        .map(|c| (c.seq, Waiter::Await(c)))
+        .collect();
+    st.each_monitor_seq(|m, seq| waiters.push((seq, Waiter::Monitor(m))));
+    waiters.sort_by_key(|(seq, _)| *seq);
+    let mut awaited_by_parent = false;
+    for (_, w) in &waiters {
+        match w {
+            Waiter::Await(ctx) => {
+                awaited_by_parent |= awaiting::notify_one(ctx, fiber, result, parent)?
+            }
+            Waiter::Monitor(m) => {
+                // SAFETY: GVL held; a new Array of live values, no `RefCell` borrow held.
+                let msg = unsafe {
+                    let a = rb_sys::rb_ary_new_capa(2);
+                    rb_sys::rb_ary_push(a, fiber);
+                    rb_sys::rb_ary_push(a, result);
+                    a
+                };
+                let mb = monitor_mailbox(*m)?;
+                call(mb, id!("push"), &[msg])?;
+            }
+        }
     }
     st.unlink();
     if !is_nil(parent) && uncaught && !awaited_by_parent && !st.has_monitor(parent) {

@@ -55,6 +55,8 @@ pub struct FiberState {
     /// The first monitor inline (the common case: one monitoring fiber),
     /// the others in a Hash.
     pub(super) monitor: Cell<VALUE>,
+    /// When `monitor` started watching (see `wait_seq`).
+    pub(super) monitor_seq: Cell<u64>,
     pub(super) monitors: Cell<VALUE>,
     pub(super) mailbox: Cell<VALUE>,
     pub(super) monitor_mailbox: Cell<VALUE>,
@@ -114,6 +116,7 @@ impl FiberState {
             next: Cell::new(QNIL),
             awaiters: Default::default(),
             monitor: Cell::new(QNIL),
+            monitor_seq: Cell::new(0),
             monitors: Cell::new(QNIL),
             mailbox: Cell::new(QNIL),
             monitor_mailbox: Cell::new(QNIL),
@@ -141,14 +144,29 @@ impl FiberState {
     }
 
     pub(super) fn each_monitor(&self, mut f: impl FnMut(VALUE)) {
+        self.each_monitor_seq(|m, _| f(m));
+    }
+
+    /// Every monitor with the sequence number of when it started watching
+    /// (the extra monitors' numbers are their Hash values).
+    pub(super) fn each_monitor_seq(&self, mut f: impl FnMut(VALUE, u64)) {
         let m = self.monitor.get();
         if !is_nil(m) {
-            f(m);
+            f(m, self.monitor_seq.get());
         }
         let h = self.monitors.get();
         if !is_nil(h) {
             for k in hash_keys(h) {
-                f(k);
+                // SAFETY: GVL held; a lookup in our own Hash, whose values
+                // are Integers this file stores.
+                let v = unsafe { rb_sys::rb_hash_lookup2(h, k, QNIL) };
+                let seq = if rb_sys::FIXNUM_P(v) {
+                    // SAFETY: `v` is a Fixnum (checked).
+                    unsafe { rb_sys::rb_num2long(v) as u64 }
+                } else {
+                    0
+                };
+                f(k, seq);
             }
         }
     }
@@ -167,10 +185,12 @@ impl FiberState {
         if self.has_monitor(fiber) {
             return;
         }
+        let seq = wait_seq();
         let h = self.monitors.get();
         let hash_empty = is_nil(h) || hash_size(h) == 0;
         if is_nil(self.monitor.get()) && hash_empty {
             self.monitor.set(fiber);
+            self.monitor_seq.set(seq);
         } else {
             let h = if is_nil(h) {
                 // SAFETY: GVL held; allocates or updates an object from live values, with no
@@ -183,7 +203,7 @@ impl FiberState {
             };
             // SAFETY: GVL held; allocates or updates an object from live values, with no `RefCell`
             // borrow held (a GC here may mark).
-            unsafe { rb_sys::rb_hash_aset(h, fiber, QTRUE) };
+            unsafe { rb_sys::rb_hash_aset(h, fiber, rb_sys::rb_uint2inum(seq as _)) };
         }
     }
 
@@ -260,6 +280,13 @@ impl FiberState {
         }
         out
     }
+}
+
+/// The next number of a process-wide sequence: when a monitor or an await
+/// started waiting for a fiber. A fiber that ends wakes them in this order.
+pub(super) fn wait_seq() -> u64 {
+    static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 /// The state inside a `FiberState` object (one made by [`attach_state`]).
