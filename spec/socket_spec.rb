@@ -352,3 +352,42 @@ RSpec.describe 'Sockets' do
     expect(replies).to eq(Array.new(5) { |i| "gc #{i}\n" })
   end
 end
+
+RSpec.describe 'Datagram sockets (stdlib forms)' do
+  it 'UDPSocket#recvfrom, #recvmsg, #send and #sendmsg answer as stdlib, parking only the fiber' do
+    server = UDPSocket.new
+    server.bind('127.0.0.1', 0)
+    port = server.local_address.ip_port
+    client = UDPSocket.new
+    ticks = 0
+    ticker = spin { loop { ticks += 1; snooze } }
+    receiver = spin { server.recvfrom(100) }
+    snooze
+    expect(client.send('to addr', 0, '127.0.0.1', port)).to eq(7)
+    data, addr = receiver.await
+    expect(data).to eq('to addr')
+    expect(addr).to eq(['AF_INET', client.local_address.ip_port, '127.0.0.1', '127.0.0.1'])
+    client.connect('127.0.0.1', port)
+    receiver = spin { server.recvmsg(100) }
+    snooze
+    expect(client.sendmsg('by msg')).to eq(6)
+    msg, from, flags = receiver.await
+    expect([msg, from.class, from.ip_port, flags.class]).to eq(['by msg', Addrinfo, client.local_address.ip_port, Integer])
+    expect(ticks).to be > 0
+    ticker.stop
+  ensure
+    [server, client].each { |s| s&.close }
+  end
+
+  it 'Socket#recvmsg on a datagram socket gives [data, Addrinfo, flags]' do
+    sock = Socket.new(:INET, :DGRAM)
+    sock.bind(Addrinfo.udp('127.0.0.1', 0))
+    receiver = spin { sock.recvmsg(50) }
+    snooze
+    UDPSocket.new.tap { |c| c.send('dgram', 0, '127.0.0.1', sock.local_address.ip_port) }.close
+    data, from, = receiver.await
+    expect([data, from.class]).to eq(['dgram', Addrinfo])
+  ensure
+    sock&.close
+  end
+end
