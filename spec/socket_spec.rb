@@ -372,7 +372,8 @@ RSpec.describe 'Datagram sockets (stdlib forms)' do
     snooze
     expect(client.sendmsg('by msg')).to eq(6)
     msg, from, flags = receiver.await
-    expect([msg, from.class, from.ip_port, flags.class]).to eq(['by msg', Addrinfo, client.local_address.ip_port, Integer])
+    expect([msg, from.class, from.ip_port,
+            flags.class]).to eq(['by msg', Addrinfo, client.local_address.ip_port, Integer])
     expect(ticks).to be > 0
     ticker.stop
   ensure
