@@ -40,3 +40,6 @@ end
 
 Polyphony.__replace_stdlib_constants__
 Polyphony.__setup_process__
+
+# IRB reads its input with the stock Kernel#gets.
+require_relative 'polyphony/adapters/irb' if defined?(IRB)

@@ -439,6 +439,19 @@ RSpec.describe 'Constructs' do
   end
 
   describe 'ResourcePool' do
+    it 'allocates a new resource for a fiber instead of waiting for the one another fiber is taking' do
+      n = 0
+      pool = Polyphony::ResourcePool.new(limit: 3) { n += 1 }
+      pool.acquire { nil } # one resource in stock
+      used = []
+      fibers = 3.times.map { spin { pool.acquire { |r| used << r; sleep 0.05 } } }
+      t0 = Process.clock_gettime(Process::CLOCK_MONOTONIC)
+      Fiber.await(fibers)
+      expect(used.sort).to eq([1, 2, 3])
+      expect(pool.size).to eq(3)
+      expect(Process.clock_gettime(Process::CLOCK_MONOTONIC) - t0).to be < 0.14
+    end
+
     it 'allocates lazily up to the limit and shares resources FIFO' do
       n = 0
       pool = Polyphony::ResourcePool.new(limit: 2) { n += 1 }

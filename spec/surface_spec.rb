@@ -5,6 +5,10 @@ require 'openssl'
 require 'open3'
 require 'polyphony/core/debug'
 require 'polyphony/core/channel'
+require 'polyphony/adapters/postgres'
+require 'polyphony/adapters/mysql2'
+require 'polyphony/adapters/sequel'
+require 'polyphony/adapters/readline'
 
 # The public surface of Polyphony 1.6's API, area by area (the method index
 # of the contract, in the repository as this list): every entry must exist,
@@ -179,6 +183,13 @@ RSpec.describe 'The API surface' do
     'Polyphony::TimeoutException' => nil, 'Exception.__disable_sanitized_backtrace__' => [0, 0],
     'Exception.__disable_sanitized_backtrace__=' => [1, 1], 'Exception#raising_fiber' => [0, 0],
     'Exception#backtrace' => [0, 0], 'Exception#invoke' => [0, 0], 'Exception::POLYPHONY_DIR' => nil,
+    # J. Adapters (loaded by the adapters' own specs; here their entry points)
+    'Polyphony::FiberConnectionPool#hold' => [0, 1], 'Polyphony::FiberConnectionPool#size' => [0, 0],
+    'Polyphony::FiberConnectionPool#max_size' => [0, 0], 'Polyphony::FiberConnectionPool#preconnect' => [0, 1],
+    'Mysql2::Client#query' => [1, 1], 'PG.connect' => [0, nil], 'PG.connect_async' => [0, nil],
+    'PG.connect_sync' => [0, nil], 'PG::Connection#async_exec' => [1, nil], 'PG::Connection#get_result' => [0, 0],
+    'PG::Connection#block' => [0, 1], 'PG::Connection#transaction' => [0, 0],
+    'PG::Connection#wait_for_notify' => [0, 1], 'Readline.readline' => [0, 2],
     # K. Debugging and tracing
     'Polyphony::Trace.start_event_firehose' => [0, 1], 'Polyphony.start_debug_server' => nil
   }.freeze

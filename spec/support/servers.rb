@@ -4,8 +4,8 @@ require 'socket'
 require 'tmpdir'
 require 'fileutils'
 
-# Throwaway PostgreSQL and Redis servers on loopback for the specs that talk
-# to real servers (spec/adapters_spec.rb). Each starts on first use and is
+# Throwaway PostgreSQL, Redis and MariaDB servers on loopback for the specs
+# that talk to real servers (spec/adapters_spec.rb, spec/fiber_scheduler_spec.rb). Each starts on first use and is
 # stopped when the suite ends. A server that cannot start raises with its
 # log: such specs fail, they are never skipped.
 module TestServers
@@ -27,6 +27,7 @@ module TestServers
 
       stop_postgres
       stop_redis
+      stop_mariadb
     end
 
     private

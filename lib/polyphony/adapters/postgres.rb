@@ -9,3 +9,19 @@ require 'polyphony'
 require 'pg'
 
 PG::Connection.async_api = true if PG::Connection.respond_to?(:async_api=)
+
+# `PG.connect_async(...)`: a connection made without blocking the thread
+# (pg's asynchronous connect, waiting through the backend); `PG.connect` is
+# the same once this file is loaded. `PG.connect_sync(...)`: pg's blocking
+# `connect_start`/`connect_poll` loop, for code that must not switch fibers.
+module PG
+  class << self
+    def connect_async(*args, **opts)
+      PG::Connection.async_connect(*args, **opts)
+    end
+
+    def connect_sync(*args, **opts)
+      PG::Connection.sync_connect(*args, **opts)
+    end
+  end
+end

@@ -63,8 +63,13 @@ module Polyphony
 
     private
 
+    # An idle resource (taken without a switch: a blocking `shift` is a
+    # switchpoint, and another fiber checking out meanwhile would see the
+    # stock still full and wait instead of allocating), else a new one while
+    # under the limit, else the next one given back.
     def checkout
-      return @stock.shift unless @stock.empty? && @size < @limit
+      return @stock.shift(true) unless @stock.empty?
+      return @stock.shift if @size >= @limit
 
       @size += 1
       allocate
