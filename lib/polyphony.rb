@@ -32,6 +32,7 @@ require_relative 'polyphony/extensions/process'
 require_relative 'polyphony/extensions/kernel'
 require_relative 'polyphony/core/stdlib_constants'
 require_relative 'polyphony/core/process_setup'
+require_relative 'polyphony/core/debug_server'
 
 # Fine-grained structured concurrency on fibers, with a native (Rust)
 # io_uring/epoll backend per thread.
