@@ -17,12 +17,14 @@ RSpec.describe 'Bad input at the native boundary (fuzz)' do
   allowed = /\A(ok|timeout|ArgumentError|TypeError|RangeError|FloatDomainError|IOError|EOFError|
               Errno::\w+|ThreadError|FiberError|FrozenError|LocalJumpError|ClosedQueueError|
               Polyphony::Pipe::ClosedPipeError)\z/x
-  # Where the API documents RuntimeError for bad input: `Backend#chain` with
-  # an unknown op or arity ("Invalid op specified or bad op arity", as
-  # Polyphony's).
-  runtime_error_allowed = /\A\w+ Backend#chain /
+  # Where the API documents RuntimeError for bad input (as Polyphony's):
+  # `Backend#chain` with an unknown op or arity ("Invalid op specified or
+  # bad op arity"), and the compression functions ("Unsupported read
+  # method", "Unsupported write method", "Invalid gzip header", "zlib
+  # error: ...").
+  runtime_error_allowed = /\A\w+ (Backend#chain|IO\.#(gzip|gunzip|deflate|inflate)) /
 
-  [%w[backend], %w[module], %w[fiber], %w[kernel], %w[constructs], %w[backend gc_stress]].each do |args|
+  [%w[backend], %w[module], %w[fiber], %w[kernel], %w[constructs], %w[io], %w[backend gc_stress]].each do |args|
     it "raises only documented exceptions for bad input (#{args.join(', ')})" do
       out, err, status = Open3.capture3(
         { 'POLYPHONY_BACKEND' => backend.kind.to_s },

@@ -118,6 +118,12 @@ when 'kernel'
               throttled_loop receive receive_all_pending supervise]
   # Private, as in Kernel: called the way programs call them.
   fuzz('Kernel', kernel, -> { Object.new }, call: :__send__)
+when 'io'
+  # IO's class methods that take IOs, Strings or callables (not the ones
+  # that take paths or commands: bad input there names real files).
+  fuzz('IO.', %i[gzip gunzip deflate inflate http1_splice_chunked splice double_splice tee], -> { IO })
+  fuzz('Polyphony.', %i[__with_raw_buffer__ __raw_buffer_get__ __raw_buffer_set__ __raw_buffer_size__],
+       -> { Polyphony })
 when 'constructs'
   {
     'Queue' => -> { Polyphony::Queue.new },
