@@ -58,6 +58,19 @@ RSpec.describe 'Streaming compression and chunking' do
     expect(out.b).to eq(data.b)
   end
 
+  it 'computes CRC-32 as Zlib does, and streams natively' do
+    expect(Polyphony::Compression.crc32('hello' * 1000)).to eq(Zlib.crc32('hello' * 1000))
+    expect(Polyphony::Compression.crc32('def', Polyphony::Compression.crc32('abc'))).to eq(Zlib.crc32('abcdef'))
+    expect { Polyphony::Compression.crc32(nil) }.to raise_error(TypeError)
+    d = Polyphony::Compression::Deflater.new(false)
+    packed = d.deflate(data) + d.finish
+    expect(Zlib::Inflate.inflate(packed).b).to eq(data.b)
+    i = Polyphony::Compression::Inflater.new(false)
+    expect(i.inflate("#{packed}trailing").b).to eq(data.b)
+    expect(i.finished?).to be(true)
+    expect(i.total_in).to eq(packed.bytesize)
+  end
+
   it 'raises the documented errors for bad input' do
     expect { IO.gunzip('not gzip at all', +'') }.to raise_error(RuntimeError, 'Invalid gzip header')
     expect { IO.inflate('garbage!', +'') }.to raise_error(RuntimeError, /zlib error/)

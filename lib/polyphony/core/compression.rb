@@ -1,12 +1,12 @@
 # frozen_string_literal: true
 
-require 'zlib'
-
 module Polyphony
   # Streaming compression and HTTP chunking between IOs, Pipes, Strings and
   # callables (`IO.gzip`, `IO.gunzip`, `IO.deflate`, `IO.inflate`,
-  # `IO.http1_splice_chunked`). The compression is Ruby's Zlib, which is the
-  # system's C zlib: the work is done in C, Ruby only moves 16 KiB chunks.
+  # `IO.http1_splice_chunked`). The compression is native
+  # (`Compression::Deflater`/`Inflater`, ext/polyphony/src/ruby_api/
+  # compression.rs, on zlib-rs: about twice Ruby's Zlib, bench/README.md);
+  # Ruby only moves 16 KiB chunks.
   # Reads and writes go through the fiber-aware IO methods, so only the
   # calling fiber waits.
   module Compression
@@ -20,19 +20,15 @@ module Polyphony
         sink << GzipHeader.make(opts)
         crc = 0
         size = 0
-        z = Zlib::Deflate.new(Zlib::DEFAULT_COMPRESSION, -Zlib::MAX_WBITS)
+        z = Deflater.new(true)
         while (chunk = source.read)
-          crc = Zlib.crc32(chunk, crc)
+          crc = Compression.crc32(chunk, crc)
           size += chunk.bytesize
           sink << z.deflate(chunk)
         end
         sink << z.finish
         sink << [crc, size & 0xffffffff].pack('VV')
         sink.count
-      rescue Zlib::Error => e
-        Kernel.raise RuntimeError, "zlib error: #{e.message}"
-      ensure
-        z&.close
       end
 
       def gunzip(src, dest, info = nil)
@@ -40,41 +36,29 @@ module Polyphony
         sink = ChunkSink.new(dest)
         header = GzipHeader.read(source)
         GzipHeader.fill_info(info, header) if info.is_a?(Hash)
-        z = Zlib::Inflate.new(-Zlib::MAX_WBITS)
+        z = Inflater.new(true)
         inflate_member(source, sink, z)
         source.read_exactly(8) # CRC and size (not verified)
         sink.count
-      rescue Zlib::Error => e
-        Kernel.raise RuntimeError, "zlib error: #{e.message}"
-      ensure
-        z&.close
       end
 
       def deflate(src, dest)
         source = ChunkSource.new(src)
         sink = ChunkSink.new(dest)
-        z = Zlib::Deflate.new
+        z = Deflater.new(false)
         while (chunk = source.read)
           sink << z.deflate(chunk)
         end
         sink << z.finish
         sink.count
-      rescue Zlib::Error => e
-        Kernel.raise RuntimeError, "zlib error: #{e.message}"
-      ensure
-        z&.close
       end
 
       def inflate(src, dest)
         source = ChunkSource.new(src)
         sink = ChunkSink.new(dest)
-        z = Zlib::Inflate.new
+        z = Inflater.new(false)
         inflate_member(source, sink, z)
         sink.count
-      rescue Zlib::Error => e
-        Kernel.raise RuntimeError, "zlib error: #{e.message}"
-      ensure
-        z&.close
       end
 
       # HTTP/1.1 chunked encoding of everything `src` has, to `dest`.
@@ -121,6 +105,8 @@ module Polyphony
     FCOMMENT = 0x10
     FEXTRA = 0x04
     FHCRC = 0x02
+    # The OS byte of the headers written (3: Unix, as zlib's on Linux).
+    OS_UNIX = 3
 
     module_function
 
@@ -131,7 +117,7 @@ module Polyphony
       flags = 0
       flags |= FNAME if opts[:orig_name]
       flags |= FCOMMENT if opts[:comment]
-      header = MAGIC + [8, flags, mtime & 0xffffffff, 0, Zlib::OS_CODE].pack('CCVCC')
+      header = MAGIC + [8, flags, mtime & 0xffffffff, 0, OS_UNIX].pack('CCVCC')
       header << "#{opts[:orig_name]}\0".b if opts[:orig_name]
       header << "#{opts[:comment]}\0".b if opts[:comment]
       header

@@ -2,6 +2,7 @@
 //! each: argument conversion and method tables over `core/`.
 //!
 //! - `backend.rs`: `Polyphony::Backend` (and `Polyphony::Backend::Kept`);
+//! - `compression.rs`: the deflate/inflate streams of `IO.gzip` & co.;
 //! - `fiber/`: `Fiber`'s native methods and Polyphony's per-fiber state;
 //! - `fiber_scheduler.rs`: `Polyphony::FiberScheduler`'s hot hooks;
 //! - `io.rs`: `IO#__write_fast__` and private helpers;
@@ -14,6 +15,7 @@
 //! `hooks.rs` (and docs/architecture.md).
 
 pub mod backend;
+pub mod compression;
 pub mod fiber;
 pub mod fiber_scheduler;
 pub mod hooks;
@@ -28,6 +30,7 @@ use magnus::{Error, Ruby};
 pub fn init(ruby: &Ruby) -> Result<(), Error> {
     let polyphony = ruby.define_module("Polyphony")?;
     backend::init(ruby, polyphony)?;
+    compression::init(ruby, polyphony)?;
     fiber::init(ruby, polyphony)?;
     fiber_scheduler::init(ruby, polyphony)?;
     io::init(ruby)?;
