@@ -101,4 +101,41 @@ RSpec.describe 'Fiber internals' do
     end
     expect(r.await).to eq(3)
   end
+
+  it 'builds a fiber by hand with prepare and run, and finalizes one early' do
+    f = Fiber.new { |v| f.run(v) }
+    expect(f.prepare(:manual, proc { |v| [:got, v] }, nil, Fiber.current)).to equal(f)
+    expect([f.tag, f.parent, f.state]).to eq([:manual, Fiber.current, :runnable])
+    expect(Fiber.current.children).to include(f)
+    expect(f.location).to match(/fiber_internals_spec\.rb/)
+    expect(f.await).to eq([:got, nil])
+    expect(Fiber.current.children).not_to include(f)
+
+    g = Fiber.new { |v| g.run(v) }
+    g.prepare(:failing, proc { raise IOError, 'from a prepared fiber' }, nil, Fiber.current)
+    expect { g.await }.to raise_error(IOError, 'from a prepared fiber')
+
+    watcher = spin { Fiber.current.monitor_mailbox.shift }
+    h = spin do
+      Fiber.current.__add_monitor__(watcher)
+      Fiber.current.finalize(:early)
+      sleep 0.01
+      :late
+    end
+    expect(h.await).to eq(:early)
+    expect(watcher.await).to eq([h, :early])
+  end
+
+  it 'refuses prepare, run and finalize out of turn' do
+    started = spin { :done }
+    started.await
+    expect { started.prepare(:x, proc { }, nil, Fiber.current) }.to raise_error(FiberError)
+    expect { Fiber.current.prepare(:x, proc { }, nil, Fiber.current) }.to raise_error(FiberError)
+    expect { Fiber.new { }.prepare(:x, :not_a_proc, nil, Fiber.current) }.to raise_error(TypeError)
+    expect { Fiber.new { }.prepare(:x, proc { }, nil, :not_a_fiber) }.to raise_error(TypeError)
+    expect { spin { }.run(1) }.to raise_error(FiberError)
+    expect { Fiber.current.run(1) }.to raise_error(FiberError)
+    expect { spin { }.finalize(1) }.to raise_error(FiberError)
+    expect { Fiber.current.finalize(1) }.to raise_error(FiberError) # the main fiber
+  end
 end

@@ -24,7 +24,8 @@ RSpec.describe 'Bad input at the native boundary (fuzz)' do
   # error: ...").
   runtime_error_allowed = /\A\w+ (Backend#chain|IO\.#(gzip|gunzip|deflate|inflate)) /
 
-  [%w[backend], %w[module], %w[fiber], %w[kernel], %w[constructs], %w[io], %w[backend gc_stress]].each do |args|
+  [%w[backend], %w[module], %w[fiber], %w[kernel], %w[constructs], %w[io], %w[io_objects],
+   %w[backend gc_stress]].each do |args|
     it "raises only documented exceptions for bad input (#{args.join(', ')})" do
       out, err, status = Open3.capture3(
         { 'POLYPHONY_BACKEND' => backend.kind.to_s },

@@ -118,6 +118,19 @@ when 'kernel'
               throttled_loop receive receive_all_pending supervise]
   # Private, as in Kernel: called the way programs call them.
   fuzz('Kernel', kernel, -> { Object.new }, call: :__send__)
+when 'io_objects'
+  # The IO, socket and Thread methods the gem defines or patches (by where
+  # they are defined), on live objects.
+  ours = lambda do |klass|
+    klass.public_instance_methods.select do |m|
+      loc = klass.instance_method(m).source_location
+      loc && loc[0].include?('lib/polyphony') && !m.to_s.start_with?('__') && !UNSAFE.include?(m)
+    end.sort
+  end
+  fuzz('IO(r)', ours.call(IO) - %i[reopen], -> { IO.pipe[0] })
+  fuzz('IO(w)', ours.call(IO) - %i[reopen], -> { IO.pipe[1] })
+  fuzz('UNIXSocket', ours.call(UNIXSocket), -> { UNIXSocket.pair[0] })
+  fuzz('Thread', ours.call(Thread) - %i[kill kill_safe terminate exit raise backend=], -> { Thread.new { sleep 0.2 } })
 when 'io'
   # IO's class methods that take IOs, Strings or callables (not the ones
   # that take paths or commands: bad input there names real files).

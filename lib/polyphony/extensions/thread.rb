@@ -118,7 +118,7 @@ class ::Thread
   alias to_s inspect
 
   def idle_gc_period=(period)
-    backend.idle_gc_period = period
+    __backend_or_raise__.idle_gc_period = period
   end
 
   # The same as `setup_fiber_scheduling` (Polyphony's name for it).
@@ -159,6 +159,8 @@ class ::Thread
   # the current thread, the calling fiber lets it run at once. Returns the
   # fiber.
   def schedule_and_wakeup(fiber, value = nil)
+    Kernel.raise TypeError, "expected a Fiber, got #{fiber.class}" unless fiber.is_a?(Fiber)
+
     fiber.schedule_with_priority(value)
     if Thread.current == self
       snooze
@@ -178,7 +180,7 @@ class ::Thread
   end
 
   def on_idle(&block)
-    backend.idle_proc = block
+    __backend_or_raise__.idle_proc = block
   end
 
   class << self
@@ -196,6 +198,12 @@ class ::Thread
   end
 
   private
+
+  # The thread's backend (ThreadError if it has none yet; its methods raise
+  # ThreadError from another thread).
+  def __backend_or_raise__
+    backend || Kernel.raise(ThreadError, 'the thread has no backend yet')
+  end
 
   def __check_current__(name)
     Kernel.raise ThreadError, "#{name} is only for the current thread" unless Thread.current == self

@@ -172,6 +172,11 @@ pub(super) fn finalize(
     mut uncaught: bool,
     jumping: bool,
 ) -> Result<(), Error> {
+    // Once: `Fiber#finalize` may have ended the fiber's life in the tree
+    // before its block returned.
+    if st.running.get() == FINISHED {
+        return Ok(());
+    }
     if st.has_children() && !jumping {
         let u = if uncaught {
             QTRUE
@@ -365,13 +370,27 @@ pub(super) fn spin_child(
     site: VALUE,
     block: VALUE,
 ) -> Result<VALUE, Error> {
-    let backend = Backend::current()?;
     // SAFETY: inside `protect`: what the call raises (or throws) comes back as `Err` instead of
     // unwinding over Rust frames; GVL held, arguments are live objects the caller holds.
     let fiber = protect(|| unsafe {
         let id = id!("new");
         rb_sys::rb_funcall_with_block(consts::fiber(), id, 0, std::ptr::null(), body_proc())
     })?;
+    adopt(fiber, parent, tag, site, block)
+}
+
+/// Makes `fiber` (new, not started) a Polyphony fiber: a child of
+/// `parent` with `tag`, `block` and the spin site `site`, scheduled. What
+/// `spin` does after making the fiber, and `Fiber#prepare` for one made by
+/// hand.
+pub(super) fn adopt(
+    fiber: VALUE,
+    parent: VALUE,
+    tag: VALUE,
+    site: VALUE,
+    block: VALUE,
+) -> Result<VALUE, Error> {
+    let backend = Backend::current()?;
     // SAFETY: GVL held (this runs in a Ruby method of the current thread); no arguments, never
     // raises.
     let st = FiberState::new(unsafe { rb_sys::rb_thread_current() });

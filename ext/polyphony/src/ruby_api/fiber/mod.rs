@@ -131,6 +131,101 @@ fn own_backend(fiber: VALUE) -> Result<Handle<Backend>, Error> {
     Ok(b)
 }
 
+/// `Fiber#prepare(tag, block, caller, parent)`: makes a fiber made by hand
+/// (`f = Fiber.new { |v| f.run(v) }`) a Polyphony fiber, as `spin` does:
+/// tag, block and spin site (`caller`: an Array, or nil for here) recorded,
+/// a child of `parent`, scheduled. Returns self. FiberError for a fiber
+/// that is running, was started, spun or prepared already.
+fn prepare(
+    rb_self: Value,
+    tag: Value,
+    block: Value,
+    site: Value,
+    parent: Value,
+) -> Result<Value, magnus::Error> {
+    let f = raw(rb_self);
+    // SAFETY: GVL held; no arguments, never raises.
+    if f == unsafe { rb_sys::rb_fiber_current() } || is_dead(f) {
+        return Err(
+            crate::rt::error_of("FiberError", "can't prepare a running or finished fiber").into(),
+        );
+    }
+    if let Some(st) = try_state(f) {
+        if st.running.get() != NOT_STARTED || !is_nil(st.block.get()) || st.main.get() {
+            return Err(
+                crate::rt::error_of("FiberError", "fiber already started or prepared").into(),
+            );
+        }
+    }
+    // SAFETY: GVL held; type checks of live objects, which never raise.
+    if unsafe { rb_sys::rb_obj_is_proc(raw(block)) } != QTRUE {
+        return Err(type_error(format!(
+            "expected a Proc, got {}",
+            crate::rt::inspect_class(raw(block))
+        ))
+        .into());
+    }
+    expect_fiber(raw(parent))?;
+    lifecycle::adopt(f, raw(parent), raw(tag), raw(site), raw(block))?;
+    Ok(rb_self)
+}
+
+/// `Fiber#run(first_value)`: runs a prepared fiber's life, from inside it:
+/// its block with `first_value`, then its end as for a spun fiber (children
+/// shut down, monitors and parent told). Returns the fiber's result.
+/// FiberError from another fiber or for a fiber not prepared.
+fn run(rb_self: Value, value: Value) -> Result<Value, magnus::Error> {
+    let f = raw(rb_self);
+    // SAFETY: GVL held; no arguments, never raises.
+    if f != unsafe { rb_sys::rb_fiber_current() } {
+        return Err(crate::rt::error_of(
+            "FiberError",
+            "a fiber runs itself (call run from inside it)",
+        )
+        .into());
+    }
+    let st = state(f);
+    if st.running.get() != NOT_STARTED || is_nil(st.block.get()) {
+        return Err(crate::rt::error_of("FiberError", "fiber not prepared, or already run").into());
+    }
+    if let Ok(b) = Backend::current() {
+        b.fiber_entered();
+    }
+    match lifecycle::run(f, raw(value)) {
+        Outcome::Done => Ok(val(st.result.get())),
+        Outcome::Raise(exc) => Err(crate::rt::exception_error(exc).into()),
+        Outcome::Jump(tag) => {
+            drop(st);
+            // SAFETY: resumes the non-local exit (throw, kill) the block
+            // started, after the lifecycle tidied up; no Rust value of
+            // this frame needs dropping.
+            unsafe { rb_sys::rb_jump_tag(tag) }
+        }
+    }
+}
+
+/// `Fiber#finalize(result, uncaught = false)`, from inside the fiber: ends
+/// its life in the fiber tree now, as when its block ends (children shut
+/// down, result recorded, monitors and awaiters told, the parent given an
+/// uncaught error); the lifecycle does not do it again. Returns self.
+fn finalize_fiber(rb_self: Value, args: &[Value]) -> Result<Value, magnus::Error> {
+    crate::rt::check_arity(args, 1, 2)?;
+    let f = raw(rb_self);
+    // SAFETY: GVL held; no arguments, never raises.
+    if f != unsafe { rb_sys::rb_fiber_current() } {
+        return Err(
+            crate::rt::error_of("FiberError", "a fiber finalizes itself (from inside it)").into(),
+        );
+    }
+    let st = state(f);
+    if st.main.get() {
+        return Err(crate::rt::error_of("FiberError", "can't finalize the main fiber").into());
+    }
+    let uncaught = args.get(1).is_some_and(|v| v.to_bool());
+    lifecycle::finalize(f, &st, raw(args[0]), uncaught, false)?;
+    Ok(rb_self)
+}
+
 /// `Fiber#__park__`: holds the fiber off the run queue (its wake-ups are
 /// kept) until `__unpark__`. A debugging aid. Returns self.
 fn park(rb_self: Value) -> Result<Value, magnus::Error> {
@@ -418,6 +513,9 @@ pub fn init(ruby: &Ruby, polyphony: RModule) -> Result<(), Error> {
     fiber.define_method("graceful_shutdown=", method!(set_graceful, 1))?;
     fiber.define_method("supervising?", method!(supervise_p, 0))?;
     fiber.define_method("__supervising__=", method!(set_supervise, 1))?;
+    fiber.define_method("prepare", method!(prepare, 4))?;
+    fiber.define_method("run", method!(run, 1))?;
+    fiber.define_method("finalize", method!(finalize_fiber, -1))?;
     fiber.define_method("__park__", method!(park, 0))?;
     fiber.define_method("__unpark__", method!(unpark, 0))?;
     fiber.define_method("__parked__?", method!(parked_p, 0))?;
