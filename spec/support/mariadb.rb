@@ -38,12 +38,8 @@ module TestServers
     def stop_mariadb
       return unless @maria_pidfile
 
-      pid = File.read(@maria_pidfile).to_i if File.exist?(@maria_pidfile)
-      Process.kill('TERM', pid) if pid&.positive?
-      FileUtils.rm_rf(@maria_dir)
+      stop_daemon(@maria_pidfile, @maria_dir)
       @maria_pidfile = @mariadb = nil
-    rescue Errno::ESRCH
-      nil
     end
   end
 end

@@ -111,12 +111,19 @@ module TestServers
     def stop_redis
       return unless @redis_pidfile
 
-      pid = File.read(@redis_pidfile).to_i if File.exist?(@redis_pidfile)
-      Process.kill('TERM', pid) if pid&.positive?
-      FileUtils.rm_rf(@redis_dir)
+      stop_daemon(@redis_pidfile, @redis_dir)
       @redis_pidfile = @redis = nil
+    end
+
+    # Stops a server that is not our child (TERM to the pid in `pidfile`)
+    # and removes its folder.
+    def stop_daemon(pidfile, dir)
+      pid = File.read(pidfile).to_i if File.exist?(pidfile)
+      Process.kill('TERM', pid) if pid&.positive?
     rescue Errno::ESRCH
       nil
+    ensure
+      FileUtils.rm_rf(dir)
     end
   end
 end
