@@ -54,7 +54,18 @@ RSpec.describe 'Threads' do
     expect(th.join(0.02)).to be_nil
     expect(th.alive?).to be(true)
     expect(th.join(0)).to be_nil
-    expect(th.join(2)).to eq(:late)
+    expect(th.join(2)).to equal(th) # with a limit: the thread, as stdlib (docs/differences.md)
+    expect(th.join).to eq(:late)
+  end
+
+  it 'tells a timeout from a thread that returned nil when joined with a limit' do
+    nil_thread = Thread.new { sleep 0.01; nil }
+    expect(nil_thread.join(2)).to equal(nil_thread)
+    expect(nil_thread.join(2) || :timed_out).to equal(nil_thread)
+    expect(nil_thread.join).to be_nil
+    slow = Thread.new { sleep 0.3 }
+    expect(slow.join(0.01) || :timed_out).to eq(:timed_out)
+    slow.kill
   end
 
   it 'raises ThreadError when a thread joins itself' do

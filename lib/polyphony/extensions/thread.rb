@@ -52,11 +52,16 @@ class ::Thread
     @__location__
   end
 
-  # Waits (fiber-aware) for the thread to end and returns the block's value
-  # (not the thread); raises the thread's exception (docs/differences.md, **thread join raises**). With `timeout`
-  # (seconds), returns nil if the thread is still running by then.
+  # Waits (fiber-aware) for the thread to end; raises the thread's
+  # exception (docs/differences.md, **thread join raises**). Without a
+  # limit, returns the block's value (Polyphony's `join`); with `timeout`
+  # (seconds), returns the thread, or nil if it is still running by then
+  # (stdlib's, so that `th.join(5) or raise` cannot mistake a thread that
+  # returned nil for a timeout: docs/differences.md, **join with a limit**).
   def join(timeout = nil)
-    return orig_join(timeout) && orig_value unless @__joiners__
+    unless @__joiners__ # a thread not made by Thread.new (Process.detach's)
+      return timeout.nil? ? orig_join && orig_value : orig_join(timeout)
+    end
 
     Kernel.raise ThreadError, 'Target thread must not be current thread' if Thread.current == self
 
@@ -65,7 +70,7 @@ class ::Thread
     orig_join
     Kernel.raise @result if @result.is_a?(Exception)
 
-    @result
+    timeout.nil? ? @result : self
   end
   alias await join
 
