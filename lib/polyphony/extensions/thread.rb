@@ -59,9 +59,7 @@ class ::Thread
   # (stdlib's, so that `th.join(5) or raise` cannot mistake a thread that
   # returned nil for a timeout: docs/differences.md, **join with a limit**).
   def join(timeout = nil)
-    unless @__joiners__ # a thread not made by Thread.new (Process.detach's)
-      return timeout.nil? ? orig_join && orig_value : orig_join(timeout)
-    end
+    return __stock_join__(timeout) unless @__joiners__
 
     Kernel.raise ThreadError, 'Target thread must not be current thread' if Thread.current == self
 
@@ -208,6 +206,12 @@ class ::Thread
   # ThreadError from another thread).
   def __backend_or_raise__
     backend || Kernel.raise(ThreadError, 'the thread has no backend yet')
+  end
+
+  # `join` of a thread not made by Thread.new (Process.detach's), with the
+  # same results.
+  def __stock_join__(timeout)
+    timeout.nil? ? orig_join && orig_value : orig_join(timeout)
   end
 
   def __check_current__(name)
