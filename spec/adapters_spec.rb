@@ -130,3 +130,69 @@ RSpec.describe 'Adapters for the console, readline, the file system and pg' do
     end
   end
 end
+
+RSpec.describe 'polyphony/adapters/postgres (pg against PostgreSQL)' do
+  before(:all) { require 'polyphony/adapters/postgres' }
+
+  let(:params) { TestServers.postgres }
+
+  def monotonic
+    Process.clock_gettime(Process::CLOCK_MONOTONIC)
+  end
+
+  it 'parks only the calling fiber, the main fiber included' do
+    conn = PG.connect(**params)
+    ticks = 0
+    ticker = spin { loop { ticks += 1; sleep 0.01 } }
+    t0 = monotonic
+    expect(conn.exec('SELECT pg_sleep(0.3), 1 AS one').first['one']).to eq('1')
+    expect(monotonic - t0).to be >= 0.25
+    expect(ticks).to be >= 10 # the ticker ran while the main fiber waited
+    ticker.stop
+    conns = Array.new(5) { PG.connect(**params) }
+    t0 = monotonic
+    Fiber.await(*conns.map { |c| spin { c.exec('SELECT pg_sleep(0.3)') } })
+    expect(monotonic - t0).to be < 1.0 # one after the other would be 1.5 s
+  ensure
+    conn&.close
+    conns&.each(&:close)
+  end
+
+  it 'raises query errors, stays usable, yields results and takes parameters' do
+    conn = PG.connect(**params)
+    expect { conn.exec('SELECT no_such_column') }.to raise_error(PG::UndefinedColumn)
+    expect(conn.exec('SELECT 2 AS two') { |r| r.first['two'] }).to eq('2')
+    expect(conn.exec_params('SELECT $1::int + 1 AS n', [41]).first['n']).to eq('42')
+    conn.prepare('add', 'SELECT $1::int + $2::int AS sum')
+    expect(conn.exec_prepared('add', [2, 3]).first['sum']).to eq('5')
+    expect(conn.query('SELECT 7 AS q').first['q']).to eq('7')
+  ensure
+    conn&.close
+  end
+
+  it 'waits for notifications without blocking the thread' do
+    listener = PG.connect(**params)
+    notifier = PG.connect(**params)
+    listener.exec('LISTEN polyphony_chan')
+    expect(listener.wait_for_notify(0.05)).to be_nil
+    sender = spin { sleep 0.05; notifier.exec("NOTIFY polyphony_chan, 'hello'") }
+    got = []
+    expect(listener.wait_for_notify(2) { |channel, _pid, payload| got << [channel, payload] }).to eq('polyphony_chan')
+    expect(got).to eq([%w[polyphony_chan hello]])
+    sender.await
+  ensure
+    [listener, notifier].each { |c| c&.close }
+  end
+
+  it 'can stop a fiber in the middle of a query' do
+    conn = PG.connect(**params)
+    f = spin { conn.exec('SELECT pg_sleep(5)') }
+    sleep 0.1
+    t0 = monotonic
+    f.stop
+    f.await
+    expect(monotonic - t0).to be < 1
+  ensure
+    conn&.close
+  end
+end

@@ -5,7 +5,6 @@ require 'polyphony'
 require 'open3'
 require 'rbconfig'
 require_relative 'support/servers'
-require_relative 'support/mariadb'
 
 module SpecHelpers
   RUBY = File.join(RbConfig::CONFIG['bindir'], RbConfig::CONFIG['ruby_install_name'])

@@ -132,3 +132,5 @@ end
 # the process that started them, not in the children that specs fork.
 TestServers::OWNER_PID = Process.pid
 at_exit { TestServers.stop_all if Process.pid == TestServers::OWNER_PID }
+
+require_relative 'mariadb'
