@@ -45,7 +45,10 @@ RSpec.describe 'WEBrick under polyphony' do
     # well under the 2 s they would take one after another.
     expect(Process.clock_gettime(Process::CLOCK_MONOTONIC) - t0).to be < 1.5
   ensure
-    Process.kill('KILL', pid) if pid && !exits_within(pid, 0)
+    if pid && !exits_within(pid, 0)
+      Process.kill('KILL', pid)
+      Process.wait(pid)
+    end
   end
 
   %w[TERM INT].each do |signal|

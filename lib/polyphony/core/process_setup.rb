@@ -45,14 +45,24 @@ module Polyphony
 
     # SIGTERM raises SystemExit (status 0) in the main fiber; the first SIGINT
     # raises Interrupt there, any later one exits at once (`exit!`, status
-    # 1, no cleanup). Raw handlers: they only schedule, so they run in the
-    # signal context.
+    # 1, no cleanup). Raw handlers, run in the signal context: when the
+    # signal interrupts the main fiber itself (busy in Ruby or C code that
+    # never reaches a switchpoint, such as an event loop, or waiting in the
+    # backend), the exception is raised right there, as stock Ruby does;
+    # otherwise it is scheduled for the main fiber's next switchpoint.
     def install_terminating_signal_handlers
-      orig_trap('SIGTERM') { Thread.main.main_fiber.schedule_with_priority(SystemExit.new(0)) }
+      orig_trap('SIGTERM') { __signal_main_fiber__(SystemExit.new(0)) }
       orig_trap('SIGINT') do
         orig_trap('SIGINT') { exit! }
-        Thread.main.main_fiber.schedule_with_priority(Interrupt.new)
+        __signal_main_fiber__(Interrupt.new)
       end
+    end
+
+    def __signal_main_fiber__(exception)
+      main = Thread.main.main_fiber
+      Kernel.raise exception if Fiber.current == main
+
+      main.schedule_with_priority(exception)
     end
   end
 end

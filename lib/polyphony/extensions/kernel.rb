@@ -12,10 +12,20 @@ module Polyphony
     # schedules it with priority. Once started, it first creates the
     # standby for the next signal. Signals arriving before it started are
     # coalesced, as the kernel does.
+    #
+    # When the signal interrupts the main fiber while it runs code that
+    # never reaches a switchpoint (EventMachine's loop, a busy loop), the
+    # handler runs at once: the main fiber snoozes from the signal context,
+    # so the handler fiber (first in the run queue) and the other runnable
+    # fibers run before it goes on. Interrupting the scheduler itself (a
+    # wait), it does not: the handler fiber runs right after anyway.
     def __trap__(signal, handler)
       standby = []
       standby[0] = __standby_signal_fiber__(handler, standby)
-      orig_trap(signal) { |signo| standby[0].schedule_with_priority(signo) }
+      orig_trap(signal) do |signo|
+        standby[0].schedule_with_priority(signo)
+        snooze if Fiber.current == Thread.main.main_fiber && !Thread.current.backend.__in_scheduler__?
+      end
     end
 
     def __standby_signal_fiber__(handler, standby)

@@ -81,6 +81,8 @@ pub(in crate::core) struct Sched {
     /// running (`core/trace.rs`).
     pub trace_proc: Cell<VALUE>,
     pub in_trace: Cell<bool>,
+    /// True while the thread runs the scheduler's own code (`in_scheduler`).
+    pub in_scheduler: Cell<bool>,
     pub idle_proc: Cell<VALUE>,
     pub idle_gc_period: Cell<f64>,
     pub last_gc: Cell<u64>,
@@ -298,6 +300,7 @@ impl Backend {
                 spinner_state: Cell::new(QNIL),
                 trace_proc: Cell::new(QNIL),
                 in_trace: Cell::new(false),
+                in_scheduler: Cell::new(false),
                 idle_proc: Cell::new(QNIL),
                 idle_gc_period: Cell::new(0.0),
                 last_gc: Cell::new(crate::timers::now_ns()),

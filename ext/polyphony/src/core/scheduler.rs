@@ -367,6 +367,13 @@ impl Backend {
     }
 
     fn run_idle(&self) -> Result<(), Error> {
+        let was = self.sched.in_scheduler.replace(true);
+        let r = self.run_idle_inner();
+        self.sched.in_scheduler.set(was);
+        r
+    }
+
+    fn run_idle_inner(&self) -> Result<(), Error> {
         let proc_ = self.sched.idle_proc.get();
         if !is_nil(proc_) {
             call(proc_, id!("call"), &[])?;
@@ -389,6 +396,21 @@ impl Backend {
     /// lets Ruby run pending interrupts (signal traps, Thread#raise), whose
     /// exceptions are returned.
     pub fn poll(&self, blocking: bool) -> Result<(), Error> {
+        let was = self.sched.in_scheduler.replace(true);
+        let r = self.poll_inner(blocking);
+        self.sched.in_scheduler.set(was);
+        r
+    }
+
+    /// True while this thread runs the scheduler's own code (a poll, the
+    /// idle tasks): a signal handled then runs its handler fiber right
+    /// after, so a trap proc must not switch fibers itself (see
+    /// `Polyphony.__trap__`).
+    pub fn in_scheduler(&self) -> bool {
+        self.sched.in_scheduler.get()
+    }
+
+    fn poll_inner(&self, blocking: bool) -> Result<(), Error> {
         self.stats.poll_count.set(self.stats.poll_count.get() + 1);
         let timeout = if blocking
             && self.sched.rq.borrow().is_empty()

@@ -95,6 +95,13 @@ fn trace(b: &Backend, args: &[Value]) -> Result<Value, Error> {
     Ok(val(QNIL))
 }
 
+/// `__in_scheduler__?`: true while the thread runs the scheduler's own code
+/// (what a trap proc asks before switching fibers itself).
+fn in_scheduler(b: &Backend) -> Result<bool, Error> {
+    b.own()?;
+    Ok(b.in_scheduler())
+}
+
 /// `break`/`wakeup`: wakes a blocked poll, from any thread. `true`.
 fn wake(b: &Backend) -> bool {
     b.wake();
@@ -535,6 +542,7 @@ pub fn init(ruby: &Ruby, polyphony: RModule) -> Result<(), Error> {
     class.define_method("idle_gc_period=", method!(set_idle_gc_period, 1))?;
     class.define_method("trace_proc=", method!(set_trace_proc, 1))?;
     class.define_method("trace", method!(trace, -1))?;
+    class.define_method("__in_scheduler__?", method!(in_scheduler, 0))?;
     class.define_method("poll", method!(poll, 1))?;
     class.define_method("schedule", method!(schedule, -1))?;
     class.define_method("unschedule", method!(unschedule, -1))?;
