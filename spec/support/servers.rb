@@ -28,6 +28,7 @@ module TestServers
       stop_postgres
       stop_redis
       stop_mariadb
+      stop_memcached
     end
 
     private
@@ -134,3 +135,4 @@ TestServers::OWNER_PID = Process.pid
 at_exit { TestServers.stop_all if Process.pid == TestServers::OWNER_PID }
 
 require_relative 'mariadb'
+require_relative 'memcached'
