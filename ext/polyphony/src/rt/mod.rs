@@ -123,6 +123,14 @@ pub fn panic_error(payload: Box<dyn std::any::Any + Send>) -> VALUE {
     }
 }
 
+/// A new binary (ASCII-8BIT: `rb_str_new`'s encoding) String of `bytes`.
+#[inline]
+pub fn binary_str(bytes: &[u8]) -> VALUE {
+    // SAFETY: GVL held; the pointer and length describe `bytes`, which Ruby
+    // copies.
+    unsafe { rb_sys::rb_str_new(bytes.as_ptr() as *const _, bytes.len() as _) }
+}
+
 /// A Ruby Integer for `n`.
 #[inline]
 pub fn uint(n: usize) -> VALUE {

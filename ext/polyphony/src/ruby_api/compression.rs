@@ -34,15 +34,6 @@ fn bytes_of(s: Value) -> Result<Vec<u8>, Error> {
     Ok(unsafe { rt::str_bytes(s) }.to_vec())
 }
 
-fn binary_string(bytes: &[u8]) -> Value {
-    // SAFETY: GVL held; a new String from a byte range alive for the call.
-    val(unsafe {
-        let s = rb_sys::rb_str_new(bytes.as_ptr() as *const _, bytes.len() as _);
-        rb_sys::rb_enc_associate_index(s, rb_sys::rb_ascii8bit_encindex());
-        s
-    })
-}
-
 fn zlib_error(e: impl std::fmt::Display) -> Error {
     rt::runtime_error(format!("zlib error: {e}")).into()
 }
@@ -91,12 +82,12 @@ impl Deflater {
     /// `deflate(str)` → the compressed bytes produced so far.
     fn deflate(&self, s: Value) -> Result<Value, Error> {
         let input = bytes_of(s)?;
-        Ok(binary_string(&self.run(&input, FlushCompress::None)?))
+        Ok(val(rt::binary_str(&self.run(&input, FlushCompress::None)?)))
     }
 
     /// `finish` → the rest of the compressed stream.
     fn finish(&self) -> Result<Value, Error> {
-        Ok(binary_string(&self.run(&[], FlushCompress::Finish)?))
+        Ok(val(rt::binary_str(&self.run(&[], FlushCompress::Finish)?)))
     }
 }
 
@@ -132,7 +123,7 @@ impl Inflater {
             }
         }
         drop(z);
-        Ok(binary_string(&out))
+        Ok(val(rt::binary_str(&out)))
     }
 
     fn finished(&self) -> bool {

@@ -56,7 +56,7 @@ pub fn is_handle(v: VALUE) -> bool {
 /// A new binary String with the buffer's data.
 pub fn contents(handle: VALUE) -> Result<VALUE, rt::Error> {
     let bytes = with_buffer(handle, |b| b.data[..b.len].to_vec())?;
-    Ok(binary_string(&bytes))
+    Ok(rt::binary_str(&bytes))
 }
 
 /// Room in the buffer from `pos` (negative: its end, as for String
@@ -86,15 +86,6 @@ pub fn put(handle: VALUE, pos: i64, s: VALUE) -> Result<usize, rt::Error> {
         b.len = at + n;
         n
     })
-}
-
-fn binary_string(bytes: &[u8]) -> VALUE {
-    // SAFETY: GVL held; a new String from a byte range alive for the call.
-    unsafe {
-        let s = rb_sys::rb_str_new(bytes.as_ptr() as *const _, bytes.len() as _);
-        rb_sys::rb_enc_associate_index(s, rb_sys::rb_ascii8bit_encindex());
-        s
-    }
 }
 
 /// `Polyphony.__with_raw_buffer__(size) { |handle| }` → the block's value.
@@ -135,7 +126,7 @@ fn raw_buffer_get(args: &[Value]) -> Result<Value, Error> {
         let n = want.map(|w| w.min(b.len)).unwrap_or(b.len);
         b.data[..n].to_vec()
     })?;
-    Ok(val(binary_string(&bytes)))
+    Ok(val(rt::binary_str(&bytes)))
 }
 
 /// `Polyphony.__raw_buffer_set__(handle, str)`: the buffer's data becomes

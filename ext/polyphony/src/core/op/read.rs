@@ -371,7 +371,5 @@ pub fn read(
 
 /// An empty binary (ASCII-8BIT) String.
 pub fn new_binary_string() -> VALUE {
-    // SAFETY: GVL held; allocates or updates an object from live values, with no `RefCell` borrow
-    // held (a GC here may mark).
-    unsafe { rb_sys::rb_str_new(std::ptr::null(), 0) }
+    crate::rt::binary_str(&[])
 }
