@@ -18,7 +18,8 @@ RSpec.describe 'WEBrick under polyphony' do
       $stdout.flush
       server.start
     RUBY
-    pid = Process.spawn(SpecHelpers::RUBY, '-I', SpecHelpers::LIB, '-e', code, out: w)
+    # stderr: the server's uncaught Interrupt report on SIGINT (as stock Ruby's).
+    pid = Process.spawn(SpecHelpers::RUBY, '-I', SpecHelpers::LIB, '-e', code, out: w, err: File::NULL)
     w.close
     port = r.gets.to_i
     [pid, port]
