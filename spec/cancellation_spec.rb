@@ -120,6 +120,42 @@ RSpec.describe 'Cancellation at the kernel boundary (docs/io-semantics.md)' do
       r&.close
       w&.close
     end
+
+    # Another fiber freezes (or locks) the caller's String while the read
+    # waits: the read raises what writing it would raise, and the bytes the
+    # kernel may already have read stay with the IO for its next read.
+    { 'frozen' => [FrozenError, ->(s) { s.freeze }],
+      'dup-then-frozen' => [FrozenError, ->(s) { s.dup.freeze && s.freeze }] }.each do |what, (error, change)|
+      it "raises #{error} and keeps the bytes when the buffer is #{what} while the read waits" do
+        r, w = IO.pipe
+        buf = +'x' * 100
+        f = spin { r.readpartial(50, buf) }
+        snooze
+        change.call(buf)
+        w.write('hello')
+        expect { f.await }.to raise_error(error)
+        expect(buf).to eq('')
+        expect(r.readpartial(50)).to eq('hello')
+      ensure
+        r&.close
+        w&.close
+      end
+    end
+
+    it 'leaves a copy made while the read waits untouched' do
+      r, w = IO.pipe
+      buf = +'x' * 100
+      f = spin { Polyphony.backend_read(r, buf, 28, false, 100) }
+      snooze
+      copy = buf.dup
+      w.write('y' * 28)
+      f.await
+      expect(buf).to eq(('x' * 100) + ('y' * 28))
+      expect(copy).to eq('x' * 100)
+    ensure
+      r&.close
+      w&.close
+    end
   end
 
   describe 'accept' do

@@ -131,6 +131,33 @@ pub fn binary_str(bytes: &[u8]) -> VALUE {
     unsafe { rb_sys::rb_str_new(bytes.as_ptr() as *const _, bytes.len() as _) }
 }
 
+/// Makes String `s` modifiable in place (its own, unshared buffer), as
+/// `rb_str_modify` does, but returns what that would raise (FrozenError for a
+/// frozen String, RuntimeError for one locked by `rb_str_locktmp`) instead of
+/// unwinding over Rust frames. Needed wherever a String the caller passed is
+/// written after a switch: another fiber may have frozen, locked or shared
+/// (`dup`) it meanwhile.
+#[inline]
+pub fn str_modify(s: VALUE) -> Result<(), Error> {
+    const BLOCKING: u64 =
+        rb_sys::ruby_fl_type::RUBY_FL_FREEZE as u64 | rb_sys::ruby_fl_type::RUBY_FL_USER7 as u64; // string.c: STR_TMPLOCK
+                                                                                                  // SAFETY: `s` is a live heap String (callers check the type); reading its flags word
+                                                                                                  // neither allocates nor raises.
+    let flags: VALUE = unsafe { (*(s as *const rb_sys::RBasic)).flags };
+    if flags & BLOCKING != 0 {
+        // SAFETY: under `protect`, so what `rb_str_modify` raises comes back as `Err`.
+        protect(|| unsafe {
+            rb_sys::rb_str_modify(s);
+            QNIL
+        })?;
+        return Ok(());
+    }
+    // SAFETY: neither frozen nor locked, so `rb_str_modify` only unshares the buffer (which
+    // allocates, and like every allocation may fail only with Ruby's out-of-memory error).
+    unsafe { rb_sys::rb_str_modify(s) };
+    Ok(())
+}
+
 /// A Ruby Integer for `n`.
 #[inline]
 pub fn uint(n: usize) -> VALUE {

@@ -15,7 +15,7 @@
 use crate::rt::Error;
 use rb_sys::VALUE;
 
-use super::{ensure_nonblock, retry_nonblocking, OpSlot, Undo, READABLE, SMALL_READ};
+use super::{ensure_nonblock, OpSlot, Undo, READABLE, SMALL_READ};
 use crate::core::Backend;
 use crate::rt::{errno_error, QNIL};
 
@@ -63,9 +63,19 @@ impl ReadDest {
         }
     }
 
+    /// Makes an `At` String writable (see `rt::str_modify`): called before
+    /// every write into it that follows a switch, since another fiber may
+    /// have frozen, locked or shared it while this one waited.
+    fn modify(&self) -> Result<(), Error> {
+        match self {
+            ReadDest::At(s, _) => crate::rt::str_modify(*s),
+            ReadDest::Chunk(_) => Ok(()),
+        }
+    }
+
     /// Stores `bytes` (read elsewhere) as the result.
     fn put(&mut self, bytes: &[u8]) {
-        // SAFETY: `s` is a live, modifiable String (checked by the binding);
+        // SAFETY: `s` is a live String made modifiable (`modify`) since the last switch;
         // `bytes` outlives the calls.
         unsafe {
             match self {
@@ -93,8 +103,11 @@ impl ReadDest {
     /// `pos` bytes (of the `orig_len` it had).
     fn cut(&self, orig_len: usize) {
         if let ReadDest::At(s, pos) = self {
-            // SAFETY: shortens a live, modifiable String to at most its length.
-            unsafe { rb_sys::rb_str_set_len(*s, orig_len.min(*pos) as _) };
+            // A String that can no longer be written (frozen meanwhile) keeps what it has.
+            if self.modify().is_ok() {
+                // SAFETY: shortens a live String, just made modifiable, to at most its length.
+                unsafe { rb_sys::rb_str_set_len(*s, orig_len.min(*pos) as _) };
+            }
         }
     }
 
@@ -121,6 +134,7 @@ pub fn read_once(
 ) -> Result<usize, Error> {
     let max = max.clamp(1, MAX_READ_CHUNK);
     b.raise_pending()?;
+    dest.modify()?;
     if let Some(n) = crate::core::kept::take_bytes(b, owner, fd, max, |bytes| dest.put(bytes)) {
         return Ok(n);
     }
@@ -162,7 +176,15 @@ pub fn read_once(
                 if n > 0 {
                     // SAFETY: the kernel wrote `n` bytes (the completion's result) into the
                     // slot's buffer, which holds at least `max >= n`.
-                    dest.put(unsafe { std::slice::from_raw_parts(slot.buf.as_ptr(), n) });
+                    let bytes = unsafe { std::slice::from_raw_parts(slot.buf.as_ptr(), n) };
+                    // Frozen (or locked) by another fiber while the read was in flight: the
+                    // bytes stay with the IO object for its next read, the caller gets the error.
+                    if let Err(e) = dest.modify() {
+                        crate::core::kept::keep_bytes(b, owner, fd, bytes);
+                        b.give_buf(slot.buf);
+                        return Err(e);
+                    }
+                    dest.put(bytes);
                 }
                 b.give_buf(slot.buf);
             }
@@ -188,15 +210,32 @@ pub fn read_once(
         b.wait_ready(fd, READABLE)?;
     }
     let orig_len = dest.len();
-    // SAFETY: `with_read_target` gives a pointer valid for `max` bytes, fetched again on each
-    // attempt; the fd is only read.
-    let r = retry_nonblocking(b, fd, READABLE, || unsafe {
-        // Re-fetch the pointer on every attempt: other fibers may have run.
-        with_read_target(b, dest, max, |ptr| match recv_flags {
-            Some(flags) => libc::recv(fd, ptr as *mut _, max, flags | libc::MSG_DONTWAIT),
-            None => libc::read(fd, ptr as *mut _, max),
-        })
-    });
+    let r = loop {
+        // Other fibers ran during the wait: the String is checked (and the
+        // pointer fetched) again on every attempt, before anything is read.
+        if let Err(e) = dest.modify() {
+            break Err(e);
+        }
+        // SAFETY: `with_read_target` gives a pointer valid for `max` bytes; the fd is only read.
+        let n = with_read_target(b, dest, max, |ptr| unsafe {
+            match recv_flags {
+                Some(flags) => libc::recv(fd, ptr as *mut _, max, flags | libc::MSG_DONTWAIT),
+                None => libc::read(fd, ptr as *mut _, max),
+            }
+        });
+        if n >= 0 {
+            break Ok(n);
+        }
+        match crate::rt::last_errno() {
+            libc::EAGAIN => {
+                if let Err(e) = b.wait_ready(fd, READABLE) {
+                    break Err(e);
+                }
+            }
+            libc::EINTR => {}
+            e => break Err(errno_error(e, call_name(recv_flags))),
+        }
+    };
     match r {
         Ok(n) => {
             if n == 0 {
@@ -240,6 +279,9 @@ fn read_ready(
     max: usize,
     recv_flags: Option<i32>,
 ) -> Option<Result<usize, Error>> {
+    if let Err(e) = dest.modify() {
+        return Some(Err(e));
+    }
     let orig_len = dest.len();
     // SAFETY: `ptr` is valid for `max` bytes (see `with_read_target`); RWF_NOWAIT and
     // MSG_DONTWAIT never block.
@@ -299,7 +341,7 @@ fn with_read_target(
         ReadDest::Chunk(_) => false,
     };
     match dest {
-        // SAFETY: `s` is a live String made modifiable by the caller (`rb_str_modify`); after
+        // SAFETY: `s` is a live String made modifiable by the caller (`ReadDest::modify`); after
         // the resize its buffer holds `pos + max` bytes, which is what `read` may write; its
         // length is then set to what was read. `read` runs no Ruby code, so the pointer stays
         // valid.
