@@ -3,6 +3,8 @@
 require 'polyphony/adapters/postgres'
 require 'polyphony/adapters/redis'
 
+require 'tempfile'
+
 RSpec.describe 'Fiber::Scheduler on the backend' do
   describe 'the scheduler' do
     it 'is installed for every thread and set inside spun fibers' do
@@ -102,6 +104,58 @@ RSpec.describe 'Fiber::Scheduler on the backend' do
       expect { spin { scheduler.io_read(r, buf, 1) }.await }.to raise_error(IOError)
     ensure
       Warning[:experimental] = true
+    end
+
+    it "has the running Ruby's hooks: io_select, io_pread, io_pwrite from 3.2, blocking_operation_wait from 3.4" do
+      hooks = %i[io_select io_pread io_pwrite blocking_operation_wait].map do |m|
+        Polyphony::FiberScheduler.method_defined?(m)
+      end
+      expect(hooks).to eq(([RUBY_VERSION >= '3.2'] * 3) + [RUBY_VERSION >= '3.4'])
+    end
+
+    it 'reads and writes a file at an offset in a spun fiber (through io_pread and io_pwrite on Ruby >= 3.3)' do
+      calls = []
+      scheduler = Fiber.scheduler
+      if RUBY_VERSION >= '3.3'
+        %i[io_pread io_pwrite].each do |hook|
+          allow(scheduler).to receive(hook).and_wrap_original do |m, *args|
+            calls << hook
+            m.call(*args)
+          end
+        end
+      end
+      Tempfile.create('pread') do |f|
+        f.write('hello world')
+        f.flush
+        got = spin do
+          [f.pread(5, 6), f.pwrite('HELLO', 0), f.pread(100, 0), (f.pread(1, 11) rescue $!.class), f.pos] # rubocop:disable Style/RescueModifier
+        end.await
+        expect(got).to eq(['world', 5, 'HELLO world', EOFError, 11])
+      end
+      r, w = IO.pipe
+      expect { spin { r.pread(1, 0) }.await }.to raise_error(Errno::ESPIPE)
+      expect(calls.uniq.sort).to eq(RUBY_VERSION >= '3.3' ? %i[io_pread io_pwrite] : [])
+    ensure
+      [r, w].each { |io| io&.close }
+    end
+
+    if RUBY_VERSION >= '3.2'
+      it "parks only the fiber in Ruby's own IO.select (through io_select)" do
+        r, w = IO.pipe
+        ticks = 0
+        spin { loop { ticks += 1; sleep 0.01 } }
+        spin { sleep 0.1; w << 'x' }
+        expect(spin { IO.orig_select([r], nil, nil, 5) }.await).to eq([[r], [], []])
+        expect(ticks).to be >= 3
+        buf = IO::Buffer.new(4)
+        Warning[:experimental] = false
+        f = File.open(__FILE__)
+        expect(spin { Fiber.scheduler.io_pread(f, buf, 2, 4, 0) }.await).to eq(4)
+        expect(buf.get_string).to eq(File.binread(__FILE__, 4, 2))
+      ensure
+        Warning[:experimental] = true
+        [r, w, f].each { |io| io&.close }
+      end
     end
 
     it 'resolves addresses, waits for processes and times out through the hooks' do

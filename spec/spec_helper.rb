@@ -109,7 +109,8 @@ RSpec.configure do |config|
   config.order = :defined
 
   config.before(:suite) do
-    puts "polyphony specs on the #{Thread.current.backend.kind} backend"
+    os = File.read('/etc/os-release')[/^PRETTY_NAME="?([^"\n]*)/, 1] if File.exist?('/etc/os-release')
+    puts "polyphony specs on the #{Thread.current.backend.kind} backend (ruby #{RUBY_VERSION}, #{os || 'unknown OS'})"
   end
 
   config.after(:suite) { TestServers.stop_all }

@@ -123,14 +123,24 @@ RSpec.describe 'Timeouts and the global API' do
       expect(times.last % 0.05).to be < 0.02
     end
 
-    it 'shows no cumulative drift for every(0.01) over 1 s' do
-      ticks = []
+    it 'shows no cumulative drift: a slow block does not push later ticks of every back' do
+      # Each tick works 20 ms of a 50 ms period. A timer rearmed after the
+      # block would start every tick 20 ms further from the grid (its
+      # lateness cycling through the whole period, median about 25 ms); on
+      # the grid each tick is late only by the scheduling delay. Margins
+      # hold on a loaded machine: the work stays under the period even at
+      # half a core.
+      lateness = []
       t0 = monotonic
-      move_on_after(1.005) { every(0.01) { ticks << (monotonic - t0) } }
-      expect(ticks.size).to be_between(95, 100)
-      # The n-th tick stays on the grid: no error accumulates.
-      drift = ticks.each_with_index.map { |t, i| t - (0.01 * (i + 1)) }
-      expect(drift.last).to be < 0.03
+      move_on_after(1.02) do
+        every(0.05) do
+          lateness << ((monotonic - t0) % 0.05)
+          start = monotonic
+          nil while monotonic - start < 0.02
+        end
+      end
+      expect(lateness.size).to be >= 10
+      expect(lateness.sort[lateness.size / 2]).to be < 0.012
     end
 
     it 'throttles with a rate, interval or count, and ends on break' do

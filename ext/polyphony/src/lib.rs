@@ -23,5 +23,23 @@ use magnus::{Error, Ruby};
 
 #[magnus::init(name = "polyphony_ext")]
 fn init(ruby: &Ruby) -> Result<(), Error> {
+    // A library built against another Ruby's headers (a stale build left in
+    // lib/ when switching interpreters) would misread the VM's objects and
+    // crash it: refuse to load before touching any.
+    // SAFETY: `ruby_api_version` is a constant array libruby exports and never writes.
+    let running = unsafe { rb_sys::ruby_api_version };
+    let built = [
+        rb_sys::RUBY_API_VERSION_MAJOR,
+        rb_sys::RUBY_API_VERSION_MINOR,
+    ];
+    if running[0] as u32 != built[0] || running[1] as u32 != built[1] {
+        return Err(Error::new(
+            ruby.exception_load_error(),
+            format!(
+                "polyphony_ext was built for Ruby {}.{}, this is Ruby {}.{}: rebuild it (rake compile)",
+                built[0], built[1], running[0], running[1]
+            ),
+        ));
+    }
     ruby_api::init(ruby)
 }

@@ -57,10 +57,56 @@ module Polyphony
     end
 
     if RUBY_VERSION >= '3.2'
-      # `IO.select` on a worker thread (Ruby ≥ 3.2 calls this hook).
+      # Ruby >= 3.2 calls this from its own `IO.select` (which the gem
+      # replaces: see lib/polyphony/extensions/io_select.rb) in a
+      # non-blocking fiber: the gem's fiber-aware select.
       def io_select(readables, writables, exceptables, timeout)
-        Polyphony::ThreadPool.process { ::IO.select(readables, writables, exceptables, timeout) }
+        ::IO.select(readables, writables, exceptables, timeout)
       end
+
+      # `IO#pread` (Ruby >= 3.3 calls this): at least `length` bytes (one
+      # read if 0), at most the buffer's room past `offset`, from file offset
+      # `from`; the byte count (0 at EOF), or -errno. Only seekable files
+      # take a pread, and a file is never "not ready": the read runs in this
+      # fiber, as the backend's reads of regular files do.
+      def io_pread(io, buffer, from, length, offset)
+        room = buffer.size - offset
+        total = 0
+        Fiber.blocking do
+          while total < room
+            chunk = __pread__(io, room - total, from + total)
+            break unless chunk
+
+            buffer.set_string(chunk, offset + total)
+            total += chunk.bytesize
+            break if total >= length
+          end
+        end
+        total
+      rescue SystemCallError => e
+        -e.errno
+      end
+
+      # `IO#pwrite` (Ruby >= 3.3 calls this): `length` bytes of the buffer
+      # past `offset` (all of them if 0) at file offset `from`; the byte
+      # count, or -errno.
+      def io_pwrite(io, buffer, from, length, offset)
+        length = buffer.size - offset if length.zero?
+        Fiber.blocking { io.pwrite(buffer.get_string(offset, length), from) }
+      rescue SystemCallError => e
+        -e.errno
+      end
+
+      private
+
+      def __pread__(io, length, from)
+        io.pread(length, from)
+      rescue EOFError
+        nil
+      end
+
+      public
+
     end
 
     if RUBY_VERSION >= '3.4'

@@ -678,7 +678,11 @@ class ::IO
       name.is_a?(String) && name.start_with?('|')
     end
 
+    # As stdlib's copy_stream: an IO is used as it is (on Ruby >= 3.2 every
+    # IO has `to_path`, nil for a pipe or socket); a String or an object with
+    # `to_path` (Pathname) is a file name, opened here.
     def __stream__(obj, mode)
+      return obj if obj.is_a?(IO)
       return File.open(obj, mode) if obj.is_a?(String)
       return File.open(obj.to_path, mode) if obj.respond_to?(:to_path)
 

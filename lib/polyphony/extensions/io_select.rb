@@ -39,11 +39,24 @@ class ::IO
     # arguments), plus the readers with buffered bytes; nil if nothing.
     def __select_now__(read, write, error)
       buffered = read.is_a?(Array) ? read.select { |io| io.is_a?(IO) && !io.closed? && io.__send__(:__buffered?) } : []
-      ready = orig_select(read, write, error, 0)
+      ready = __select_poll__(read, write, error)
       return ready if buffered.empty?
 
       ready ||= [[], [], []]
       [(buffered + ready[0]).uniq, ready[1], ready[2]]
+    end
+
+    # stdlib's select with a zero timeout. From Ruby 3.2 it would call the
+    # scheduler's `io_select` hook in a non-blocking fiber, which comes back
+    # here: it runs as a blocking fiber.
+    if Fiber.respond_to?(:blocking)
+      def __select_poll__(read, write, error)
+        Fiber.blocking { orig_select(read, write, error, 0) }
+      end
+    else
+      def __select_poll__(read, write, error)
+        orig_select(read, write, error, 0)
+      end
     end
 
     # Parks the fiber until one of the IOs may be ready (or `left` seconds
