@@ -205,4 +205,20 @@ RSpec.describe 'polyphony/adapters/postgres (pg against PostgreSQL)' do
   ensure
     conn&.close
   end
+
+  it 'cancels a query its fiber gave up on: the next query neither waits for it nor gets its error' do
+    conn = PG.connect(**params)
+    t0 = monotonic
+    expect(move_on_after(0.2) { conn.exec('SELECT pg_sleep(5)') }).to be_nil
+    expect(conn.exec('SELECT 2 AS two').first['two']).to eq('2')
+    expect(monotonic - t0).to be < 2 # without the cancel: 5 s
+    f = spin { conn.exec('SELECT pg_sleep(5)') }
+    sleep 0.1
+    f.raise(IOError, 'gave up')
+    expect { f.await }.to raise_error(IOError, 'gave up')
+    expect(conn.exec('SELECT 3 AS three').first['three']).to eq('3')
+    expect(monotonic - t0).to be < 3
+  ensure
+    conn&.close
+  end
 end

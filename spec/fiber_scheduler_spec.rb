@@ -4,6 +4,7 @@ require 'polyphony/adapters/postgres'
 require 'polyphony/adapters/redis'
 
 require 'tempfile'
+require 'tmpdir'
 
 RSpec.describe 'Fiber::Scheduler on the backend' do
   describe 'the scheduler' do
@@ -155,6 +156,31 @@ RSpec.describe 'Fiber::Scheduler on the backend' do
       ensure
         Warning[:experimental] = true
         [r, w, f].each { |io| io&.close }
+      end
+    end
+
+    it 'lets two fibers reach a constant being autoloaded (require reads files without a switch)' do
+      Dir.mktmpdir do |dir|
+        path = File.join(dir, 'polyphony_autoloaded.rb')
+        # Big enough to take several reads of Ruby's 8 KiB buffer.
+        File.write(path, "module PolyphonyAutoloaded\n#{(1..3000).map { |i| "  X#{i} = #{i}\n" }.join}end\n")
+        Object.autoload(:PolyphonyAutoloaded, path)
+        ticks = 0
+        ticker = spin { loop { ticks += 1; snooze } }
+        got = Fiber.await(spin { PolyphonyAutoloaded::X1 }, spin { PolyphonyAutoloaded::X3000 })
+        expect(got).to eq([1, 3000])
+        ticker.stop
+        # A pipe is still read through the backend, parking only its fiber.
+        r, w = IO.pipe
+        spin { sleep 0.05; w << 'late' }
+        buf = IO::Buffer.new(4)
+        Warning[:experimental] = false
+        expect(spin { Fiber.scheduler.io_read(r, buf, 4) }.await).to eq(4)
+        expect(buf.get_string).to eq('late')
+      ensure
+        Warning[:experimental] = true
+        [r, w].each { |io| io&.close }
+        Object.send(:remove_const, :PolyphonyAutoloaded) if Object.const_defined?(:PolyphonyAutoloaded, false)
       end
     end
 

@@ -88,15 +88,33 @@ module Polyphony
     private
 
     def __polyphony_run__(send_method, args)
-      async_get_last_result while is_busy # results of an earlier query nobody took
+      __polyphony_drain__ if is_busy
       __send__(send_method, *args)
-      result = async_get_last_result
+      result = __polyphony_last_result__
       return result unless block_given?
 
       begin
         yield result
       ensure
         result&.clear
+      end
+    end
+
+    # The query's last result. A fiber interrupted (stopped, timed out,
+    # raised into) while the server still runs the query asks the server to
+    # cancel it, so that the connection is soon free again.
+    def __polyphony_last_result__
+      async_get_last_result
+    rescue ::Exception # rubocop:disable Lint/RescueException
+      cancel if is_busy
+      raise
+    end
+
+    # Drops the results of an earlier query whose fiber gave up on it
+    # (errors included: they are not this query's).
+    def __polyphony_drain__
+      while (r = async_get_result)
+        r.clear
       end
     end
 

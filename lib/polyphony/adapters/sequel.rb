@@ -22,15 +22,19 @@ module Polyphony
     attr_reader :max_size
 
     # Lends a connection to the block (the same one to nested calls of the
-    # same fiber). A block interrupted by a stop, cancel or timeout
-    # (Polyphony::BaseException) may leave the connection mid-query: it is
-    # then discarded, not lent again.
+    # same fiber). A block left by any exception but an error the database
+    # reported on a live connection (a stop, a timeout of Polyphony's or
+    # Timeout's, an exception of the application, a lost connection) may
+    # leave the connection mid-query or dead: it is then discarded, not lent
+    # again.
     def hold(_server = nil)
       @pool.acquire do |conn|
         yield conn
-      rescue Polyphony::BaseException
-        @pool.discard!
-        disconnect_connection(conn)
+      rescue ::Exception => e # rubocop:disable Lint/RescueException
+        unless e.is_a?(::Sequel::DatabaseError) && !e.is_a?(::Sequel::DatabaseDisconnectError)
+          @pool.discard!
+          disconnect_connection(conn)
+        end
         raise
       end
     end

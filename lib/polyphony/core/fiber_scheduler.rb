@@ -13,12 +13,16 @@ module Polyphony
   # (ext/polyphony/src/ruby_api/fiber_scheduler.rs); the rest is here.
   class FiberScheduler
     # Reads at least `length` bytes (at least one if 0) into `buffer` at
-    # `offset`, unless EOF comes first; the byte count, or -errno.
+    # `offset`, unless EOF comes first; the byte count, or -errno. A regular
+    # file is read at once, without a switch (ext/polyphony/src/ruby_api/io.rs:
+    # `require` reads this way, and must not be interleaved with another
+    # fiber's autoload).
     def io_read(io, buffer, length, offset = 0)
       total = 0
       room = buffer.size - offset
       while total < room
-        chunk = Thread.current.backend.read(io, +'', room - total, false, 0)
+        chunk = io.__send__(:__read_file_now__, room - total)
+        chunk = Thread.current.backend.read(io, +'', room - total, false, 0) if chunk == false
         break unless chunk
 
         buffer.set_string(chunk, offset + total)

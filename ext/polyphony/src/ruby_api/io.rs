@@ -1,18 +1,63 @@
 //! The native methods `polyphony` adds to `IO`: the fast path of the
-//! patched `IO#write` (`extensions/io.rb`), and two private helpers.
+//! patched `IO#write` (`extensions/io.rb`), and private helpers.
 
 use crate::rt::hooks::{call_hook, Hook};
 use magnus::{method, Error, Module, Ruby, Value};
 use rb_sys::VALUE;
 
 use crate::core::{kept, op, Backend};
-use crate::rt::{consts, kind_of, raw, val, QTRUE};
+use crate::rt::{
+    binary_str, consts, errno_error, kind_of, last_errno, raw, val, QFALSE, QNIL, QTRUE,
+};
 
 /// `IO#__discard_kept__` (private): what interrupted operations kept for
 /// this IO dies with its file (`close_read`, `reopen`; see `crate::core::kept`).
 fn io_discard_kept(io: Value) -> Value {
     kept::discard(raw(io));
     io
+}
+
+/// `IO#__read_file_now__(length)` (private; the scheduler's `io_read` hook in
+/// `core/fiber_scheduler.rb`): for a regular file, one read of at most
+/// `length` bytes done at once, with no switch; the String, nil at EOF.
+/// `false` if the IO is not a regular file (the hook then waits through the
+/// backend). A file is never "not ready", and Ruby's `require` reads through
+/// the hook in a non-blocking fiber: a switch there would let another fiber
+/// of the thread reach a constant whose autoload is half done, which Ruby
+/// 3.1 reports as a NameError.
+fn io_read_file_now(rb_self: Value, length: usize) -> Result<Value, Error> {
+    let (fd, owner) = crate::rt::readable_fd_owner(raw(rb_self))?;
+    // SAFETY: `st` is a plain struct fstat fills; `fd` is the IO's open descriptor.
+    let regular = unsafe {
+        let mut st: libc::stat = std::mem::zeroed();
+        libc::fstat(fd, &mut st) == 0 && st.st_mode & libc::S_IFMT == libc::S_IFREG
+    };
+    if !regular {
+        return Ok(val(QFALSE));
+    }
+    let b = Backend::current()?;
+    let mut kept_out = QNIL;
+    if kept::take_bytes(&b, owner, fd, length.max(1), |bytes| {
+        kept_out = binary_str(bytes)
+    })
+    .is_some()
+    {
+        return Ok(val(kept_out));
+    }
+    let mut buf = vec![0u8; length.clamp(1, op::read::MAX_READ_CHUNK)];
+    loop {
+        // SAFETY: `buf` is valid for `buf.len()` bytes; a regular file's read does not block
+        // for long (no GVL release needed).
+        let n = unsafe { libc::read(fd, buf.as_mut_ptr() as *mut _, buf.len()) };
+        if n >= 0 {
+            let n = n as usize;
+            return Ok(val(if n == 0 { QNIL } else { binary_str(&buf[..n]) }));
+        }
+        let e = last_errno();
+        if e != libc::EINTR {
+            return Err(errno_error(e, "read").into());
+        }
+    }
 }
 
 /// `IO#__write_io__` (private): the IO that writes go to, which differs from
@@ -131,6 +176,7 @@ pub fn init(ruby: &Ruby) -> Result<(), Error> {
     let io = ruby.class_io();
     io.define_private_method("__discard_kept__", method!(io_discard_kept, 0))?;
     io.define_private_method("__write_io__", method!(io_write_io, 0))?;
+    io.define_private_method("__read_file_now__", method!(io_read_file_now, 1))?;
     io.define_method("__write_fast__", method!(io_write_fast, -1))?;
     Ok(())
 }
