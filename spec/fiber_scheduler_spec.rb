@@ -107,18 +107,18 @@ RSpec.describe 'Fiber::Scheduler on the backend' do
       Warning[:experimental] = true
     end
 
-    it "has the running Ruby's hooks: io_select, io_pread, io_pwrite from 3.2, blocking_operation_wait from 3.4" do
-      hooks = %i[io_select io_pread io_pwrite blocking_operation_wait].map do |m|
+    it "has the running Ruby's hooks: io_select, io_pread from 3.2, blocking_operation_wait from 3.4, no io_pwrite" do
+      hooks = %i[io_select io_pread blocking_operation_wait io_pwrite].map do |m|
         Polyphony::FiberScheduler.method_defined?(m)
       end
-      expect(hooks).to eq(([RUBY_VERSION >= '3.2'] * 3) + [RUBY_VERSION >= '3.4'])
+      expect(hooks).to eq([RUBY_VERSION >= '3.2', RUBY_VERSION >= '3.2', RUBY_VERSION >= '3.4', false])
     end
 
-    it 'reads and writes a file at an offset in a spun fiber (through io_pread and io_pwrite on Ruby >= 3.3)' do
+    it 'reads and writes a file at an offset in a spun fiber (reads through io_pread on Ruby >= 3.3)' do
       calls = []
       scheduler = Fiber.scheduler
       if RUBY_VERSION >= '3.3'
-        %i[io_pread io_pwrite].each do |hook|
+        %i[io_pread].each do |hook|
           allow(scheduler).to receive(hook).and_wrap_original do |m, *args|
             calls << hook
             m.call(*args)
@@ -135,7 +135,11 @@ RSpec.describe 'Fiber::Scheduler on the backend' do
       end
       r, w = IO.pipe
       expect { spin { r.pread(1, 0) }.await }.to raise_error(Errno::ESPIPE)
-      expect(calls.uniq.sort).to eq(RUBY_VERSION >= '3.3' ? %i[io_pread io_pwrite] : [])
+      expect(calls.uniq).to eq(RUBY_VERSION >= '3.3' ? %i[io_pread] : [])
+      # The thread still schedules its fibers (Ruby 3.3 once ran a pwrite
+      # hook without the GVL here, and the thread hung a little later).
+      spin { sleep 0.02; w << 'z' }
+      expect(spin { r.readpartial(1) }.await).to eq('z')
     ensure
       [r, w].each { |io| io&.close }
     end

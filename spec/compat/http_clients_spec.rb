@@ -5,6 +5,7 @@ require 'faraday'
 require 'httpclient'
 require 'http'
 require 'excon'
+require 'tempfile'
 
 # Each client: a GET of `path` returning the body, with optional read and
 # connect timeouts, and the errors it raises for them.
@@ -80,10 +81,11 @@ RSpec.describe 'HTTP clients against a real server' do
       $stdout.flush
       server.start
     RUBY
-    @server_pid = Process.spawn(SpecHelpers::RUBY, '-e', code, out: w)
+    @server_log = Tempfile.new('webrick')
+    @server_pid = Process.spawn(SpecHelpers::RUBY, '-e', code, out: w, err: @server_log.path)
     w.close
     @port = r.gets.to_i
-    raise 'the WEBrick server did not start' if @port.zero?
+    raise "the WEBrick server did not start:\n#{File.read(@server_log.path)}" if @port.zero?
   ensure
     r&.close
   end
@@ -93,6 +95,7 @@ RSpec.describe 'HTTP clients against a real server' do
       Process.kill(:TERM, @server_pid)
       Process.wait(@server_pid)
     end
+    @server_log&.close!
   end
 
   # A port whose connects never complete: a listener with a backlog of 0,

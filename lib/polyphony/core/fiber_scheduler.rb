@@ -91,15 +91,10 @@ module Polyphony
         -e.errno
       end
 
-      # `IO#pwrite` (Ruby >= 3.3 calls this): `length` bytes of the buffer
-      # past `offset` (all of them if 0) at file offset `from`; the byte
-      # count, or -errno.
-      def io_pwrite(io, buffer, from, length, offset)
-        length = buffer.size - offset if length.zero?
-        Fiber.blocking { io.pwrite(buffer.get_string(offset, length), from) }
-      rescue SystemCallError => e
-        -e.errno
-      end
+      # No `io_pwrite`: Ruby 3.3 calls it from inside its blocking region,
+      # without the GVL (io.c: internal_pwrite_func), which no Ruby code may
+      # run in. Without the hook Ruby does the pwrite itself, at once, as
+      # the hook would for a file.
 
       private
 
