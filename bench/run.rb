@@ -3,12 +3,16 @@
 # The benchmark suite (`rake bench`; `QUICK=1 rake bench` for a short run).
 #
 # Every workload runs in a fresh process, for the gem on io_uring and on
-# epoll, and for its denominator in the same invocation: bare Ruby fibers
-# for switch/spawn/memory/pipe, the raw Rust reference server
-# (bench/tools/limit) for echo/http. Servers run on core 0, the load
-# generators (bench/tools/echo-client, wrk) on core 1. Prints one table of
-# figures and the ratios the targets are stated in (issue 6), and writes
-# the figures as JSON to bench/results.json.
+# epoll, and for its denominator in the same invocation, interleaved: the
+# floor (bench/floor/: the cheapest way bare Ruby does the same work) for
+# switch/spawn/memory/pipe, stdlib Thread::Queue between two threads for the
+# cross-thread queue, the raw Rust server (bench/tools/limit) for echo/http,
+# which the gem serves with the reference servers every library is compared
+# with (bench/servers/reference_*). The former denominators (bare Ruby in
+# the gem's own shapes) and the gem's leaner servers stay as extra rows.
+# Servers run on core 0, the load generators (bench/tools/echo-client, wrk)
+# on core 1. Prints the targets table and the figures, and writes them as
+# JSON to bench/results.json.
 
 require 'json'
 require 'open3'
@@ -91,6 +95,31 @@ def run_workload(impl, name, backend)
   JSON.parse(out.lines.last, symbolize_names: true)
 end
 
+# A floor script (bench/floor/NAME.rb ARGS) on core 0: its `name: value`
+# lines.
+def run_floor(name, *args)
+  out, err, status = Open3.capture3('taskset', '-c', '0', RUBY, File.join(ROOT, "bench/floor/#{name}.rb"),
+                                    *args.map(&:to_s))
+  raise "floor #{name} failed: #{err}" unless status.success?
+
+  out.scan(/^(\w+): ([\d.e+-]+)/).to_h { |k, v| [k.to_sym, v.to_f] }
+end
+
+# The floor's figures under the names the gem's workloads use.
+def floor_figures(name)
+  case name
+  when 'switch' then { switches_per_s: run_floor('switch')[:switch] }
+  when 'spawn'
+    f = run_floor('spawn')
+    { spawn_per_s: f[:spawn], batch_per_s: f[:spawn_b1k] }
+  when 'pipe' then { gb_per_s: run_floor('pipe')[:pipe] }
+  when 'memory'
+    [SIZES.fetch('MEMORY_SMALL', 10_000), SIZES.fetch('MEMORY_LARGE', 100_000)].to_h do |n|
+      [:"kb_per_fiber_#{n}", run_floor('memory', n).values.first]
+    end
+  end
+end
+
 def free_port
   s = TCPServer.new('127.0.0.1', 0)
   s.addr[1]
@@ -155,12 +184,15 @@ end
 
 def network(kind)
   http = kind == 'http'
+  ours = lambda do |script, backend|
+    [[RUBY, '-I', File.join(ROOT, 'lib'), File.join(ROOT, "bench/servers/#{script}")],
+     { 'POLYPHONY_BACKEND' => backend }]
+  end
   servers = {
-    'io_uring' => [[RUBY, '-I', File.join(ROOT, 'lib'), File.join(ROOT, "bench/servers/#{kind}_server.rb")],
-                   { 'POLYPHONY_BACKEND' => 'io_uring' }],
-    'epoll' => [[RUBY, '-I', File.join(ROOT, 'lib'), File.join(ROOT, "bench/servers/#{kind}_server.rb")],
-                { 'POLYPHONY_BACKEND' => 'epoll' }],
-    'reference' => [[tool('limit-server'), kind], {}]
+    'io_uring' => ours.call("reference_#{kind}_server.rb", 'io_uring'),
+    'epoll' => ours.call("reference_#{kind}_server.rb", 'epoll'),
+    'reference' => [[tool('limit-server'), kind], {}],
+    'lean' => ours.call("#{kind}_server.rb", IO_URING ? 'io_uring' : 'epoll')
   }
   servers.delete('io_uring') unless IO_URING
   runs = Hash.new { |h, k| h[k] = [] }
@@ -203,40 +235,60 @@ def micro
     runs = Hash.new { |h, k| h[k] = [] }
     reps.times do
       BACKENDS.each { |b| runs[b] << run_workload('polyphony', name, b) }
+      runs['floor'] << floor_figures(name)
       runs['bare'] << run_workload('bare', name, 'epoll')
     end
     results[name] = runs.transform_values { |rs| median_figures(rs) }
   end
   log 'timers'
   results['timers'] = BACKENDS.to_h { |b| [b, run_workload('polyphony', 'timers', b)] }
+  log 'cross-thread queue'
+  runs = Hash.new { |h, k| h[k] = [] }
+  MICRO_REPS.times do
+    BACKENDS.each { |b| runs[b] << run_workload('polyphony', 'xqueue', b) }
+    runs['bare'] << run_workload('bare', 'xqueue', 'epoll')
+  end
+  results['xqueue'] = runs.transform_values { |rs| median_figures(rs) }
   results
 end
 
-# Rows: [label, target text, io_uring value, epoll value, ok?]
+# Rows: [label, target text, io_uring value, epoll value, ok?]; the targets
+# of issue 21 first, then the former targets' denominators, labelled.
 def rows(m, net)
-  per_cpu = ->(r, key = :rate) { r && (r[key] / [r[:cpu], 0.01].max) }
-  ratio = lambda do |workload, key|
-    %w[io_uring epoll].map { |b| m[workload][b] && (m[workload][b][key] / m[workload]['bare'][key]) }
-  end
-  mem = lambda do |key|
-    %w[io_uring epoll].map { |b| m['memory'][b] && (m['memory'][b][key] - m['memory']['bare'][key]) }
-  end
+  both = ->(&blk) { %w[io_uring epoll].map { |b| blk.call(b) } }
+  per_cpu = ->(r) { r && (r[:rate] / [r[:cpu], 0.01].max) }
+  ratio = ->(w, key, den = 'floor') { both.call { |b| m[w][b] && (m[w][b][key] / m[w][den][key]) } }
+  mem = ->(key) { both.call { |b| m['memory'][b] && (m['memory'][b][key] - m['memory']['floor'][key]) } }
   net_ratio = lambda do |kind|
     ref = per_cpu.call(net[kind]['reference'])
-    %w[io_uring epoll].map { |b| net[kind][b] && (per_cpu.call(net[kind][b]) / ref) }
+    both.call { |b| net[kind][b] && (per_cpu.call(net[kind][b]) / ref) }
   end
-  pick = ->(h, key) { %w[io_uring epoll].map { |b| h[b]&.fetch(key) } }
-  large = m['memory']['bare'].keys.grep(/kb_per_fiber_/).max_by { |k| k.to_s[/\d+/].to_i }
+  lean_ratio = lambda do |kind|
+    [per_cpu.call(net[kind]['lean']) / per_cpu.call(net[kind]['reference']), nil]
+  end
+  pick = ->(h, key) { both.call { |b| h[b]&.fetch(key) } }
+  large = m['memory']['floor'].keys.grep(/kb_per_fiber_/).max_by { |k| k.to_s[/\d+/].to_i }
   [
-    ['switch vs bare Ruby fibers', '>= 0.80', *ratio.call('switch', :switches_per_s), ->(v) { v >= 0.80 }],
-    ['spawn all-at-once vs bare Ruby', '>= 0.33', *ratio.call('spawn', :spawn_per_s), ->(v) { v >= 0.33 }],
-    ['spawn 1k batches vs bare Ruby', '>= 0.45', *ratio.call('spawn', :batch_per_s), ->(v) { v >= 0.45 }],
-    ['timer overshoot p99 (ms)', '<= 2', *pick.call(m['timers'], :overshoot_p99_ms), ->(v) { v <= 2 }],
-    ["memory/idle fiber - bare (KB, #{large.to_s[/\d+/]})", '<= 0.4', *mem.call(large), ->(v) { v <= 0.4 }],
-    ['pipe vs bare Ruby', '>= 0.97', *ratio.call('pipe', :gb_per_s), ->(v) { v >= 0.97 }],
-    ['echo msg/s per CPU-s vs Rust', '>= 0.95', *net_ratio.call('echo'), ->(v) { v >= 0.95 }],
-    ['HTTP req/s per CPU-s vs Rust', '>= 0.85', *net_ratio.call('http'), ->(v) { v >= 0.85 }],
-    ['HTTP p99 at 100 conns (ms)', '<= 1.0', *pick.call(net['http'], :p99_ms), ->(v) { v <= 1.0 }]
+    ['switch vs transfer ring (floor)', '>= 0.90', *ratio.call('switch', :switches_per_s), ->(v) { v >= 0.90 }],
+    ['spawn 100k then await vs floor', '>= 1.0', *ratio.call('spawn', :spawn_per_s), ->(v) { v >= 1.0 }],
+    ['spawn 1k batches vs floor', '>= 1.0', *ratio.call('spawn', :batch_per_s), ->(v) { v >= 1.0 }],
+    ['timer overshoot p99 (ms), 10k fibers spun at once', '<= 1', *pick.call(m['timers'], :overshoot_p99_ms),
+     ->(v) { v <= 1 }],
+    ["memory/idle fiber - floor (KB, #{large.to_s[/\d+/]})", '<= 0.3', *mem.call(large), ->(v) { v <= 0.3 }],
+    ['pipe vs one thread alternating (floor)', '>= 0.97', *ratio.call('pipe', :gb_per_s), ->(v) { v >= 0.97 }],
+    ['echo msg/s per CPU-s vs Rust (reference server)', '>= 1.0', *net_ratio.call('echo'), ->(v) { v >= 1.0 }],
+    ['HTTP req/s per CPU-s vs Rust (reference server)', '>= 0.80', *net_ratio.call('http'), ->(v) { v >= 0.80 }],
+    ['HTTP p99 at 100 conns (ms, reference server)', '<= 0.8', *pick.call(net['http'], :p99_ms), ->(v) { v <= 0.8 }],
+    ['cross-thread queue vs Thread::Queue', '>= 0.8', *ratio.call('xqueue', :items_per_s, 'bare'),
+     ->(v) { v >= 0.8 }],
+    ['cross-thread wake-up p99 (µs)', '<= 50', *pick.call(m['xqueue'], :wake_p99_us), ->(v) { v <= 50 }],
+    ['(former) switch vs resume/yield bare', '>= 0.80', *ratio.call('switch', :switches_per_s, 'bare'),
+     ->(v) { v >= 0.80 }],
+    ['(former) pipe vs two bare fibers', '>= 0.97', *ratio.call('pipe', :gb_per_s, 'bare'), ->(v) { v >= 0.97 }],
+    ['(former) echo per CPU-s vs Rust, lean server (io_uring only)', '>= 0.95', *lean_ratio.call('echo'),
+     ->(v) { v >= 0.95 }],
+    ['(former) HTTP per CPU-s vs Rust, lean server (io_uring only)', '>= 0.85', *lean_ratio.call('http'),
+     ->(v) { v >= 0.85 }]
   ].map { |label, target, u, e, ok| [label, target, u, e, u.nil? ? nil : ok.call(u)] }
 end
 
@@ -302,28 +354,35 @@ def print_tables(m, net)
 end
 
 def figures(m, net)
-  fig = ->(w, k) { [m[w]['io_uring']&.fetch(k), m[w]['epoll'][k], m[w]['bare']&.fetch(k)] }
+  fig = ->(w, k, den = 'floor') { [m[w]['io_uring']&.fetch(k), m[w]['epoll'][k], m[w][den]&.fetch(k)] }
   netf = ->(kind, k) { [net[kind]['io_uring']&.[](k), net[kind]['epoll'][k], net[kind]['reference'][k]] }
   rows = [
-    ['switches/s (bare Ruby)', *fig.call('switch', :switches_per_s)],
-    ['fibers/s, all at once (bare Ruby)', *fig.call('spawn', :spawn_per_s)],
-    ['fibers/s, 1k batches (bare Ruby)', *fig.call('spawn', :batch_per_s)]
+    ['switches/s (floor: transfer ring)', *fig.call('switch', :switches_per_s)],
+    ['switches/s (former: bare resume/yield)', *fig.call('switch', :switches_per_s, 'bare')],
+    ['fibers/s, 100k then run (floor)', *fig.call('spawn', :spawn_per_s)],
+    ['fibers/s, 1k batches (floor)', *fig.call('spawn', :batch_per_s)]
   ]
-  m['memory']['bare'].keys.grep(/kb_per_fiber_/).each do |k|
-    rows << ["KB per idle fiber at #{k.to_s[/\d+/]} (bare Ruby)", *fig.call('memory', k)]
+  m['memory']['floor'].keys.grep(/kb_per_fiber_/).each do |k|
+    rows << ["KB per idle fiber at #{k.to_s[/\d+/]} (floor)", *fig.call('memory', k)]
   end
   rows += [
-    ['pipe GB/s (bare Ruby)', *fig.call('pipe', :gb_per_s)],
+    ['pipe GB/s (floor: one thread alternating)', *fig.call('pipe', :gb_per_s)],
+    ['pipe GB/s (former: two bare fibers)', *fig.call('pipe', :gb_per_s, 'bare')],
     ['timer overshoot mean ms', m['timers']['io_uring']&.fetch(:overshoot_mean_ms),
      m['timers']['epoll'][:overshoot_mean_ms], nil],
-    ['echo msg/s (Rust server)', *netf.call('echo', :rate)],
+    ['cross-thread items/s (Thread::Queue, two threads)', *fig.call('xqueue', :items_per_s, 'bare')],
+    ['cross-thread wake-up p50 µs (Thread::Queue)', *fig.call('xqueue', :wake_p50_us, 'bare')],
+    ['cross-thread wake-up p99 µs (Thread::Queue)', *fig.call('xqueue', :wake_p99_us, 'bare')],
+    ['echo msg/s, reference server (Rust server)', *netf.call('echo', :rate)],
     ['echo p99 ms, median of runs (Rust server)', *netf.call('echo', :p99_ms)],
     ['echo fairness min/mean (Rust server)', *netf.call('echo', :fair)],
     ['echo server CPU (Rust server)', *netf.call('echo', :cpu)],
-    ['http req/s, closed loop (Rust server)', *netf.call('http', :rate)],
+    ['echo msg/s, lean server, io_uring only', net['echo']['lean'][:rate], nil, nil],
+    ['http req/s, closed loop, reference server (Rust server)', *netf.call('http', :rate)],
     ['http p99 ms, median of runs (Rust server)', *netf.call('http', :p99_ms)],
     ['http p99 ms, each run (Rust server)', *netf.call('http', :p99_runs)],
-    ['http server CPU (Rust server)', *netf.call('http', :cpu)]
+    ['http server CPU (Rust server)', *netf.call('http', :cpu)],
+    ['http req/s, lean server, io_uring only', net['http']['lean'][:rate], nil, nil]
   ]
   rows << ['http req/s, wrk (Rust server)', *netf.call('http', :wrk_rate)] if net['http']['reference'][:wrk_rate]
   rows

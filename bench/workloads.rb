@@ -90,30 +90,65 @@ def memory
   out
 end
 
-# 10k fibers each sleeping 0.01–0.1 s, several rounds: how late they wake.
-# The fibers are all started (and parked) before the first round, so the
-# figure is about timers, not about how long 10k fiber starts take.
+# 10k fibers, spun together, each sleeping 0.01–0.1 s in several rounds
+# (the floor's durations: Random.new(42), round by round): how late they
+# wake. Round 1 starts 10k fibers at once, the hard part for timers.
 def timers
   n = env('TIMER_FIBERS', 10_000)
   rounds = env('TIMER_ROUNDS', 5)
-  rng = Random.new(1)
+  rng = Random.new(42)
+  durations = Array.new(rounds) { Array.new(n) { 0.01 + (rng.rand * 0.09) } }
   late = []
-  fibers = n.times.map do
+  fibers = n.times.map do |i|
     spin do
-      suspend
-      rounds.times do
-        d = 0.01 + (rng.rand * 0.09)
+      rounds.times do |round|
+        d = durations[round][i]
         t = now
         sleep d
         late << (now - t - d)
       end
     end
   end
-  snooze
-  fibers.each(&:schedule)
   Fiber.await(fibers)
   late.sort!
   { overshoot_mean_ms: late.sum / late.size * 1000, overshoot_p99_ms: late[(late.size * 0.99).floor] * 1000 }
+end
+
+# Items handed from a plain thread to a consumer: a Polyphony::Queue read by
+# a fiber (polyphony), stdlib Thread::Queue read by a thread (bare, the
+# floor). Throughput: XQUEUE_ITEMS pushed as fast as they go. Wake-up
+# latency: XQUEUE_PINGS items each pushed to an idle consumer (the producer
+# waits for an acknowledgement before the next).
+def xqueue
+  n = env('XQUEUE_ITEMS', 100_000)
+  pings = env('XQUEUE_PINGS', 10_000)
+  q = POLY ? Polyphony::Queue.new : Thread::Queue.new
+  consume = lambda do |count, &blk|
+    POLY ? spin { count.times { blk.call(q.shift) } } : Thread.new { count.times { blk.call(q.pop) } }
+  end
+  finish = ->(c) { POLY ? c.await : c.join }
+  elapsed = timed do
+    consumer = consume.call(n) { |_| nil }
+    producer = Thread.new { n.times { |i| q << i } }
+    finish.call(consumer)
+    producer.join
+  end
+  lat = []
+  ack = Thread::Queue.new
+  consumer = consume.call(pings) do |t|
+    lat << (now - t)
+    ack << true
+  end
+  producer = Thread.new do
+    pings.times do
+      q << now
+      ack.pop
+    end
+  end
+  finish.call(consumer)
+  producer.join
+  lat.sort!
+  { items_per_s: n / elapsed, wake_p50_us: lat[lat.size / 2] * 1e6, wake_p99_us: lat[(lat.size * 0.99).floor] * 1e6 }
 end
 
 # Bytes through an IO.pipe from a writer fiber to a reader fiber.
