@@ -18,18 +18,10 @@ module Polyphony
     # `require` reads this way, and must not be interleaved with another
     # fiber's autoload).
     def io_read(io, buffer, length, offset = 0)
-      total = 0
-      room = buffer.size - offset
-      while total < room
-        chunk = io.__send__(:__read_file_now__, room - total)
-        chunk = Thread.current.backend.read(io, +'', room - total, false, 0) if chunk == false
-        break unless chunk
-
-        buffer.set_string(chunk, offset + total)
-        total += chunk.bytesize
-        break if total >= length
+      __fill__(buffer, length, offset) do |want, _|
+        chunk = io.__send__(:__read_file_now__, want)
+        chunk == false ? Thread.current.backend.read(io, +'', want, false, 0) : chunk
       end
-      total
     rescue SystemCallError => e
       -e.errno
     end
@@ -74,19 +66,7 @@ module Polyphony
       # take a pread, and a file is never "not ready": the read runs in this
       # fiber, as the backend's reads of regular files do.
       def io_pread(io, buffer, from, length, offset)
-        room = buffer.size - offset
-        total = 0
-        Fiber.blocking do
-          while total < room
-            chunk = __pread__(io, room - total, from + total)
-            break unless chunk
-
-            buffer.set_string(chunk, offset + total)
-            total += chunk.bytesize
-            break if total >= length
-          end
-        end
-        total
+        Fiber.blocking { __fill__(buffer, length, offset) { |want, done| __pread__(io, want, from + done) } }
       rescue SystemCallError => e
         -e.errno
       end
@@ -126,6 +106,24 @@ module Polyphony
     # fibers belong to the thread's fiber tree, which is shut down by then.
     def close
       nil
+    end
+
+    private
+
+    # Fills `buffer` from `offset` with the chunks the block returns (given
+    # the bytes still wanted and those taken so far) until `length` bytes are
+    # there (one chunk if 0), the buffer is full, or the block returns nil
+    # (EOF); the byte count.
+    def __fill__(buffer, length, offset)
+      room = buffer.size - offset
+      total = 0
+      while total < room
+        chunk = yield(room - total, total) or break
+        buffer.set_string(chunk, offset + total)
+        total += chunk.bytesize
+        break if total >= length
+      end
+      total
     end
   end
 end
