@@ -142,6 +142,31 @@ RSpec.describe 'Cancellation at the kernel boundary (docs/io-semantics.md)' do
       end
     end
 
+    it 'raises FrozenError for a buffer frozen mid-read, keeping the bytes, under GC.stress' do
+      r, w = IO.pipe
+      buf = +'x' * 100
+      GC.stress = true
+      begin
+        f = spin { r.readpartial(50, buf) }
+        snooze
+        buf.freeze
+        w.write('stress')
+        error = begin
+          f.await
+        rescue FrozenError => e
+          e
+        end
+        again = r.readpartial(50)
+      ensure
+        GC.stress = false
+      end
+      expect(error).to be_a(FrozenError)
+      expect(again).to eq('stress')
+    ensure
+      r&.close
+      w&.close
+    end
+
     it 'leaves a copy made while the read waits untouched' do
       r, w = IO.pipe
       buf = +'x' * 100

@@ -89,6 +89,33 @@ RSpec.describe 'Fiber::Scheduler on the backend' do
       expect(results[1..2]).to eq([IO::READABLE, :slept])
     end
 
+    it 'reads a regular file and a pipe through io_read under GC.stress' do
+      Warning[:experimental] = false
+      r, w = IO.pipe
+      File.open(__FILE__) do |f|
+        expected = File.binread(__FILE__, 64)
+        GC.stress = true
+        begin
+          from_file = spin do
+            buf = IO::Buffer.new(64)
+            [Fiber.scheduler.io_read(f, buf, 64), buf.get_string]
+          end
+          from_pipe = spin do
+            buf = IO::Buffer.new(4)
+            [Fiber.scheduler.io_read(r, buf, 4), buf.get_string]
+          end
+          spin { w << 'pipe' }
+          results = [from_file.await, from_pipe.await]
+        ensure
+          GC.stress = false
+        end
+        expect(results).to eq([[64, expected], [4, 'pipe']])
+      end
+    ensure
+      Warning[:experimental] = true
+      [r, w].each { |io| io&.close }
+    end
+
     it 'reads and writes through IO::Buffer in io_read and io_write' do
       r, w = IO.pipe
       scheduler = Fiber.scheduler
