@@ -75,17 +75,6 @@ module Polyphony
       # without the GVL (io.c: internal_pwrite_func), which no Ruby code may
       # run in. Without the hook Ruby does the pwrite itself, at once, as
       # the hook would for a file.
-
-      private
-
-      def __pread__(io, length, from)
-        io.pread(length, from)
-      rescue EOFError
-        nil
-      end
-
-      public
-
     end
 
     if RUBY_VERSION >= '3.4'
@@ -109,6 +98,13 @@ module Polyphony
     end
 
     private
+
+    # One pread: the String, nil at EOF.
+    def __pread__(io, length, from)
+      io.pread(length, from)
+    rescue EOFError
+      nil
+    end
 
     # Fills `buffer` from `offset` with the chunks the block returns (given
     # the bytes still wanted and those taken so far) until `length` bytes are

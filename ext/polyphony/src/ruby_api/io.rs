@@ -44,20 +44,25 @@ fn io_read_file_now(rb_self: Value, length: usize) -> Result<Value, Error> {
     {
         return Ok(val(kept_out));
     }
-    let mut buf = vec![0u8; length.clamp(1, op::read::MAX_READ_CHUNK)];
-    loop {
-        // SAFETY: `buf` is valid for `buf.len()` bytes; a regular file's read does not block
-        // for long (no GVL release needed).
-        let n = unsafe { libc::read(fd, buf.as_mut_ptr() as *mut _, buf.len()) };
+    let len = length.clamp(1, op::read::MAX_READ_CHUNK);
+    // The backend's pooled read buffer, as its own reads use.
+    let mut buf = b.take_buf(len);
+    let r = loop {
+        // SAFETY: `buf` has a capacity of at least `len` bytes, which is what the read may
+        // write; a regular file's read does not block for long (no GVL release needed).
+        let n = unsafe { libc::read(fd, buf.as_mut_ptr() as *mut _, len) };
         if n >= 0 {
-            let n = n as usize;
-            return Ok(val(if n == 0 { QNIL } else { binary_str(&buf[..n]) }));
+            // SAFETY: the read wrote `n` (at most `len`) bytes at the start of `buf`.
+            let bytes = unsafe { std::slice::from_raw_parts(buf.as_ptr(), n as usize) };
+            break Ok(val(if n == 0 { QNIL } else { binary_str(bytes) }));
         }
         let e = last_errno();
         if e != libc::EINTR {
-            return Err(errno_error(e, "read").into());
+            break Err(errno_error(e, "read").into());
         }
-    }
+    };
+    b.give_buf(buf);
+    r
 }
 
 /// `IO#__write_io__` (private): the IO that writes go to, which differs from

@@ -206,15 +206,19 @@ pub fn read_once(
             return Ok(n);
         }
     }
-    if !ensure_nonblock(fd) {
+    let mut waited = !ensure_nonblock(fd);
+    if waited {
         b.wait_ready(fd, READABLE)?;
     }
     let orig_len = dest.len();
     let r = loop {
-        // Other fibers ran during the wait: the String is checked (and the
-        // pointer fetched) again on every attempt, before anything is read.
-        if let Err(e) = dest.modify() {
-            break Err(e);
+        // Other fibers ran during a wait: the String is checked again before
+        // anything is read into it (`with_read_target` fetches its pointer
+        // on every attempt). Without a wait, `read_once`'s check holds.
+        if waited {
+            if let Err(e) = dest.modify() {
+                break Err(e);
+            }
         }
         // SAFETY: `with_read_target` gives a pointer valid for `max` bytes; the fd is only read.
         let n = with_read_target(b, dest, max, |ptr| unsafe {
@@ -231,6 +235,7 @@ pub fn read_once(
                 if let Err(e) = b.wait_ready(fd, READABLE) {
                     break Err(e);
                 }
+                waited = true;
             }
             libc::EINTR => {}
             e => break Err(errno_error(e, call_name(recv_flags))),
@@ -279,9 +284,7 @@ fn read_ready(
     max: usize,
     recv_flags: Option<i32>,
 ) -> Option<Result<usize, Error>> {
-    if let Err(e) = dest.modify() {
-        return Some(Err(e));
-    }
+    // No switch since `read_once` made `dest` modifiable.
     let orig_len = dest.len();
     // SAFETY: `ptr` is valid for `max` bytes (see `with_read_target`); RWF_NOWAIT and
     // MSG_DONTWAIT never block.
