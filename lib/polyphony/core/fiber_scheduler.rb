@@ -71,10 +71,10 @@ module Polyphony
         -e.errno
       end
 
-      # No `io_pwrite`: Ruby 3.3 calls it from inside its blocking region,
-      # without the GVL (io.c: internal_pwrite_func), which no Ruby code may
-      # run in. Without the hook Ruby does the pwrite itself, at once, as
-      # the hook would for a file.
+      # No `io_pwrite`: Ruby 3.3's IO#pwrite calls it from inside its
+      # blocking region, without the GVL, where no Ruby code may run (checked
+      # in Debian's 3.3.8 source; docs/scheduling.md). Without the hook Ruby
+      # does the pwrite itself, at once, as the hook would for a file.
     end
 
     if RUBY_VERSION >= '3.4'

@@ -139,10 +139,11 @@ pub fn binary_str(bytes: &[u8]) -> VALUE {
 /// (`dup`) it meanwhile.
 #[inline]
 pub fn str_modify(s: VALUE) -> Result<(), Error> {
-    const BLOCKING: u64 =
-        rb_sys::ruby_fl_type::RUBY_FL_FREEZE as u64 | rb_sys::ruby_fl_type::RUBY_FL_USER7 as u64; // string.c: STR_TMPLOCK
-                                                                                                  // SAFETY: `s` is a live heap String (callers check the type); reading its flags word
-                                                                                                  // neither allocates nor raises.
+    // Frozen, or locked by `rb_str_locktmp` (Ruby's STR_TMPLOCK is FL_USER7).
+    const BLOCKING: VALUE = rb_sys::ruby_fl_type::RUBY_FL_FREEZE as VALUE
+        | rb_sys::ruby_fl_type::RUBY_FL_USER7 as VALUE;
+    // SAFETY: `s` is a live heap String (callers check the type); reading its flags word
+    // neither allocates nor raises.
     let flags: VALUE = unsafe { (*(s as *const rb_sys::RBasic)).flags };
     if flags & BLOCKING != 0 {
         // SAFETY: under `protect`, so what `rb_str_modify` raises comes back as `Err`.
