@@ -202,6 +202,83 @@ RSpec.describe 'Constructs' do
       expect { Queue.new.cap(-1) }.to raise_error(ArgumentError)
       expect { Queue.new.cap('x') }.to raise_error(TypeError)
     end
+
+    # The native queue (ext/polyphony/src/core/queue.rs) takes a ready item
+    # without switching when no other fiber could run; these pin what that
+    # shortcut must keep.
+    context 'native fast paths' do
+      it 'still lets a timer in while a fiber loops over ready items alone' do
+        q = Queue.new
+        n = 0
+        # Runs to the end (about a second) unless shift polls now and then.
+        r = move_on_after(0.05, with_value: :timed_out) do
+          10_000_000.times do
+            q << n
+            n += 1 if q.shift == n
+          end
+          :not_interrupted
+        end
+        expect(r).to eq(:timed_out)
+        expect(n).to be > 100
+      end
+
+      it 'lets runnable fibers run first when an item is ready' do
+        q = Queue.new
+        q << 1
+        order = []
+        spin { order << :other }
+        order << q.shift
+        expect(order).to eq([:other, 1])
+      end
+
+      it 'serves a waiting shifter before a newcomer' do
+        q = Queue.new
+        first = spin { q.shift }
+        snooze
+        q << :a
+        q << :b
+        expect(q.shift).to eq(:b)
+        expect(first.await).to eq(:a)
+      end
+
+      it 'keeps every item of a producer thread, in order' do
+        q = Queue.new
+        n = 100_000
+        producer = Thread.new { n.times { |i| q << i } }
+        got = Array.new(n) { q.shift }
+        producer.join
+        expect(got).to eq((0...n).to_a)
+        expect(q).to be_empty
+      end
+
+      it 'keeps its items alive under GC.stress' do
+        q = Queue.new(%w[a b])
+        GC.stress = true
+        begin
+          20.times { |i| q << "item #{i}" }
+          q.unshift(+'head')
+          q.delete('a')
+          consumer = spin { Array.new(22) { q.shift } }
+          got = consumer.await
+        ensure
+          GC.stress = false
+        end
+        expect(got).to eq(['head', 'b', *Array.new(20) { |i| "item #{i}" }])
+      end
+
+      it 'works on an allocated queue that was never initialized' do
+        q = Polyphony::Queue.allocate
+        q << 1
+        expect([q.shift, q.size, q.closed?]).to eq([1, 0, false])
+      end
+
+      it 'works for subclasses and with initial items' do
+        sub = Class.new(Polyphony::Queue) { def twice = [shift, shift] }
+        q = sub.new([1, 2, 3])
+        expect(q.twice).to eq([1, 2])
+        expect(q.size).to eq(1)
+      end
+    end
   end
 
   describe 'mailboxes' do

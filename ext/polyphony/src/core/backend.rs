@@ -72,6 +72,8 @@ pub(in crate::core) struct Sched {
     pub wake_buf: RefCell<Vec<VALUE>>,
     pub event_waiters: Cell<usize>,
     pub entered: Cell<bool>,
+    /// Switchpoints skipped in a row (`Backend::may_skip_switchpoint`).
+    pub skips: Cell<u32>,
     /// Fibers taken from the run queue (drives the anti-starvation poll).
     pub picks: Cell<u64>,
     /// The state object of the fiber that spun last (usually spins again):
@@ -296,6 +298,7 @@ impl Backend {
                 wake_buf: RefCell::new(Vec::new()),
                 event_waiters: Cell::new(0),
                 entered: Cell::new(false),
+                skips: Cell::new(0),
                 picks: Cell::new(0),
                 spinner_state: Cell::new(QNIL),
                 trace_proc: Cell::new(QNIL),

@@ -11,6 +11,7 @@
 //! - [`kept`]: what an operation given up on still got (docs/io-semantics.md).
 //! - [`lifecycle`]: how the scheduler starts and ends fibers, a table filled
 //!   by `ruby_api/fiber/` at init.
+//! - [`queue`]: the state of a `Polyphony::Queue`, one atomic step per call.
 //! - [`trace`]: scheduler events for a trace proc (debugging).
 //!
 //! # Rules
@@ -38,6 +39,7 @@ pub mod backend;
 pub mod kept;
 pub mod lifecycle;
 pub mod op;
+pub mod queue;
 pub mod scheduler;
 pub mod trace;
 

@@ -37,6 +37,42 @@ impl Backend {
         }
     }
 
+    /// Whether a switchpoint may go on without switching: no other fiber is
+    /// runnable and no mail from another thread waits, so a switch would
+    /// come straight back. Every `SKIP_LIMIT`th call says no all the same
+    /// (and the caller snoozes, which polls without a fiber switch when
+    /// nothing else is runnable): a fiber looping over skipped switchpoints
+    /// still lets expired timers and I/O completions in.
+    #[inline]
+    pub fn may_skip_switchpoint(&self) -> bool {
+        const SKIP_LIMIT: u32 = 64;
+        if !self.sched.rq.borrow().is_empty()
+            || self
+                .sched
+                .inbox_flag
+                .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            return false;
+        }
+        let n = self.sched.skips.get() + 1;
+        if n >= SKIP_LIMIT {
+            self.sched.skips.set(0);
+            return false;
+        }
+        self.sched.skips.set(n);
+        true
+    }
+
+    /// Whether another fiber is runnable or mail from another thread waits.
+    #[inline]
+    pub fn has_runnable(&self) -> bool {
+        !self.sched.rq.borrow().is_empty()
+            || self
+                .sched
+                .inbox_flag
+                .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Parks `fiber` (a debugging aid): it leaves the run queue, and its
     /// wake-ups are held until `unpark` (see `RunQueue::park`).
     pub fn park(&self, fiber: VALUE) {

@@ -7,10 +7,10 @@ use std::marker::PhantomData;
 use std::ops::Deref;
 use std::ptr::NonNull;
 
-use magnus::{typed_data::Obj, value::ReprValue, TryConvert, TypedData};
+use magnus::{value::ReprValue, TypedData};
 use rb_sys::VALUE;
 
-use super::{raw, ruby, val};
+use super::{raw, ruby};
 
 /// A borrowed Rust value inside a live Ruby object. The handle holds the
 /// object, so the value lives at least as long as the handle: Ruby scans
@@ -79,14 +79,36 @@ pub fn wrap<T: TypedData>(value: T) -> VALUE {
 }
 
 /// The `T` inside `obj`, if `obj` is a `T` object.
+///
+/// The type test is the one `rb_check_typeddata` makes, done here without
+/// raising, so without the `rb_protect` a conversion through magnus costs
+/// on every native method call.
 #[inline]
 pub fn get<T: TypedData>(obj: VALUE) -> Option<Handle<T>> {
-    let o: Obj<T> = TryConvert::try_convert(val(obj)).ok()?;
-    Some(Handle {
-        obj,
-        ptr: NonNull::from(&*o),
-        _not_send: PhantomData,
-    })
+    use rb_sys::ruby_value_type::RUBY_T_DATA;
+    if rb_sys::SPECIAL_CONST_P(obj) {
+        return None;
+    }
+    // `DataType` is a `repr(transparent)` `rb_data_type_t`.
+    let want = T::data_type() as *const magnus::DataType as *const rb_sys::rb_data_type_t;
+    // SAFETY: GVL held; `obj` is a live heap object (not a special
+    // constant), so its type can be read, and the typed-data fields only
+    // once it is known to be typed data.
+    unsafe {
+        if rb_sys::RB_BUILTIN_TYPE(obj) != RUBY_T_DATA || !rb_sys::RTYPEDDATA_P(obj) {
+            return None;
+        }
+        let ty = rb_sys::RTYPEDDATA_TYPE(obj);
+        if ty != want && rb_sys::rb_typeddata_inherited_p(ty, want) == 0 {
+            return None;
+        }
+        // magnus wraps a `Box<T>`: the data pointer is the `T`.
+        let ptr = rb_sys::RTYPEDDATA_GET_DATA(obj) as *const T;
+        if ptr.is_null() {
+            return None;
+        }
+        Some(Handle::from_parts(obj, ptr))
+    }
 }
 
 /// Declares the Ruby class of a Rust type (a `magnus::TypedData` impl):

@@ -8,6 +8,7 @@
 //! - `io.rs`: `IO#__write_fast__` and private helpers;
 //! - `kernel.rs`: `snooze`, `suspend`, `sleep`;
 //! - `process.rs`: `Process::Status.from_status_array`;
+//! - `queue.rs`: `Polyphony::Queue`'s state and hot paths;
 //! - `raw_buffer.rs`: `Polyphony.__with_raw_buffer__` and its helpers;
 //! - `thread.rs`: `Thread#backend`.
 //!
@@ -22,6 +23,7 @@ pub mod hooks;
 pub mod io;
 pub mod kernel;
 pub mod process;
+pub mod queue;
 pub mod raw_buffer;
 pub mod thread;
 
@@ -36,6 +38,7 @@ pub fn init(ruby: &Ruby) -> Result<(), Error> {
     io::init(ruby)?;
     kernel::init(ruby)?;
     process::init(ruby)?;
+    queue::init(ruby, polyphony)?;
     thread::init(ruby)?;
     hooks::init(polyphony)?;
     raw_buffer::init(polyphony)?;
