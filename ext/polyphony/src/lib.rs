@@ -7,12 +7,14 @@
 //! - `rt/`: the Ruby C API glue (values, exceptions, ids, constants,
 //!   wrapped data, the hook table, GVL release);
 //! - `runqueue.rs`, `timers.rs`: the queues;
+//! - `http/`: HTTP/1.x request heads (plain Rust over bytes);
 //! - `selector/`: the two kernel interfaces, io_uring and epoll;
 //! - `core/`: the thread's engine: its state, the switch algorithm
 //!   (`core/scheduler.rs`), one file per operation (`core/op/`);
 //! - `ruby_api/`: the Ruby classes, one file per class or module.
 
 mod core;
+mod http;
 mod rt;
 mod ruby_api;
 mod runqueue;

@@ -5,6 +5,7 @@
 //! - `compression.rs`: the deflate/inflate streams of `IO.gzip` & co.;
 //! - `fiber/`: `Fiber`'s native methods and Polyphony's per-fiber state;
 //! - `fiber_scheduler.rs`: `Polyphony::FiberScheduler`'s hot hooks;
+//! - `http.rs`: `Polyphony::HTTP.__parse_head__` (the request-head parser);
 //! - `io.rs`: `IO#__write_fast__` and private helpers;
 //! - `kernel.rs`: `snooze`, `suspend`, `sleep`;
 //! - `process.rs`: `Process::Status.from_status_array`;
@@ -20,6 +21,7 @@ pub mod compression;
 pub mod fiber;
 pub mod fiber_scheduler;
 pub mod hooks;
+pub mod http;
 pub mod io;
 pub mod kernel;
 pub mod process;
@@ -35,6 +37,7 @@ pub fn init(ruby: &Ruby) -> Result<(), Error> {
     compression::init(ruby, polyphony)?;
     fiber::init(ruby, polyphony)?;
     fiber_scheduler::init(ruby, polyphony)?;
+    http::init(ruby, polyphony)?;
     io::init(ruby)?;
     kernel::init(ruby)?;
     process::init(ruby)?;

@@ -1,0 +1,323 @@
+# frozen_string_literal: true
+
+require 'uri'
+
+module Polyphony
+  module HTTP
+    # A request as the handler sees it: its head (complete when the handler
+    # runs), its body (read only when the handler asks) and its response.
+    class Request
+      CONTINUE = "HTTP/1.1 100 Continue\r\n\r\n"
+      LAST_CHUNK = "0\r\n\r\n"
+      EMPTY = ''
+
+      attr_reader :method, :path, :protocol, :headers, :connection
+
+      def initialize(conn, method, path, query, protocol, headers, framing)
+        @connection = conn
+        @method = method
+        @path = path
+        @query_string = query
+        @protocol = protocol
+        @headers = headers
+        @framing = framing
+        @left = framing.is_a?(Array) ? framing[1] : nil
+        @body_done = framing == :none
+        @sent = nil # nil, :head (streaming) or :done
+      end
+
+      # The query string (nil if none).
+      def query_string = @query_string
+
+      # The query parameters, a Hash (parsed on first use; a repeated key
+      # keeps its last value).
+      def query
+        @query ||= parse_query(@query_string)
+      end
+
+      def remote_addr = @connection.remote_addr
+
+      def scheme = @connection.scheme
+
+      def host = @headers['host']
+
+      # Whether the connection stays open after this request (HTTP/1.1
+      # unless `Connection: close`; HTTP/1.0 only with `keep-alive`).
+      def keep_alive?
+        return false if @close
+
+        conn = @headers['connection']
+        if @protocol == 'HTTP/1.0'
+          conn&.match?(/\bkeep-alive\b/i) || false
+        else
+          !conn&.match?(/\bclose\b/i)
+        end
+      end
+
+      # ---- body -----------------------------------------------------------
+
+      # The whole (remaining) body, or nil when there is none.
+      def read
+        return nil if @framing == :none
+
+        out = +''
+        while (chunk = next_chunk)
+          out << chunk
+        end
+        out
+      end
+
+      # The next piece of the body as it arrives, nil at its end. Sends
+      # `100 Continue` first when the client asked for it.
+      def next_chunk
+        return nil if @body_done
+
+        continue_if_expected
+        @framing == :chunked ? next_chunked_piece : next_length_piece
+      end
+
+      def each_chunk
+        while (chunk = next_chunk)
+          yield chunk
+        end
+      end
+
+      def complete? = @body_done
+
+      # Reads and drops what is left of the body, up to `max` bytes: true if
+      # the body ended (the connection can serve the next request).
+      def drain_body(max)
+        return true if @body_done
+        # A client that waits for 100 Continue sends no body unless asked.
+        return false if expects_continue? && !@continued
+
+        seen = 0
+        while (chunk = next_chunk)
+          seen += chunk.bytesize
+          return false if seen > max
+        end
+        true
+      end
+
+      # ---- response -------------------------------------------------------
+
+      def headers_sent? = !@sent.nil?
+
+      # Sends a whole response: `body` (a String or nil) with `headers`
+      # (`':status' => n` sets the status, 200 by default).
+      def respond(body, headers = {})
+        raise Error, 'response already sent' if @sent
+
+        status = headers[':status'] || 200
+        body = body.to_s
+        bodiless = status == 204 || status == 304 || status < 200
+        no_body = bodiless || @method == 'HEAD'
+        extra = +''
+        extra << "Content-Length: #{body.bytesize}\r\n" unless bodiless || header?(headers, 'content-length')
+        extra << connection_header
+        head = @connection.head_for(status, headers, extra)
+        @sent = :done
+        no_body || body.empty? ? @connection.write(head) : @connection.write(head, body)
+        self
+      end
+
+      # Starts a streamed response: chunked (HTTP/1.1) unless `headers` set
+      # a Content-Length; HTTP/1.0 clients get a body that ends with the
+      # connection.
+      def send_headers(headers = {}, status = nil)
+        raise Error, 'response already sent' if @sent
+
+        status ||= headers[':status'] || 200
+        extra = +''
+        @chunked = false
+        unless header?(headers, 'content-length') || @method == 'HEAD'
+          if @protocol == 'HTTP/1.0'
+            @close = true
+          else
+            @chunked = true
+            extra << "Transfer-Encoding: chunked\r\n"
+          end
+        end
+        extra << connection_header
+        @connection.write(@connection.head_for(status, headers, extra))
+        @sent = :head
+        self
+      end
+
+      # Sends a piece of a streamed response (headers first if not sent);
+      # `done: true` ends it.
+      def send_chunk(data, done: false)
+        send_headers unless @sent
+        raise Error, 'response already finished' if @sent == :done
+
+        data = data.to_s
+        if @method == 'HEAD'
+          nil
+        elsif @chunked
+          if data.empty?
+            @connection.write(LAST_CHUNK) if done
+          elsif done
+            @connection.write("#{data.bytesize.to_s(16)}\r\n", data, "\r\n#{LAST_CHUNK}")
+          else
+            @connection.write("#{data.bytesize.to_s(16)}\r\n", data, "\r\n")
+          end
+        else
+          @connection.write(data) unless data.empty?
+        end
+        @sent = :done if done
+        self
+      end
+      alias << send_chunk
+
+      # Ends the response: a streamed one gets its last chunk; none at all
+      # gets `204 No Content`.
+      def finish
+        case @sent
+        when nil then respond(nil, ':status' => 204)
+        when :head then send_chunk(EMPTY, done: true)
+        end
+        self
+      end
+
+      def redirect(url, status = 302)
+        respond(nil, ':status' => status, 'Location' => url)
+      end
+
+      # Sends `io` (a File or any IO) as the body: with its size as the
+      # Content-Length when known. Plain sockets get the bytes spliced
+      # kernel-side (no copy through Ruby strings).
+      def serve_io(io, headers = {})
+        size = io.respond_to?(:size) ? io.size : nil
+        headers = headers.merge('Content-Length' => size.to_s) if size && !header?(headers, 'content-length')
+        send_headers(headers)
+        return finish if @method == 'HEAD'
+
+        if !@chunked && @connection.socket.is_a?(::BasicSocket)
+          IO.double_splice(io, @connection.socket)
+        else
+          buf = +''
+          send_chunk(buf) while io.read(65_536, buf)
+        end
+        @sent = :head
+        finish
+      end
+
+      # Serves the file at `path` (404 if it does not exist).
+      def serve_file(path, headers = {})
+        File.open(path, 'rb') { |f| serve_io(f, headers) }
+      rescue Errno::ENOENT, Errno::EISDIR, Errno::EACCES
+        respond("Not found\n", ':status' => 404)
+      end
+
+      # Writes the response head (no body framing, `Connection: close`) and
+      # hands the socket over: the caller writes the body and closes it
+      # (Rack's response hijack).
+      def hijack_after_head(headers)
+        raise Error, 'response already sent' if @sent
+
+        status = headers[':status'] || 200
+        headers = headers.reject { |k, _| k.is_a?(String) && (k.casecmp?('connection') || k.casecmp?('content-length')) }
+        @connection.write(@connection.head_for(status, headers, "Connection: close\r\n"))
+        @sent = :done
+        @close = true
+        @connection.hijack
+      end
+
+      # An error response after a handler failure; the connection closes.
+      def fail(status)
+        @close = true
+        @connection.reject(status)
+        @sent = :done
+      end
+
+      private
+
+      def header?(headers, name)
+        headers.each_key { |k| return true if k.is_a?(String) && k.casecmp?(name) }
+        false
+      end
+
+      def expects_continue? = @headers['expect']&.casecmp?('100-continue')
+
+      def continue_if_expected
+        return if @continued || !expects_continue? || @protocol == 'HTTP/1.0'
+
+        @continued = true
+        @connection.write(CONTINUE)
+      end
+
+      def connection_header
+        if !keep_alive? || @connection.server.stopping?
+          @close = true
+          "Connection: close\r\n"
+        elsif @protocol == 'HTTP/1.0'
+          "Connection: keep-alive\r\n"
+        else
+          EMPTY
+        end
+      end
+
+      def next_length_piece
+        chunk = @connection.read_body_bytes([@left, Connection::READ_SIZE].min)
+        @left -= chunk.bytesize
+        @body_done = true if @left.zero?
+        chunk
+      end
+
+      def next_chunked_piece
+        loop do
+          if @chunk_left.nil? || @chunk_left.zero?
+            @connection.expect_bytes("\r\n") if @chunk_left # after a chunk's data
+            size_line = @connection.read_line
+            hex = size_line.split(';', 2).first.strip
+            raise ConnectionError.new(400, 'bad chunk size') unless hex.match?(/\A\h{1,15}\z/)
+
+            @chunk_left = hex.to_i(16)
+            if @chunk_left.zero?
+              skip_trailers
+              @body_done = true
+              return nil
+            end
+            check_body_limit(@chunk_left)
+          end
+          chunk = @connection.read_body_bytes([@chunk_left, Connection::READ_SIZE].min)
+          @chunk_left -= chunk.bytesize
+          return chunk unless chunk.empty?
+        end
+      end
+
+      def check_body_limit(more)
+        limit = @connection.server.options[:max_body]
+        return unless limit
+
+        @body_seen = (@body_seen || 0) + more
+        raise ConnectionError.new(413, 'body too large') if @body_seen > limit
+      end
+
+      def skip_trailers
+        count = 0
+        until @connection.read_line.empty?
+          count += 1
+          raise ConnectionError.new(431, 'too many trailers') if count > 100
+        end
+      end
+
+      def parse_query(str)
+        return {} unless str && !str.empty?
+
+        str.split('&').each_with_object({}) do |pair, h|
+          next if pair.empty?
+
+          k, v = pair.split('=', 2)
+          h[decode(k)] = v ? decode(v) : nil
+        end
+      end
+
+      def decode(str)
+        URI.decode_www_form_component(str)
+      rescue ArgumentError
+        str
+      end
+    end
+  end
+end

@@ -1,0 +1,177 @@
+# frozen_string_literal: true
+
+require 'socket'
+require 'openssl'
+
+module Polyphony
+  module HTTP
+    class Error < StandardError; end
+
+    # An HTTP/1.1 server on a listening socket: one fiber per connection
+    # (`Connection`), the handler called with each `Request` once its head
+    # is in. With `tls:` (an `OpenSSL::SSL::SSLContext`) each connection's
+    # handshake runs in its own fiber, so a slow or failed handshake holds
+    # up, or closes, only that connection.
+    class Server
+      DEFAULTS = {
+        max_line: 8192,           # request line (414 beyond)
+        max_head: 65_536,         # whole head (431 beyond)
+        max_headers: 100,         # header count (431 beyond)
+        max_body: nil,            # body bytes (413 beyond); nil: no limit
+        head_timeout: 30,         # s for a request head, from its first byte
+        keep_alive_timeout: 60,   # s idle between requests
+        body_timeout: 60,         # s a body read may stall
+        handshake_timeout: 10,    # s for a TLS handshake
+        graceful_timeout: 30,     # s `stop(graceful: true)` waits for requests
+        logger: nil               # called with (message) on handler errors
+      }.freeze
+
+      attr_reader :options, :listener
+
+      def initialize(listener, **opts, &handler)
+        raise ArgumentError, 'no handler given' unless handler
+
+        unknown = opts.keys - DEFAULTS.keys - %i[tls alpn_protocols]
+        raise ArgumentError, "unknown options: #{unknown.join(', ')}" unless unknown.empty?
+
+        @options = DEFAULTS.merge(opts)
+        @handler = handler
+        @listener, @tls = unwrap(listener, opts[:tls])
+        Polyphony::Net.setup_alpn(@tls, opts[:alpn_protocols] || ['http/1.1']) if @tls
+        @scheme = @tls ? 'https' : 'http'
+        @connections = {}
+        @stopping = false
+      end
+
+      def stopping? = @stopping
+
+      # Serves until `stop`. Returns when every connection has ended.
+      def run
+        @fiber = Fiber.current
+        @listener.accept_loop { |sock| start_connection(sock) }
+      rescue IOError, Errno::EBADF
+        raise unless @stopping
+      ensure
+        wait_for_connections
+      end
+
+      # Stops accepting. `graceful: true` (the default) ends idle
+      # connections, lets requests in progress finish (their connections
+      # close after the response) for up to `graceful_timeout` seconds, then
+      # ends the rest; `graceful: false` ends everything at once.
+      def stop(graceful: true)
+        return if @stopping && (graceful || !@graceful)
+
+        @stopping = true
+        @graceful = graceful
+        @listener.close unless @listener.closed?
+        @connections.each { |fiber, conn| fiber.terminate if !graceful || conn.idle? }
+      end
+
+      # Number of open connections.
+      def connection_count = @connections.size
+
+      def log_error(error, req = nil)
+        msg = "polyphony-http: #{error.class}: #{error.message}" \
+              "#{req ? " (#{req.method} #{req.path})" : ''}\n  #{(error.backtrace || []).first(5).join("\n  ")}"
+        logger = @options[:logger]
+        logger ? logger.call(msg) : warn(msg)
+      end
+
+      private
+
+      def unwrap(listener, tls)
+        return [listener.to_io, listener.instance_variable_get(:@ctx)] if listener.is_a?(OpenSSL::SSL::SSLServer)
+
+        [listener, tls]
+      end
+
+      def start_connection(sock)
+        fiber = spin do
+          serve_connection(sock)
+        ensure
+          @connections.delete(Fiber.current)
+        end
+        @connections[fiber] = nil
+      end
+
+      def serve_connection(sock)
+        sock.setsockopt(::Socket::IPPROTO_TCP, ::Socket::TCP_NODELAY, 1) if sock.is_a?(::TCPSocket)
+        addr = remote_addr(sock)
+        sock = handshake(sock) if @tls
+        return unless sock
+
+        conn = Connection.new(self, sock, @options, addr, @scheme)
+        @connections[Fiber.current] = conn
+        conn.run(&@handler)
+      rescue *Connection::GONE
+        sock&.close
+      end
+
+      def remote_addr(sock)
+        sock.remote_address.ip_address
+      rescue StandardError
+        nil
+      end
+
+      # The TLS session over `sock`, or nil (closed) if the handshake fails
+      # or takes too long.
+      def handshake(sock)
+        ssl = OpenSSL::SSL::SSLSocket.new(sock, @tls)
+        ssl.sync_close = true
+        ok = move_on_after(@options[:handshake_timeout], with_value: false) do
+          ssl.accept
+          true
+        end
+        return ssl if ok
+
+        ssl.close
+        nil
+      rescue OpenSSL::SSL::SSLError, SystemCallError, IOError
+        sock.close unless sock.closed?
+        nil
+      end
+
+      def wait_for_connections
+        fibers = @connections.keys
+        return if fibers.empty?
+
+        if @stopping && @graceful
+          move_on_after(@options[:graceful_timeout]) { Fiber.await(fibers) }
+        end
+        @connections.each_key(&:terminate)
+        Fiber.await(@connections.keys) unless @connections.empty?
+      end
+    end
+
+    class << self
+      # Listens on `host:port` and serves `handler` (see `Server` for the
+      # options; `workers: n` forks n processes sharing the listener, see
+      # `Workers`). Returns when the server stops.
+      def serve(host, port, workers: nil, reuse_port: false, **opts, &handler)
+        listener = listen(host, port, reuse_port: reuse_port)
+        if workers && workers > 1
+          Workers.new(workers) { Server.new(listener, **opts, &handler) }.run
+        else
+          server = Server.new(listener, **opts, &handler)
+          trap_stop(server)
+          server.run
+        end
+      ensure
+        listener&.close unless listener&.closed?
+      end
+
+      def listen(host, port, reuse_port: false)
+        Polyphony::Net.tcp_listen(host || '0.0.0.0', port, reuse_addr: true, reuse_port: reuse_port)
+      end
+
+      # TERM and INT stop `server` gracefully; a second one ends every
+      # connection at once.
+      def trap_stop(server)
+        %w[TERM INT].each do |sig|
+          trap(sig) { server.stop(graceful: !server.stopping?) }
+        end
+      end
+    end
+  end
+end

@@ -1,0 +1,296 @@
+# frozen_string_literal: true
+
+require_relative 'spec_helper'
+require 'polyphony/http'
+require 'net/http'
+
+# Polyphony::HTTP (lib/polyphony/http/): the native handler API and the
+# HTTP/1.1 protocol, with Net::HTTP and raw sockets as clients.
+RSpec.describe 'Polyphony::HTTP server' do
+  def start(**opts, &handler)
+    @log = []
+    listener = Polyphony::Net.tcp_listen('127.0.0.1', 0, reuse_addr: true)
+    @port = listener.local_address.ip_port
+    @server = Polyphony::HTTP::Server.new(listener, logger: ->(m) { @log << m }, **opts, &handler)
+    @server_fiber = spin { @server.run }
+    snooze
+    @server
+  end
+
+  after do
+    if @server_fiber&.alive?
+      @server.stop(graceful: false)
+      @server_fiber.await
+    end
+  end
+
+  def http
+    Net::HTTP.start('127.0.0.1', @port) { |h| yield h }
+  end
+
+  def raw
+    s = TCPSocket.new('127.0.0.1', @port)
+    yield s
+  ensure
+    s&.close
+  end
+
+  # Everything the server sends until it closes the connection.
+  def exchange(bytes, wait: 5)
+    raw do |s|
+      s.write(bytes)
+      out = +''
+      move_on_after(wait) { out << s.readpartial(65_536) while true } # rubocop:disable Lint/LiteralAsCondition
+    rescue EOFError, Errno::ECONNRESET
+      out
+    end
+  end
+
+  def status_of(response) = response[/\AHTTP\/1\.1 (\d+)/, 1]&.to_i
+
+  describe 'requests' do
+    it 'gives the handler the method, path, query, headers, protocol and peer' do
+      seen = nil
+      start do |req|
+        seen = [req.method, req.path, req.query, req.query_string, req.headers['x-thing'], req.protocol,
+                req.remote_addr]
+        req.respond('ok', 'X-Reply' => 'yes', ':status' => 201)
+      end
+      res = http { |h| h.get('/a/b?x=1&y=two%20words', 'X-Thing' => 'T') }
+      expect([res.code, res.body, res['x-reply']]).to eq(['201', 'ok', 'yes'])
+      expect(seen).to eq(['GET', '/a/b', { 'x' => '1', 'y' => 'two words' }, 'x=1&y=two%20words', 'T',
+                          'HTTP/1.1', '127.0.0.1'])
+    end
+
+    it 'reads a body only when the handler asks, whole or piece by piece' do
+      start do |req|
+        case req.path
+        when '/all' then req.respond(req.read)
+        when '/pieces'
+          sizes = []
+          req.each_chunk { |c| sizes << c.bytesize }
+          req.respond(sizes.sum.to_s)
+        end
+      end
+      data = Random.new(1).bytes(300_000)
+      http do |h|
+        expect(h.post('/all', data).body.b).to eq(data)
+        expect(h.post('/pieces', data).body).to eq('300000')
+      end
+    end
+
+    it 'decodes a chunked request body' do
+      start { |req| req.respond(req.read) }
+      res = exchange("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n" \
+                     "5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nTrailer: x\r\n\r\n")
+      expect(status_of(res)).to eq(200)
+      expect(res).to end_with("\r\n\r\nhello world")
+    end
+
+    it 'serves pipelined requests in order on one connection' do
+      start { |req| req.respond(req.path) }
+      res = exchange("GET /1 HTTP/1.1\r\nHost: x\r\n\r\nGET /2 HTTP/1.1\r\nHost: x\r\n\r\n" \
+                     "GET /3 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+      expect(res.scan(%r{\r\n\r\n(/\d)})).to eq([['/1'], ['/2'], ['/3']])
+    end
+
+    it 'keeps a connection alive across requests (HTTP/1.1)' do
+      conns = []
+      start do |req|
+        conns << req.connection
+        req.respond('x')
+      end
+      http { |h| 3.times { h.get('/') } }
+      expect(conns.uniq.size).to eq(1)
+    end
+
+    it 'closes after an HTTP/1.0 response unless asked to keep alive' do
+      start { |req| req.respond('x') }
+      res = exchange("GET / HTTP/1.0\r\n\r\n")
+      expect(res).to include("Connection: close\r\n")
+      res = exchange("GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\nGET / HTTP/1.0\r\n\r\n")
+      expect(res.scan('HTTP/1.1 200').size).to eq(2)
+      expect(res).to include("Connection: keep-alive\r\n")
+    end
+
+    it 'honours Connection: close' do
+      start { |req| req.respond('x') }
+      res = exchange("GET / HTTP/1.1\r\nConnection: close\r\n\r\nGET / HTTP/1.1\r\n\r\n")
+      expect(res.scan('HTTP/1.1 200').size).to eq(1)
+    end
+
+    it 'answers HEAD with the headers only' do
+      start { |req| req.respond('twelve bytes') }
+      res = exchange("HEAD / HTTP/1.1\r\nConnection: close\r\n\r\n")
+      expect(res).to include("Content-Length: 12\r\n")
+      expect(res).to end_with("\r\n\r\n")
+    end
+
+    it 'sends 100 Continue only when the handler reads the body' do
+      start do |req|
+        req.path == '/read' ? req.respond(req.read) : req.respond('no thanks', ':status' => 417)
+      end
+      raw do |s|
+        s.write("POST /read HTTP/1.1\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n")
+        expect(s.readpartial(100)).to eq("HTTP/1.1 100 Continue\r\n\r\n")
+        s.write('body')
+        expect(s.readpartial(1000)).to end_with("\r\n\r\nbody")
+      end
+      res = exchange("POST /skip HTTP/1.1\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n")
+      expect(res).not_to include('100 Continue')
+      expect(status_of(res)).to eq(417)
+    end
+  end
+
+  describe 'responses' do
+    it 'streams a chunked response' do
+      start do |req|
+        req.send_headers('Content-Type' => 'text/plain')
+        3.times { |i| req.send_chunk("part #{i}\n") }
+        req.finish
+      end
+      res = http { |h| h.get('/') }
+      expect(res['transfer-encoding']).to eq('chunked')
+      expect(res.body).to eq("part 0\npart 1\npart 2\n")
+    end
+
+    it 'redirects' do
+      start { |req| req.redirect('/there', 301) }
+      res = http { |h| h.get('/') }
+      expect([res.code, res['location']]).to eq(['301', '/there'])
+    end
+
+    it 'serves a file, spliced, with its size' do
+      path = File.join(Dir.tmpdir, "polyphony-http-#{Process.pid}.bin")
+      data = Random.new(2).bytes(3_000_000)
+      File.binwrite(path, data)
+      start { |req| req.serve_file(req.path == '/missing' ? '/nonexistent' : path) }
+      http do |h|
+        res = h.get('/')
+        expect(res['content-length']).to eq('3000000')
+        expect(res.body.b == data).to be(true)
+        expect(h.get('/missing').code).to eq('404')
+      end
+    ensure
+      File.unlink(path) if path && File.exist?(path)
+    end
+
+    it 'answers 204 when the handler sends nothing' do
+      start { |_req| nil }
+      expect(http { |h| h.get('/') }.code).to eq('204')
+    end
+  end
+
+  describe 'limits' do
+    before { start(max_line: 100, max_head: 1000, max_headers: 10, max_body: 1000) { |req| req.respond(req.read.to_s) } }
+
+    {
+      'a long request line' => ["GET /#{'x' * 200} HTTP/1.1\r\n\r\n", 414],
+      'too many headers' => ["GET / HTTP/1.1\r\n#{(1..20).map { |i| "h#{i}: x\r\n" }.join}\r\n", 431],
+      'a head over its size' => ["GET / HTTP/1.1\r\n#{(1..9).map { |i| "h#{i}: #{'x' * 200}\r\n" }.join}\r\n", 431],
+      'a body over its size' => ["POST / HTTP/1.1\r\nContent-Length: 5000\r\n\r\n", 413],
+      'a chunked body over its size' => ["POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n800\r\n#{'x' * 2048}\r\n", 413],
+      'invalid syntax' => ["GET / HTTP/1.1\r\nBad Header Line\r\n\r\n", 400],
+      'a bad Content-Length' => ["POST / HTTP/1.1\r\nContent-Length: 1x\r\n\r\n", 400],
+      'two different Content-Lengths' => ["POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab", 400],
+      'Content-Length with Transfer-Encoding' =>
+        ["POST / HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400],
+      'an unknown transfer coding' => ["POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n", 501],
+      'bad chunk encoding' => ["POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", 400],
+      'HTTP/0.9' => ["GET /\r\n\r\n", 505],
+      'an unknown version' => ["GET / HTTP/2.0\r\n\r\n", 505]
+    }.each do |what, (bytes, status)|
+      it "answers #{status} to #{what} and closes, and keeps serving" do
+        res = exchange(bytes)
+        expect(status_of(res)).to eq(status)
+        expect(res).to include("Connection: close\r\n")
+        expect(http { |h| h.post('/', 'fine') }.body).to eq('fine')
+      end
+    end
+  end
+
+  describe 'timeouts' do
+    it 'closes a connection whose head is not complete in time (408)' do
+      start(head_timeout: 0.3) { |req| req.respond('x') }
+      raw do |s|
+        s.write("GET / HTTP/1.1\r\nHost: x\r\n")
+        t = Process.clock_gettime(Process::CLOCK_MONOTONIC)
+        out = +''
+        begin
+          out << s.readpartial(1000) while true # rubocop:disable Lint/LiteralAsCondition
+        rescue EOFError, Errno::ECONNRESET
+          nil
+        end
+        expect(status_of(out)).to eq(408)
+        expect(Process.clock_gettime(Process::CLOCK_MONOTONIC) - t).to be < 5
+      end
+    end
+
+    it 'closes an idle keep-alive connection' do
+      start(keep_alive_timeout: 0.2) { |req| req.respond('x') }
+      raw do |s|
+        s.write("GET / HTTP/1.1\r\n\r\n")
+        s.readpartial(1000)
+        expect(move_on_after(5, with_value: :open) { s.read }).to eq('')
+      end
+    end
+
+    it 'closes a connection whose body stalls' do
+      start(body_timeout: 0.2) { |req| req.respond(req.read) }
+      raw do |s|
+        s.write("POST / HTTP/1.1\r\nContent-Length: 10\r\n\r\nabc")
+        expect(move_on_after(5, with_value: :open) { s.read }).to eq('')
+      end
+      expect(@server.connection_count).to eq(0)
+    end
+  end
+
+  describe 'failures' do
+    it 'answers 500 for a handler exception, logs it, and serves other connections' do
+      start { |req| req.path == '/boom' ? raise('kaboom') : req.respond('fine') }
+      res = exchange("GET /boom HTTP/1.1\r\n\r\n")
+      expect(status_of(res)).to eq(500)
+      expect(@log.join).to include('kaboom')
+      expect(http { |h| h.get('/') }.body).to eq('fine')
+    end
+
+    it 'ends quietly when a client leaves mid-response' do
+      ended = nil
+      start do |req|
+        next req.respond('fine') unless req.path == '/forever'
+
+        begin
+          req.send_headers
+          loop { req.send_chunk('x' * 65_536) }
+        ensure
+          ended = true
+        end
+      end
+      raw do |s|
+        s.write("GET /forever HTTP/1.1\r\n\r\n")
+        s.readpartial(1000)
+      end
+      move_on_after(5) { snooze until ended && @server.connection_count.zero? }
+      expect([ended, @server.connection_count, @log]).to eq([true, 0, []])
+      expect(http { |h| h.get('/') }.body).to eq('fine')
+    end
+  end
+
+  describe 'graceful stop' do
+    it 'finishes requests in progress, ends idle connections and refuses new ones' do
+      start { |req| req.path == '/slow' ? (sleep(0.3) && nil) || req.respond('slow done') : req.respond('x') }
+      idle = TCPSocket.new('127.0.0.1', @port)
+      idle.write("GET / HTTP/1.1\r\n\r\n")
+      idle.readpartial(1000)
+      slow = spin { http { |h| h.get('/slow') }.body }
+      sleep 0.1
+      @server.stop(graceful: true)
+      expect(slow.await).to eq('slow done')
+      expect(move_on_after(5, with_value: :open) { idle.read }).to eq('')
+      @server_fiber.await
+      expect { TCPSocket.new('127.0.0.1', @port) }.to raise_error(Errno::ECONNREFUSED)
+    ensure
+      idle&.close
+    end
+  end
+end
