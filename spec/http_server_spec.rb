@@ -276,6 +276,46 @@ RSpec.describe 'Polyphony::HTTP server' do
     end
   end
 
+  describe 'slow clients' do
+    # p99 of `n` requests, each on a new connection.
+    def p99_latency(n)
+      times = Array.new(n) do
+        t = Process.clock_gettime(Process::CLOCK_MONOTONIC)
+        raw do |s|
+          s.write("GET / HTTP/1.1\r\nConnection: close\r\n\r\n")
+          s.read
+        end
+        Process.clock_gettime(Process::CLOCK_MONOTONIC) - t
+      end
+      times.sort[(n * 0.99).floor - 1]
+    end
+
+    it 'keeps serving normal clients at the same p99 with 1,000 slowloris clients connected' do
+      start { |req| req.respond('ok') }
+      base = p99_latency(300)
+      # 1,000 connections trickling one header line every 200 ms, from a
+      # child process.
+      loris = Process.spawn(SpecHelpers::RUBY, '-I', SpecHelpers::LIB, '-e', <<~RUBY)
+        require 'polyphony'
+        socks = Array.new(1000) { TCPSocket.new('127.0.0.1', #{@port}) }
+        socks.each { |s| spin { s << "GET / HTTP/1.1\\r\\n"; loop { sleep 0.2; s << "X-Slow: 1\\r\\n" } } }
+        sleep
+      RUBY
+      move_on_after(20) { snooze until @server.connection_count >= 1000 }
+      expect(@server.connection_count).to be >= 1000
+      sleep 0.3
+      with_loris = p99_latency(300)
+      # Generous for a busy 2-core machine: the figure is about 0.2 ms.
+      expect(with_loris).to be < [base * 4, base + 0.02].max
+      expect(@server.connection_count).to be >= 1000
+    ensure
+      if loris
+        Process.kill('KILL', loris)
+        Process.wait(loris)
+      end
+    end
+  end
+
   describe 'graceful stop' do
     it 'finishes requests in progress, ends idle connections and refuses new ones' do
       start { |req| req.path == '/slow' ? (sleep(0.3) && nil) || req.respond('slow done') : req.respond('x') }

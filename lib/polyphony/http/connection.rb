@@ -33,12 +33,12 @@ module Polyphony
         501 => 'Not Implemented', 502 => 'Bad Gateway', 503 => 'Service Unavailable',
         505 => 'HTTP Version Not Supported'
       }.freeze
-      STATUS_LINES = Hash.new do |h, status|
-        h[status] = "HTTP/1.1 #{status} #{STATUS_REASONS[status] || 'Unknown'}\r\n".b.freeze
-      end
-      STATUS_REASONS.each_key { |s| STATUS_LINES[s] }
-      CRLF = "\r\n"
+      REJECT_HEADERS = { 'Content-Type' => 'text/plain' }.freeze
+      # Body reads ask for up to this much.
       READ_SIZE = 65_536
+      # Head reads (and the buffer's first capacity): most heads fit, and an
+      # idle connection keeps little.
+      HEAD_READ_SIZE = 4096
       # Unread request body bytes drained to keep a connection alive; more
       # and the connection closes instead.
       MAX_DRAIN = 1 << 20
@@ -53,9 +53,11 @@ module Polyphony
         @opts = opts
         @remote_addr = remote_addr
         @scheme = scheme
-        @buf = String.new(capacity: READ_SIZE, encoding: Encoding::BINARY)
+        @buf = +''.b
         @idle = true
         @hijacked = false
+        @plain = socket.is_a?(::BasicSocket)
+        @backend = Thread.current.backend
       end
 
       # Whether the connection waits between requests (graceful stop ends
@@ -64,15 +66,16 @@ module Polyphony
 
       # Serves requests until the client or the server ends the connection.
       def run(&handler)
+        @fiber = Fiber.current
         first = true
-        loop do
-          req = read_request(first)
-          break unless req
-
+        # `while`, not `loop`: a block called from C (Kernel#loop) would
+        # keep a VM frame on the machine stack of every idle connection.
+        while (req = read_request(first))
           first = false
           @idle = false
           keep = serve(req, &handler)
           @idle = true
+          @req = nil # nothing of a served request stays with an idle connection
           break if !keep || @server.stopping?
         end
       rescue *GONE => e
@@ -94,58 +97,55 @@ module Polyphony
 
       # The next request, or nil when the client closed the connection
       # cleanly between requests (or stayed idle past the keep-alive
-      # timeout).
+      # timeout: `expire`).
       def read_request(first)
         head = parse_buffered
         return build_request(head) if head
 
         wait = first ? @opts[:head_timeout] : @opts[:keep_alive_timeout]
-        return nil unless fill(wait, eof_ok: true)
+        return nil unless read_more(wait && (now + wait), :idle)
 
-        deadline = now + @opts[:head_timeout]
+        deadline = now + @opts[:head_timeout] if @opts[:head_timeout]
         until (head = parse_buffered)
-          left = deadline - now
-          raise ConnectionError.new(408, 'request head timeout') if left <= 0
-
-          fill(left, eof_ok: false) or raise ConnectionError
+          read_more(deadline, :head) or raise ConnectionError
         end
         build_request(head)
       end
 
-      # Reads more bytes into the buffer, waiting at most `timeout` seconds.
-      # False at a clean EOF when `eof_ok`; nil on an idle timeout.
-      def fill(timeout, eof_ok:)
-        got = read_with_timeout(timeout)
-        if got.nil?
-          return false if eof_ok && @buf.empty?
-
-          raise ConnectionError
+      # Reads what the socket has into the buffer, waiting until `deadline`
+      # at most (the server's watchdog calls `expire` then): true, or nil at
+      # EOF.
+      def read_more(deadline, phase)
+        @phase = phase
+        @deadline = deadline
+        size = phase == :body ? READ_SIZE : HEAD_READ_SIZE
+        if @plain
+          # Between requests, wait for bytes before reading: an idle
+          # connection then holds no read buffer (io_uring keeps one per
+          # read in flight).
+          @backend.wait_io(@socket, false) if phase == :idle
+          # Appends to the buffer in place (a plain socket has no Ruby-side
+          # read buffer to serve first).
+          @backend.read(@socket, @buf, size, false, @buf.bytesize) ? true : nil
+        else
+          @buf << @socket.readpartial(size, @tmp ||= String.new(capacity: size, encoding: Encoding::BINARY))
+          true
         end
-        got
-      end
-
-      TIMED_OUT = Object.new.freeze
-      private_constant :TIMED_OUT
-
-      # Appends what one read gets to the buffer: true; nil at EOF, or on a
-      # timeout while idle between requests. A timeout mid-request raises
-      # (408 when part of a head is in).
-      def read_with_timeout(timeout)
-        @tmp ||= String.new(capacity: READ_SIZE, encoding: Encoding::BINARY)
-        r = if timeout
-              Thread.current.backend.timeout(timeout, nil, TIMED_OUT) { @socket.readpartial(READ_SIZE, @tmp) }
-            else
-              @socket.readpartial(READ_SIZE, @tmp)
-            end
-        if r.equal?(TIMED_OUT)
-          return nil if @buf.empty? && @idle
-
-          raise ConnectionError.new(@buf.empty? || !@idle ? nil : 408, 'read timeout')
-        end
-        @buf << r
-        true
       rescue EOFError
         nil
+      ensure
+        @deadline = nil
+      end
+
+      # Called by the server's watchdog: ends the connection if it has been
+      # waiting for bytes past its deadline. Idle between requests it closes
+      # quietly; mid-head it answers 408 first.
+      def expire(time)
+        return unless @deadline && time >= @deadline
+
+        @deadline = nil
+        status = @phase == :head && !@buf.empty? ? 408 : nil
+        @fiber&.raise(ConnectionError.new(status, "#{@phase} timeout"))
       end
 
       def parse_buffered
@@ -166,39 +166,24 @@ module Polyphony
       end
 
       def build_request(head)
-        method, path, query, version, headers, len = head
-        @buf = @buf.byteslice(len, @buf.bytesize - len)
-        @req = nil
-        @req = Request.new(self, method, path, query, version, headers, body_framing(method, headers))
-      end
-
-      # :none, [:length, n] or :chunked; rejects what smuggling relies on.
-      def body_framing(_method, headers)
-        te = headers['transfer-encoding']
-        cl = headers['content-length']
-        if te
-          raise ConnectionError.new(400, 'both Content-Length and Transfer-Encoding') if cl
-          raise ConnectionError.new(501, 'unsupported transfer coding') unless te.casecmp?('chunked')
-
-          return :chunked
+        len = head[5]
+        if len == @buf.bytesize
+          @buf.clear
+        else
+          @buf = @buf.byteslice(len, @buf.bytesize - len)
         end
-        return :none unless cl
-        raise ConnectionError.new(400, 'bad Content-Length') unless cl.match?(/\A\d{1,18}\z/)
-
-        n = cl.to_i
+        body = head[6]
         limit = @opts[:max_body]
-        raise ConnectionError.new(413, 'body too large') if limit && n > limit
+        raise ConnectionError.new(413, 'body too large') if limit && body > limit
 
-        n.zero? ? :none : [:length, n]
+        @req = nil
+        @req = Request.new(self, head, body)
       end
 
       # Up to `max` body bytes from the buffer, else from the socket (one
       # read); nil at EOF. Waits at most the body timeout.
       def read_body_bytes(max)
-        if @buf.empty?
-          got = read_with_timeout(@opts[:body_timeout])
-          raise ConnectionError.new(nil, 'client went away mid-body') unless got
-        end
+        read_more(body_deadline, :body) or raise ConnectionError.new(nil, 'client went away mid-body') if @buf.empty?
         take = [max, @buf.bytesize].min
         chunk = @buf.byteslice(0, take)
         @buf = @buf.byteslice(take, @buf.bytesize - take)
@@ -210,7 +195,7 @@ module Polyphony
         until (i = @buf.index("\n"))
           raise ConnectionError.new(400, 'chunk line too long') if @buf.bytesize > limit
 
-          read_with_timeout(@opts[:body_timeout]) or raise ConnectionError
+          read_more(body_deadline, :body) or raise ConnectionError
         end
         line = @buf.byteslice(0, i).chomp("\r")
         @buf = @buf.byteslice(i + 1, @buf.bytesize - i - 1)
@@ -219,7 +204,7 @@ module Polyphony
 
       # Exactly `n` bytes (the CRLF after a chunk's data, say).
       def expect_bytes(bytes)
-        read_with_timeout(@opts[:body_timeout]) or raise ConnectionError while @buf.bytesize < bytes.bytesize
+        read_more(body_deadline, :body) or raise ConnectionError while @buf.bytesize < bytes.bytesize
         raise ConnectionError.new(400, 'bad chunk encoding') unless @buf.start_with?(bytes)
 
         @buf = @buf.byteslice(bytes.bytesize, @buf.bytesize - bytes.bytesize)
@@ -231,29 +216,11 @@ module Polyphony
         @socket.write(*strings)
       end
 
-      # The response head for `status` and `headers` (a Hash; Array values
-      # give one header line each; pseudo-headers such as `:status` skipped).
-      def head_for(status, headers, extra = nil)
-        out = STATUS_LINES[status].dup
-        headers.each do |k, v|
-          next if k.is_a?(Symbol) || k.start_with?(':')
-
-          if v.is_a?(Array)
-            v.each { |e| out << k << ': ' << e.to_s << CRLF }
-          else
-            out << k.to_s << ': ' << v.to_s << CRLF
-          end
-        end
-        out << extra if extra
-        out << CRLF
-      end
-
       # An error response to a request that could not be served; the
       # connection closes after it.
       def reject(status)
         body = "#{STATUS_REASONS[status] || 'Error'}\n"
-        write("#{STATUS_LINES[status]}Content-Type: text/plain\r\nContent-Length: #{body.bytesize}\r\n" \
-              "Connection: close\r\n\r\n#{body}")
+        write(HTTP.__response__(status, REJECT_HEADERS, body, Request::CLOSE))
       rescue *GONE
         nil
       end
@@ -283,6 +250,11 @@ module Polyphony
       end
 
       def now = ::Process.clock_gettime(::Process::CLOCK_MONOTONIC)
+
+      def body_deadline
+        t = @opts[:body_timeout]
+        t && (now + t)
+      end
     end
   end
 end

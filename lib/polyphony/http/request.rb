@@ -8,21 +8,25 @@ module Polyphony
     # runs), its body (read only when the handler asks) and its response.
     class Request
       CONTINUE = "HTTP/1.1 100 Continue\r\n\r\n"
+      EMPTY_HEADERS = {}.freeze
+      # Flags of `HTTP.__response__` (ext/polyphony/src/ruby_api/http.rs).
+      CLOSE = 1
+      KEEP_ALIVE = 2
+      CHUNKED = 4
+      OMIT_BODY = 8
       LAST_CHUNK = "0\r\n\r\n"
       EMPTY = ''
 
       attr_reader :method, :path, :protocol, :headers, :connection
 
-      def initialize(conn, method, path, query, protocol, headers, framing)
+      # `head`: what `HTTP.__parse_head__` returned; `body`: the body's
+      # length, 0 for none, -1 for chunked.
+      def initialize(conn, head, body)
         @connection = conn
-        @method = method
-        @path = path
-        @query_string = query
-        @protocol = protocol
-        @headers = headers
-        @framing = framing
-        @left = framing.is_a?(Array) ? framing[1] : nil
-        @body_done = framing == :none
+        @method, @path, @query_string, @protocol, @headers = head
+        @framing = body.negative? ? :chunked : body
+        @left = body
+        @body_done = body.zero?
         @sent = nil # nil, :head (streaming) or :done
       end
 
@@ -47,6 +51,8 @@ module Polyphony
         return false if @close
 
         conn = @headers['connection']
+        return true if conn.nil? && @protocol == 'HTTP/1.1'
+
         if @protocol == 'HTTP/1.0'
           conn&.match?(/\bkeep-alive\b/i) || false
         else
@@ -58,7 +64,7 @@ module Polyphony
 
       # The whole (remaining) body, or nil when there is none.
       def read
-        return nil if @framing == :none
+        return nil if @framing == 0 # rubocop:disable Style/NumericPredicate (also :chunked)
 
         out = +''
         while (chunk = next_chunk)
@@ -104,42 +110,35 @@ module Polyphony
       def headers_sent? = !@sent.nil?
 
       # Sends a whole response: `body` (a String or nil) with `headers`
-      # (`':status' => n` sets the status, 200 by default).
-      def respond(body, headers = {})
+      # (`':status' => n` sets the status, 200 by default), in one write.
+      def respond(body, headers = EMPTY_HEADERS)
         raise Error, 'response already sent' if @sent
 
-        status = headers[':status'] || 200
-        body = body.to_s
-        bodiless = status == 204 || status == 304 || status < 200
-        no_body = bodiless || @method == 'HEAD'
-        extra = +''
-        extra << "Content-Length: #{body.bytesize}\r\n" unless bodiless || header?(headers, 'content-length')
-        extra << connection_header
-        head = @connection.head_for(status, headers, extra)
         @sent = :done
-        no_body || body.empty? ? @connection.write(head) : @connection.write(head, body)
+        flags = connection_flags
+        flags |= OMIT_BODY if @method == 'HEAD'
+        @connection.write(HTTP.__response__(headers[':status'] || 200, headers, body.to_s, flags))
         self
       end
 
       # Starts a streamed response: chunked (HTTP/1.1) unless `headers` set
       # a Content-Length; HTTP/1.0 clients get a body that ends with the
       # connection.
-      def send_headers(headers = {}, status = nil)
+      def send_headers(headers = EMPTY_HEADERS, status = nil)
         raise Error, 'response already sent' if @sent
 
         status ||= headers[':status'] || 200
-        extra = +''
+        flags = 0
         @chunked = false
         unless header?(headers, 'content-length') || @method == 'HEAD'
           if @protocol == 'HTTP/1.0'
             @close = true
           else
             @chunked = true
-            extra << "Transfer-Encoding: chunked\r\n"
+            flags = CHUNKED
           end
         end
-        extra << connection_header
-        @connection.write(@connection.head_for(status, headers, extra))
+        @connection.write(HTTP.__response__(status, headers, nil, flags | connection_flags))
         @sent = :head
         self
       end
@@ -217,7 +216,7 @@ module Polyphony
 
         status = headers[':status'] || 200
         headers = headers.reject { |k, _| k.is_a?(String) && (k.casecmp?('connection') || k.casecmp?('content-length')) }
-        @connection.write(@connection.head_for(status, headers, "Connection: close\r\n"))
+        @connection.write(HTTP.__response__(status, headers, nil, CLOSE))
         @sent = :done
         @close = true
         @connection.hijack
@@ -246,14 +245,15 @@ module Polyphony
         @connection.write(CONTINUE)
       end
 
-      def connection_header
+      # The Connection line the response needs (a `__response__` flag).
+      def connection_flags
         if !keep_alive? || @connection.server.stopping?
           @close = true
-          "Connection: close\r\n"
+          CLOSE
         elsif @protocol == 'HTTP/1.0'
-          "Connection: keep-alive\r\n"
+          KEEP_ALIVE
         else
-          EMPTY
+          0
         end
       end
 

@@ -48,11 +48,13 @@ module Polyphony
       # Serves until `stop`. Returns when every connection has ended.
       def run
         @fiber = Fiber.current
+        watchdog = spin { watch_deadlines }
         @listener.accept_loop { |sock| start_connection(sock) }
       rescue IOError, Errno::EBADF
         raise unless @stopping
       ensure
         wait_for_connections
+        watchdog&.stop
       end
 
       # Stops accepting. `graceful: true` (the default) ends idle
@@ -96,8 +98,7 @@ module Polyphony
       end
 
       def serve_connection(sock)
-        sock.setsockopt(::Socket::IPPROTO_TCP, ::Socket::TCP_NODELAY, 1) if sock.is_a?(::TCPSocket)
-        addr = remote_addr(sock)
+        addr = HTTP.__accepted__(sock)
         sock = handshake(sock) if @tls
         return unless sock
 
@@ -106,12 +107,6 @@ module Polyphony
         conn.run(&@handler)
       rescue *Connection::GONE
         sock&.close
-      end
-
-      def remote_addr(sock)
-        sock.remote_address.ip_address
-      rescue StandardError
-        nil
       end
 
       # The TLS session over `sock`, or nil (closed) if the handshake fails
@@ -130,6 +125,20 @@ module Polyphony
       rescue OpenSSL::SSL::SSLError, SystemCallError, IOError
         sock.close unless sock.closed?
         nil
+      end
+
+      # The connections' read timeouts: one fiber checks every connection's
+      # deadline a few times per shortest timeout (a timer per read would
+      # cost more than the rest of a small request).
+      def watch_deadlines
+        timeouts = @options.values_at(:head_timeout, :keep_alive_timeout, :body_timeout).compact
+        tick = (timeouts.min || 1.0) / 4.0
+        tick = tick.clamp(0.02, 1.0)
+        loop do
+          sleep tick
+          t = ::Process.clock_gettime(::Process::CLOCK_MONOTONIC)
+          @connections.each_value { |conn| conn&.expire(t) }
+        end
       end
 
       def wait_for_connections

@@ -8,6 +8,45 @@
 //! headers, 505 for a version other than HTTP/1.0 or 1.1 (HTTP/0.9's
 //! two-word request line included), 400 for anything else malformed.
 
+/// The reason phrase of `status` ("Unknown" for codes not listed).
+pub fn reason(status: u16) -> &'static str {
+    match status {
+        100 => "Continue",
+        101 => "Switching Protocols",
+        200 => "OK",
+        201 => "Created",
+        202 => "Accepted",
+        204 => "No Content",
+        206 => "Partial Content",
+        301 => "Moved Permanently",
+        302 => "Found",
+        303 => "See Other",
+        304 => "Not Modified",
+        307 => "Temporary Redirect",
+        308 => "Permanent Redirect",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        411 => "Length Required",
+        413 => "Content Too Large",
+        414 => "URI Too Long",
+        417 => "Expectation Failed",
+        422 => "Unprocessable Content",
+        426 => "Upgrade Required",
+        429 => "Too Many Requests",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        501 => "Not Implemented",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        505 => "HTTP Version Not Supported",
+        _ => "Unknown",
+    }
+}
+
 /// A complete request head; the slices borrow the caller's buffer.
 pub struct Head<'b> {
     pub method: &'b str,
@@ -20,6 +59,50 @@ pub struct Head<'b> {
     pub headers: Vec<(&'b str, &'b [u8])>,
     /// Bytes of the head, blank line included: the body starts there.
     pub len: usize,
+    pub body: Body,
+}
+
+/// How the request body is framed.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Body {
+    None,
+    Length(u64),
+    Chunked,
+}
+
+/// The body framing the headers give, or the status refusing them: both
+/// Content-Length and Transfer-Encoding (the ground of request smuggling)
+/// and Content-Lengths that disagree or are not numbers are 400; a
+/// transfer coding other than `chunked` is 501.
+fn framing(headers: &[(&str, &[u8])]) -> Result<Body, u16> {
+    let mut length: Option<u64> = None;
+    let mut chunked = false;
+    for (name, value) in headers {
+        if name.eq_ignore_ascii_case("content-length") {
+            for part in value.split(|b| *b == b',') {
+                let part = part.trim_ascii();
+                if part.is_empty() || part.len() > 18 || !part.iter().all(u8::is_ascii_digit) {
+                    return Err(400);
+                }
+                let n = part.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
+                if length.is_some_and(|l| l != n) {
+                    return Err(400);
+                }
+                length = Some(n);
+            }
+        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            if chunked || !value.trim_ascii().eq_ignore_ascii_case(b"chunked") {
+                return Err(501);
+            }
+            chunked = true;
+        }
+    }
+    match (length, chunked) {
+        (Some(_), true) => Err(400),
+        (None, true) => Ok(Body::Chunked),
+        (Some(n), false) if n > 0 => Ok(Body::Length(n)),
+        _ => Ok(Body::None),
+    }
 }
 
 /// What `parse` made of the bytes so far.
@@ -48,9 +131,21 @@ pub fn parse(buf: &[u8], max_line: usize, max_headers: usize) -> Parsed<'_> {
         }
         None => {}
     }
-    let mut storage = vec![httparse::EMPTY_HEADER; max_headers.max(1)];
-    let mut req = httparse::Request::new(&mut storage);
-    let len = match req.parse(buf) {
+    // Room for the headers: 32 on the stack (uninitialised, as httparse
+    // allows; a bigger frame would make every connection fiber's stack
+    // hold another page), more on the heap only for a head that has more.
+    let mut on_stack = [const { std::mem::MaybeUninit::<httparse::Header>::uninit() }; 32];
+    let mut req = httparse::Request::new(&mut []);
+    let first = &mut on_stack[..max_headers.clamp(1, 32)];
+    let mut result = req.parse_with_uninit_headers(buf, first);
+    let mut on_heap;
+    if matches!(result, Err(httparse::Error::TooManyHeaders)) && max_headers > 32 {
+        on_heap = Vec::with_capacity(max_headers);
+        on_heap.resize_with(max_headers, std::mem::MaybeUninit::uninit);
+        req = httparse::Request::new(&mut []);
+        result = req.parse_with_uninit_headers(buf, &mut on_heap);
+    }
+    let len = match result {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) => return Parsed::Partial,
         Err(httparse::Error::Version) => return Parsed::Reject(505),
@@ -64,7 +159,11 @@ pub fn parse(buf: &[u8], max_line: usize, max_headers: usize) -> Parsed<'_> {
         Some((p, q)) => (p, Some(q)),
         None => (target, None),
     };
-    let headers = req.headers.iter().map(|h| (h.name, h.value)).collect();
+    let headers: Vec<_> = req.headers.iter().map(|h| (h.name, h.value)).collect();
+    let body = match framing(&headers) {
+        Ok(b) => b,
+        Err(status) => return Parsed::Reject(status),
+    };
     Parsed::Complete(Head {
         method,
         path,
@@ -72,6 +171,7 @@ pub fn parse(buf: &[u8], max_line: usize, max_headers: usize) -> Parsed<'_> {
         minor,
         headers,
         len,
+        body,
     })
 }
 
@@ -102,6 +202,19 @@ mod tests {
         );
         assert_eq!(h.headers, vec![("Host", &b"x"[..]), ("X-Y", &b"z"[..])]);
         assert_eq!(h.len, 40);
+        assert_eq!(h.body, Body::None);
+    }
+
+    #[test]
+    fn frames_the_body() {
+        let body = |buf: &[u8]| match parse(buf, 100, 8) {
+            Parsed::Complete(h) => h.body,
+            _ => panic!("not complete"),
+        };
+        assert_eq!(body(b"POST / HTTP/1.1\r\nContent-Length: 12\r\n\r\n"), Body::Length(12));
+        assert_eq!(body(b"POST / HTTP/1.1\r\nContent-Length: 5, 5\r\n\r\n"), Body::Length(5));
+        assert_eq!(body(b"POST / HTTP/1.1\r\nTransfer-Encoding: Chunked\r\n\r\n"), Body::Chunked);
+        assert_eq!(body(b"POST / HTTP/1.1\r\nContent-Length: 0\r\n\r\n"), Body::None);
     }
 
     #[test]
@@ -115,6 +228,10 @@ mod tests {
             431
         );
         assert_eq!(status(&[b'a'; 200]), 414);
+        assert_eq!(status(b"POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n"), 400);
+        assert_eq!(status(b"POST / HTTP/1.1\r\nContent-Length: 1x\r\n\r\n"), 400);
+        assert_eq!(status(b"POST / HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n"), 400);
+        assert_eq!(status(b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n"), 501);
         let long = format!("GET /{} HTTP/1.1\r\n\r\n", "x".repeat(200));
         assert_eq!(status(long.as_bytes()), 414);
     }

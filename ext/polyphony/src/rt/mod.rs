@@ -411,6 +411,14 @@ pub unsafe fn str_bytes<'a>(s: VALUE) -> &'a [u8] {
     }
 }
 
+/// Whether `v` is a String.
+pub fn is_string(v: VALUE) -> bool {
+    // SAFETY: GVL held; type check of a live value.
+    unsafe {
+        !rb_sys::SPECIAL_CONST_P(v) && rb_sys::RB_TYPE_P(v, rb_sys::ruby_value_type::RUBY_T_STRING)
+    }
+}
+
 pub fn expect_string(v: VALUE) -> Result<VALUE, Error> {
     // SAFETY: GVL held; type checks of a live object.
     unsafe {
