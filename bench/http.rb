@@ -28,10 +28,13 @@ IDLE_CONNS = QUICK ? 2000 : 10_000
 BIG_MB = QUICK ? 256 : 1024
 
 def hello_servers
-  native = ->(backend) { [[RUBY, '-I', LIB, File.join(SERVERS_DIR, 'http_native_hello.rb')], { 'POLYPHONY_BACKEND' => backend }] }
+  native = lambda { |backend|
+    [[RUBY, '-I', LIB, File.join(SERVERS_DIR, 'http_native_hello.rb')], { 'POLYPHONY_BACKEND' => backend }]
+  }
   servers = {}
   BACKENDS.each { |b| servers["native #{b}"] = native.call(b) }
-  servers['rack adapter'] = [[RUBY, '-I', LIB, File.join(ROOT, 'exe/polyphony-http'), HELLO_RU, '-b', '127.0.0.1', '-p'], {}]
+  servers['rack adapter'] =
+    [[RUBY, '-I', LIB, File.join(ROOT, 'exe/polyphony-http'), HELLO_RU, '-b', '127.0.0.1', '-p'], {}]
   servers['puma'] = [['sh', '-c', "exec puma -q -b tcp://127.0.0.1:$0 #{HELLO_RU}"], {}]
   servers['thin'] = [['sh', '-c', "exec thin -q -a 127.0.0.1 -p $0 -R #{HELLO_RU} start"], {}]
   servers['Rust'] = [[tool('limit-server'), 'http'], {}]
@@ -69,13 +72,13 @@ def hello
   end
 end
 
-# Opens `n` connections, each making one request and staying open.
-def idle_memory(n)
+# Opens `count` connections, each making one request and staying open.
+def idle_memory(count)
   cmd, env = hello_servers["native #{BACKENDS.first}"]
   with_server(cmd, env) do |port, pid|
     sleep 0.5
     base = rss_kb(pid)
-    socks = Array.new(n) do
+    socks = Array.new(count) do
       s = TCPSocket.new('127.0.0.1', port)
       s.write("GET / HTTP/1.1\r\nHost: x\r\n\r\n")
       s.readpartial(1000)
@@ -84,7 +87,7 @@ def idle_memory(n)
     sleep 1
     used = rss_kb(pid)
     socks.each(&:close)
-    { conns: n, base_kb: base, kb_per_conn: (used - base).to_f / n }
+    { conns: count, base_kb: base, kb_per_conn: (used - base).to_f / count }
   end
 end
 
@@ -156,20 +159,21 @@ def transfers(dir)
       log "#{BIG_MB} MiB transfers on #{label}"
       with_server(cmd, env) do |port, _pid|
         url = "http://127.0.0.1:#{port}/"
-        runs[label][:down] << curl(['-w', '%{speed_download}', url]) / 1e9
+        runs[label][:down] << (curl(['-w', '%<speed_download>s', url]) / 1e9)
       end
       with_server(cmd, env) do |port, _pid|
         url = "http://127.0.0.1:#{port}/"
-        runs[label][:up] << curl(['-w', '%{speed_upload}', '-T', file, url]) / 1e9
+        runs[label][:up] << (curl(['-w', '%<speed_upload>s', '-T', file, url]) / 1e9)
       end
     end
   end
   runs.transform_values { |r| r.transform_values { |v| v.sort[v.size / 2] } }
 end
 
-def ratio(a, b) = b.to_f.positive? ? (a / b).round(3) : nil
+def ratio(ours, theirs) = theirs.to_f.positive? ? (ours / theirs).round(3) : nil
 
-def report(h, mem, xfer)
+def report(hello, mem, xfer)
+  h = hello
   rust = h['Rust'][:per_cpu]
   rack = h['rack adapter'][:per_cpu]
   native = h["native #{BACKENDS.first}"]

@@ -39,7 +39,7 @@ RSpec.describe 'Polyphony::HTTP with Rack' do
     serve(lint do |env|
       seen = env.slice('REQUEST_METHOD', 'PATH_INFO', 'QUERY_STRING', 'SERVER_NAME', 'SERVER_PORT',
                        'HTTP_X_FOO', 'rack.url_scheme', 'SERVER_PROTOCOL')
-      [200, { 'Content-Type' => 'text/plain' }, ['hello ', 'world']]
+      [200, { 'content-type' => 'text/plain' }, ['hello ', 'world']]
     end)
     res = get('/p/q?a=1', 'X-Foo' => 'bar')
     expect([res.code, res.body, @log]).to eq(['200', 'hello world', []])
@@ -48,19 +48,32 @@ RSpec.describe 'Polyphony::HTTP with Rack' do
                        'rack.url_scheme' => 'http', 'SERVER_PROTOCOL' => 'HTTP/1.1')
   end
 
-  it 'streams rack.input, which reads, gets, iterates and rewinds (Lint)' do
+  it 'streams rack.input, which reads and gets (Lint)' do
     serve(lint do |env|
       input = env['rack.input']
       first = input.gets
       rest = input.read
-      input.rewind
-      lines = []
-      input.each { |l| lines << l }
-      [200, { 'Content-Type' => 'text/plain' }, ["#{first.inspect} #{rest.bytesize} #{lines.size}"]]
+      [200, { 'content-type' => 'text/plain' }, ["#{first.inspect} #{rest.bytesize} #{input.read.inspect}"]]
     end)
     body = "line one\n#{"x\n" * 100_000}"
     res = Net::HTTP.start('127.0.0.1', @port) { |h| h.post('/', body) }
-    expect([res.body, @log]).to eq(["\"line one\\n\" 200000 100001", []])
+    expect([res.body, @log]).to eq(["\"line one\\n\" 200000 \"\"", []])
+  end
+
+  # Rack 3 no longer asks for `rewind` (its Lint hides it); ours keeps what
+  # it read so that Rack 2 apps can rewind.
+  it 'rewinds rack.input and iterates its lines' do
+    serve(lambda do |env|
+      input = env['rack.input']
+      input.read(10)
+      input.rewind
+      lines = []
+      input.each { |l| lines << l }
+      [200, {}, ["#{lines.size} #{lines.first.inspect} #{input.size}"]]
+    end)
+    body = "line one\n#{"x\n" * 700_000}" # past the in-memory spool
+    res = Net::HTTP.start('127.0.0.1', @port) { |h| h.post('/', body) }
+    expect([res.body, @log]).to eq(["700001 \"line one\\n\" #{body.bytesize}", []])
   end
 
   it 'streams a body that responds to each, chunked (Lint)' do
@@ -68,7 +81,7 @@ RSpec.describe 'Polyphony::HTTP with Rack' do
     def body.each
       3.times { |i| yield "chunk #{i}\n" }
     end
-    serve(lint { |_env| [200, { 'Content-Type' => 'text/plain' }, body] })
+    serve(lint { |_env| [200, { 'content-type' => 'text/plain' }, body] })
     res = get('/')
     expect([res['transfer-encoding'], res.body, @log]).to eq(['chunked', "chunk 0\nchunk 1\nchunk 2\n", []])
   end
@@ -97,12 +110,22 @@ RSpec.describe 'Polyphony::HTTP with Rack' do
 
   it 'supports partial hijack (Lint)' do
     serve(lint do |_env|
-      [200, { 'Content-Type' => 'text/plain', 'rack.hijack' => lambda { |io|
+      [200, { 'content-type' => 'text/plain', 'rack.hijack' => lambda { |io|
         io.write('partial')
         io.close
       } }, []]
     end)
     expect(get('/').body).to eq('partial')
+    expect(@log).to eq([])
+  end
+
+  it 'hands a body that only responds to call (Rack 3 streaming) the socket after the head' do
+    body = lambda do |stream|
+      stream.write('streamed')
+      stream.close
+    end
+    serve(->(_env) { [200, { 'content-type' => 'text/plain' }, body] })
+    expect(get('/').body).to eq('streamed')
     expect(@log).to eq([])
   end
 
@@ -134,7 +157,8 @@ RSpec.describe 'Polyphony::HTTP with Rack' do
     serve(app)
     Net::HTTP.start('127.0.0.1', @port) do |h|
       expect(h.get('/hi/there').body).to eq('Hi there')
-      expect(h.post('/echo', 'abc').body).to eq('cba')
+      # text/plain: a form body would be parsed (and consumed) by Rack.
+      expect(h.post('/echo', 'abc', 'Content-Type' => 'text/plain').body).to eq('cba')
       expect(h.get('/stream').body).to eq('s0s1s2')
       expect(h.get('/nope').code).to eq('404')
     end
@@ -193,7 +217,7 @@ RSpec.describe 'Polyphony::HTTP with Rack' do
   describe 'launchers' do
     let(:config) do
       path = File.join(Dir.mktmpdir, 'config.ru')
-      File.write(path, "run ->(env) { [200, { 'Content-Type' => 'text/plain' }, [\"pid \#{Process.pid}\"]] }\n")
+      File.write(path, "run ->(env) { [200, { 'content-type' => 'text/plain' }, [\"pid \#{Process.pid}\"]] }\n")
       path
     end
 

@@ -7,11 +7,11 @@ require 'net/http'
 # Polyphony::HTTP (lib/polyphony/http/): the native handler API and the
 # HTTP/1.1 protocol, with Net::HTTP and raw sockets as clients.
 RSpec.describe 'Polyphony::HTTP server' do
-  def start(**opts, &handler)
+  def start(**opts, &)
     @log = []
     listener = Polyphony::Net.tcp_listen('127.0.0.1', 0, reuse_addr: true)
     @port = listener.local_address.ip_port
-    @server = Polyphony::HTTP::Server.new(listener, logger: ->(m) { @log << m }, **opts, &handler)
+    @server = Polyphony::HTTP::Server.new(listener, logger: ->(m) { @log << m }, **opts, &)
     @server_fiber = spin { @server.run }
     snooze
     @server
@@ -24,8 +24,8 @@ RSpec.describe 'Polyphony::HTTP server' do
     end
   end
 
-  def http
-    Net::HTTP.start('127.0.0.1', @port) { |h| yield h }
+  def http(&)
+    Net::HTTP.start('127.0.0.1', @port, &)
   end
 
   def raw
@@ -40,13 +40,13 @@ RSpec.describe 'Polyphony::HTTP server' do
     raw do |s|
       s.write(bytes)
       out = +''
-      move_on_after(wait) { out << s.readpartial(65_536) while true } # rubocop:disable Lint/LiteralAsCondition
+      move_on_after(wait) { loop { out << s.readpartial(65_536) } }
     rescue EOFError, Errno::ECONNRESET
       out
     end
   end
 
-  def status_of(response) = response[/\AHTTP\/1\.1 (\d+)/, 1]&.to_i
+  def status_of(response) = response[%r{\AHTTP/1\.1 (\d+)}, 1]&.to_i
 
   describe 'requests' do
     it 'gives the handler the method, path, query, headers, protocol and peer' do
@@ -57,7 +57,7 @@ RSpec.describe 'Polyphony::HTTP server' do
         req.respond('ok', 'X-Reply' => 'yes', ':status' => 201)
       end
       res = http { |h| h.get('/a/b?x=1&y=two%20words', 'X-Thing' => 'T') }
-      expect([res.code, res.body, res['x-reply']]).to eq(['201', 'ok', 'yes'])
+      expect([res.code, res.body, res['x-reply']]).to eq(%w[201 ok yes])
       expect(seen).to eq(['GET', '/a/b', { 'x' => '1', 'y' => 'two words' }, 'x=1&y=two%20words', 'T',
                           'HTTP/1.1', '127.0.0.1'])
     end
@@ -182,14 +182,20 @@ RSpec.describe 'Polyphony::HTTP server' do
   end
 
   describe 'limits' do
-    before { start(max_line: 100, max_head: 1000, max_headers: 10, max_body: 1000) { |req| req.respond(req.read.to_s) } }
+    before do
+      start(max_line: 100, max_head: 1000, max_headers: 10, max_body: 1000) do |req|
+        req.respond(req.read.to_s)
+      end
+    end
 
     {
       'a long request line' => ["GET /#{'x' * 200} HTTP/1.1\r\n\r\n", 414],
       'too many headers' => ["GET / HTTP/1.1\r\n#{(1..20).map { |i| "h#{i}: x\r\n" }.join}\r\n", 431],
       'a head over its size' => ["GET / HTTP/1.1\r\n#{(1..9).map { |i| "h#{i}: #{'x' * 200}\r\n" }.join}\r\n", 431],
       'a body over its size' => ["POST / HTTP/1.1\r\nContent-Length: 5000\r\n\r\n", 413],
-      'a chunked body over its size' => ["POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n800\r\n#{'x' * 2048}\r\n", 413],
+      'a chunked body over its size' => [
+        "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n800\r\n#{'x' * 2048}\r\n", 413
+      ],
       'invalid syntax' => ["GET / HTTP/1.1\r\nBad Header Line\r\n\r\n", 400],
       'a bad Content-Length' => ["POST / HTTP/1.1\r\nContent-Length: 1x\r\n\r\n", 400],
       'two different Content-Lengths' => ["POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab", 400],
@@ -217,7 +223,7 @@ RSpec.describe 'Polyphony::HTTP server' do
         t = Process.clock_gettime(Process::CLOCK_MONOTONIC)
         out = +''
         begin
-          out << s.readpartial(1000) while true # rubocop:disable Lint/LiteralAsCondition
+          loop { out << s.readpartial(1000) }
         rescue EOFError, Errno::ECONNRESET
           nil
         end
@@ -277,9 +283,9 @@ RSpec.describe 'Polyphony::HTTP server' do
   end
 
   describe 'slow clients' do
-    # p99 of `n` requests, each on a new connection.
-    def p99_latency(n)
-      times = Array.new(n) do
+    # p99 of `count` requests, each on a new connection.
+    def p99_latency(count)
+      times = Array.new(count) do
         t = Process.clock_gettime(Process::CLOCK_MONOTONIC)
         raw do |s|
           s.write("GET / HTTP/1.1\r\nConnection: close\r\n\r\n")
@@ -287,7 +293,7 @@ RSpec.describe 'Polyphony::HTTP server' do
         end
         Process.clock_gettime(Process::CLOCK_MONOTONIC) - t
       end
-      times.sort[(n * 0.99).floor - 1]
+      times.sort[(count * 0.99).floor - 1]
     end
 
     it 'keeps serving normal clients at the same p99 with 1,000 slowloris clients connected' do

@@ -1,4 +1,4 @@
 # frozen_string_literal: true
 
 # The Rack hello world every Rack server of the HTTP-server benchmark runs.
-run ->(_env) { [200, { 'Content-Type' => 'text/plain' }, ['Hello, world!']] }
+run ->(_env) { [200, { 'content-type' => 'text/plain' }, ['Hello, world!']] }

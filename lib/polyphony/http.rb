@@ -6,6 +6,7 @@ require_relative 'http/request'
 require_relative 'http/server'
 require_relative 'http/workers'
 require_relative 'http/rack_adapter'
+require_relative 'http/rack_handler'
 
 module Polyphony
   # An HTTP/1.1 server (`require 'polyphony/http'`): see docs/http.md.

@@ -65,19 +65,9 @@ module Polyphony
       def idle? = @idle
 
       # Serves requests until the client or the server ends the connection.
-      def run(&handler)
+      def run(&)
         @fiber = Fiber.current
-        first = true
-        # `while`, not `loop`: a block called from C (Kernel#loop) would
-        # keep a VM frame on the machine stack of every idle connection.
-        while (req = read_request(first))
-          first = false
-          @idle = false
-          keep = serve(req, &handler)
-          @idle = true
-          @req = nil # nothing of a served request stays with an idle connection
-          break if !keep || @server.stopping?
-        end
+        serve_requests(&)
       rescue *GONE => e
         reject(e.status) if e.is_a?(ConnectionError) && e.status && !@req&.headers_sent?
       ensure
@@ -105,11 +95,17 @@ module Polyphony
         wait = first ? @opts[:head_timeout] : @opts[:keep_alive_timeout]
         return nil unless read_more(wait && (now + wait), :idle)
 
+        build_request(read_head)
+      end
+
+      # The rest of a head whose first bytes are in: it must be complete
+      # within the head timeout.
+      def read_head
         deadline = now + @opts[:head_timeout] if @opts[:head_timeout]
         until (head = parse_buffered)
           read_more(deadline, :head) or raise ConnectionError
         end
-        build_request(head)
+        head
       end
 
       # Reads what the socket has into the buffer, waiting until `deadline`
@@ -157,7 +153,7 @@ module Polyphony
           raise ConnectionError.new(431, 'request head too large') if @buf.bytesize > @opts[:max_head]
 
           nil
-        when Integer then raise ConnectionError.new(head)
+        when Integer then raise ConnectionError, head
         else
           raise ConnectionError.new(431, 'request head too large') if head[5] > @opts[:max_head]
 
@@ -184,6 +180,7 @@ module Polyphony
       # read); nil at EOF. Waits at most the body timeout.
       def read_body_bytes(max)
         read_more(body_deadline, :body) or raise ConnectionError.new(nil, 'client went away mid-body') if @buf.empty?
+
         take = [max, @buf.bytesize].min
         chunk = @buf.byteslice(0, take)
         @buf = @buf.byteslice(take, @buf.bytesize - take)
@@ -232,6 +229,20 @@ module Polyphony
       end
 
       private
+
+      def serve_requests(&)
+        first = true
+        # `while`, not `loop`: a block called from C (Kernel#loop) would
+        # keep a VM frame on the machine stack of every idle connection.
+        while (req = read_request(first))
+          first = false
+          @idle = false
+          keep = serve(req, &)
+          @idle = true
+          @req = nil # nothing of a served request stays with an idle connection
+          break if !keep || @server.stopping?
+        end
+      end
 
       def serve(req, &handler)
         begin

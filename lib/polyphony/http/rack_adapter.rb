@@ -42,42 +42,36 @@ module Polyphony
 
       def env_for(req)
         conn = req.connection
-        host, port = server_name_port(req, conn)
-        env = {
-          'REQUEST_METHOD' => req.method,
-          'SCRIPT_NAME' => '',
-          'PATH_INFO' => req.path,
-          'QUERY_STRING' => req.query_string || '',
-          'SERVER_NAME' => host,
-          'SERVER_PORT' => port,
-          'SERVER_PROTOCOL' => req.protocol,
-          'SERVER_SOFTWARE' => SERVER_SOFTWARE,
-          'REMOTE_ADDR' => req.remote_addr || '',
-          'rack.version' => RACK_VERSION,
-          'rack.url_scheme' => conn.scheme,
-          'rack.input' => Input.new(req),
-          'rack.errors' => $stderr,
-          'rack.multithread' => false,
-          'rack.multiprocess' => @multiprocess,
-          'rack.run_once' => false,
-          'rack.hijack?' => true,
-          'rack.after_reply' => []
-        }
-        env['rack.hijack'] = lambda do
-          env['rack.hijack_io'] = conn.hijack
-        end
+        env = base_env(req, conn)
+        env['rack.hijack'] = -> { env['rack.hijack_io'] = conn.hijack }
         req.headers.each { |k, v| env[HEADER_KEYS[k]] = v }
         env
       end
 
       private
 
-      def server_name_port(req, conn)
-        host = req.host
-        if host
-          name, port = host.start_with?('[') ? host.split(/(?<=\]):/, 2) : host.split(':', 2)
-          return [name, port || default_port(conn)]
-        end
+      def base_env(req, conn)
+        host, port = server_name_port(req.host, conn)
+        {
+          'REQUEST_METHOD' => req.method, 'SCRIPT_NAME' => '', 'PATH_INFO' => req.path,
+          'QUERY_STRING' => req.query_string || '', 'SERVER_NAME' => host, 'SERVER_PORT' => port,
+          'SERVER_PROTOCOL' => req.protocol, 'SERVER_SOFTWARE' => SERVER_SOFTWARE,
+          'REMOTE_ADDR' => req.remote_addr || '', 'rack.version' => RACK_VERSION,
+          'rack.url_scheme' => conn.scheme, 'rack.input' => Input.new(req), 'rack.errors' => $stderr,
+          'rack.multithread' => false, 'rack.multiprocess' => @multiprocess, 'rack.run_once' => false,
+          'rack.hijack?' => true, 'rack.after_reply' => []
+        }
+      end
+
+      # SERVER_NAME and SERVER_PORT: from the Host header, else the socket.
+      def server_name_port(host, conn)
+        return local_name_port(conn) unless host
+
+        name, port = host.start_with?('[') ? host.split(/(?<=\]):/, 2) : host.split(':', 2)
+        [name, port || default_port(conn)]
+      end
+
+      def local_name_port(conn)
         addr = conn.socket.to_io.local_address rescue nil # rubocop:disable Style/RescueModifier
         [addr&.ip_address || 'localhost', (addr&.ip_port || default_port(conn)).to_s]
       end
@@ -85,28 +79,38 @@ module Polyphony
       def default_port(conn) = conn.scheme == 'https' ? '443' : '80'
 
       def respond(req, status, headers, body)
-        hijack = nil
-        out = { ':status' => status }
-        length = false
-        headers.each do |k, v|
-          if k == 'rack.hijack'
-            hijack = v
-            next
-          end
-          length ||= k.casecmp?('content-length')
-          out[k] = v.is_a?(String) && v.include?("\n") ? v.split("\n") : v
-        end
+        out, hijack = response_headers(status, headers)
         return partial_hijack(req, out, hijack) if hijack
 
-        if body.respond_to?(:to_path) && File.file?(body.to_path)
+        if !body.respond_to?(:each) && body.respond_to?(:call)
+          # A Rack 3 streaming body: it gets the socket after the head.
+          body.call(req.hijack_after_head(out))
+        elsif body.respond_to?(:to_path) && File.file?(body.to_path)
           File.open(body.to_path, 'rb') { |f| req.serve_io(f, out) }
         elsif body.is_a?(Array)
           respond_array(req, out, body)
         else
-          req.send_headers(out, status)
-          body.each { |chunk| req.send_chunk(chunk) unless chunk.empty? }
-          req.finish
+          respond_streaming(req, out, status, body)
         end
+      end
+
+      # The headers for `Request` (multi-line Rack 2 values split into
+      # Arrays), and the response hijack callable if there is one.
+      def response_headers(status, headers)
+        hijack = nil
+        out = { ':status' => status }
+        headers.each do |k, v|
+          next hijack = v if k == 'rack.hijack'
+
+          out[k] = v.is_a?(String) && v.include?("\n") ? v.split("\n") : v
+        end
+        [out, hijack]
+      end
+
+      def respond_streaming(req, out, status, body)
+        req.send_headers(out, status)
+        body.each { |chunk| req.send_chunk(chunk) unless chunk.empty? }
+        req.finish
       end
 
       def respond_array(req, out, body)

@@ -31,7 +31,7 @@ module Polyphony
       end
 
       # The query string (nil if none).
-      def query_string = @query_string
+      attr_reader :query_string
 
       # The query parameters, a Hash (parsed on first use; a repeated key
       # keeps its last value).
@@ -149,20 +149,7 @@ module Polyphony
         send_headers unless @sent
         raise Error, 'response already finished' if @sent == :done
 
-        data = data.to_s
-        if @method == 'HEAD'
-          nil
-        elsif @chunked
-          if data.empty?
-            @connection.write(LAST_CHUNK) if done
-          elsif done
-            @connection.write("#{data.bytesize.to_s(16)}\r\n", data, "\r\n#{LAST_CHUNK}")
-          else
-            @connection.write("#{data.bytesize.to_s(16)}\r\n", data, "\r\n")
-          end
-        else
-          @connection.write(data) unless data.empty?
-        end
+        write_piece(data.to_s, done) unless @method == 'HEAD'
         @sent = :done if done
         self
       end
@@ -189,15 +176,7 @@ module Polyphony
         size = io.respond_to?(:size) ? io.size : nil
         headers = headers.merge('Content-Length' => size.to_s) if size && !header?(headers, 'content-length')
         send_headers(headers)
-        return finish if @method == 'HEAD'
-
-        if !@chunked && @connection.socket.is_a?(::BasicSocket)
-          IO.double_splice(io, @connection.socket)
-        else
-          buf = +''
-          send_chunk(buf) while io.read(65_536, buf)
-        end
-        @sent = :head
+        copy_body(io) unless @method == 'HEAD'
         finish
       end
 
@@ -215,7 +194,9 @@ module Polyphony
         raise Error, 'response already sent' if @sent
 
         status = headers[':status'] || 200
-        headers = headers.reject { |k, _| k.is_a?(String) && (k.casecmp?('connection') || k.casecmp?('content-length')) }
+        headers = headers.reject do |k, _|
+          k.is_a?(String) && (k.casecmp?('connection') || k.casecmp?('content-length'))
+        end
         @connection.write(HTTP.__response__(status, headers, nil, CLOSE))
         @sent = :done
         @close = true
@@ -230,6 +211,26 @@ module Polyphony
       end
 
       private
+
+      # The bytes of `io` as the body of a response whose head is out.
+      def copy_body(io)
+        if !@chunked && @connection.socket.is_a?(::BasicSocket)
+          IO.double_splice(io, @connection.socket)
+        else
+          buf = +''
+          send_chunk(buf) while io.read(65_536, buf)
+        end
+      end
+
+      def write_piece(data, done)
+        if !@chunked
+          @connection.write(data) unless data.empty?
+        elsif data.empty?
+          @connection.write(LAST_CHUNK) if done
+        else
+          @connection.write("#{data.bytesize.to_s(16)}\r\n", data, done ? "\r\n#{LAST_CHUNK}" : "\r\n")
+        end
+      end
 
       def header?(headers, name)
         headers.each_key { |k| return true if k.is_a?(String) && k.casecmp?(name) }

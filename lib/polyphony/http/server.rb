@@ -4,7 +4,9 @@ require 'socket'
 require 'openssl'
 
 module Polyphony
+  # The HTTP/1.1 server (lib/polyphony/http.rb, docs/http.md).
   module HTTP
+    # A response method called out of turn (twice, or after the end).
     class Error < StandardError; end
 
     # An HTTP/1.1 server on a listening socket: one fiber per connection
@@ -62,12 +64,18 @@ module Polyphony
       # close after the response) for up to `graceful_timeout` seconds, then
       # ends the rest; `graceful: false` ends everything at once.
       def stop(graceful: true)
+        # A second stop may only make a graceful one immediate.
         return if @stopping && (graceful || !@graceful)
 
         @stopping = true
         @graceful = graceful
         @listener.close unless @listener.closed?
-        @connections.each { |fiber, conn| fiber.terminate if !graceful || conn.idle? }
+        end_connections(idle_only: graceful)
+      end
+
+      # Ends every connection (or those waiting between requests).
+      def end_connections(idle_only:)
+        @connections.each { |fiber, conn| fiber.terminate unless idle_only && !conn&.idle? }
       end
 
       # Number of open connections.
@@ -145,9 +153,7 @@ module Polyphony
         fibers = @connections.keys
         return if fibers.empty?
 
-        if @stopping && @graceful
-          move_on_after(@options[:graceful_timeout]) { Fiber.await(fibers) }
-        end
+        move_on_after(@options[:graceful_timeout]) { Fiber.await(fibers) } if @stopping && @graceful
         @connections.each_key(&:terminate)
         Fiber.await(@connections.keys) unless @connections.empty?
       end

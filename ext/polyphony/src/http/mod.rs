@@ -211,10 +211,22 @@ mod tests {
             Parsed::Complete(h) => h.body,
             _ => panic!("not complete"),
         };
-        assert_eq!(body(b"POST / HTTP/1.1\r\nContent-Length: 12\r\n\r\n"), Body::Length(12));
-        assert_eq!(body(b"POST / HTTP/1.1\r\nContent-Length: 5, 5\r\n\r\n"), Body::Length(5));
-        assert_eq!(body(b"POST / HTTP/1.1\r\nTransfer-Encoding: Chunked\r\n\r\n"), Body::Chunked);
-        assert_eq!(body(b"POST / HTTP/1.1\r\nContent-Length: 0\r\n\r\n"), Body::None);
+        assert_eq!(
+            body(b"POST / HTTP/1.1\r\nContent-Length: 12\r\n\r\n"),
+            Body::Length(12)
+        );
+        assert_eq!(
+            body(b"POST / HTTP/1.1\r\nContent-Length: 5, 5\r\n\r\n"),
+            Body::Length(5)
+        );
+        assert_eq!(
+            body(b"POST / HTTP/1.1\r\nTransfer-Encoding: Chunked\r\n\r\n"),
+            Body::Chunked
+        );
+        assert_eq!(
+            body(b"POST / HTTP/1.1\r\nContent-Length: 0\r\n\r\n"),
+            Body::None
+        );
     }
 
     #[test]
@@ -228,10 +240,22 @@ mod tests {
             431
         );
         assert_eq!(status(&[b'a'; 200]), 414);
-        assert_eq!(status(b"POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n"), 400);
-        assert_eq!(status(b"POST / HTTP/1.1\r\nContent-Length: 1x\r\n\r\n"), 400);
-        assert_eq!(status(b"POST / HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n"), 400);
-        assert_eq!(status(b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n"), 501);
+        assert_eq!(
+            status(b"POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n"),
+            400
+        );
+        assert_eq!(
+            status(b"POST / HTTP/1.1\r\nContent-Length: 1x\r\n\r\n"),
+            400
+        );
+        assert_eq!(
+            status(b"POST / HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n"),
+            400
+        );
+        assert_eq!(
+            status(b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n"),
+            501
+        );
         let long = format!("GET /{} HTTP/1.1\r\n\r\n", "x".repeat(200));
         assert_eq!(status(long.as_bytes()), 414);
     }

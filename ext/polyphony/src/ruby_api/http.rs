@@ -87,7 +87,8 @@ fn accepted(io: Value) -> Result<Value, Error> {
     let mut storage: libc::sockaddr_storage = unsafe_zeroed();
     let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
     // SAFETY: `storage` and `len` are valid for writing, `len` gives its size.
-    let r = unsafe { libc::getpeername(fd, &mut storage as *mut _ as *mut libc::sockaddr, &mut len) };
+    let r =
+        unsafe { libc::getpeername(fd, &mut storage as *mut _ as *mut libc::sockaddr, &mut len) };
     if r != 0 {
         return Ok(val(QNIL));
     }
