@@ -22,6 +22,9 @@ Gem::Specification.new do |s|
             Dir['ext/*/src/**/*.rs'] +
             Dir['docs/*.md'] +
             %w[Cargo.toml Cargo.lock ext/polyphony/Cargo.toml ext/polyphony/extconf.rb README.md LICENSE]
+  s.bindir = 'exe'
+  s.executables = ['polyphony-http']
+  s.files += ['exe/polyphony-http']
   s.extensions = ['ext/polyphony/extconf.rb']
   s.require_paths = ['lib']
   s.metadata['rubygems_mfa_required'] = 'true'

@@ -141,6 +141,10 @@ NATIVE_TRANSFER = <<~'RUBY'
   end
 RUBY
 
+# curl's --write-out variables (not Ruby format strings).
+CURL_DOWN = '%{speed_download}' # rubocop:disable Style/FormatStringToken
+CURL_UP = '%{speed_upload}' # rubocop:disable Style/FormatStringToken
+
 def curl(args)
   out, = Open3.capture2('taskset', '-c', '1', 'curl', '-s', '-o', '/dev/null', '-H', 'Expect:', *args)
   out.to_f
@@ -159,11 +163,11 @@ def transfers(dir)
       log "#{BIG_MB} MiB transfers on #{label}"
       with_server(cmd, env) do |port, _pid|
         url = "http://127.0.0.1:#{port}/"
-        runs[label][:down] << (curl(['-w', '%<speed_download>s', url]) / 1e9)
+        runs[label][:down] << (curl(['-w', CURL_DOWN, url]) / 1e9)
       end
       with_server(cmd, env) do |port, _pid|
         url = "http://127.0.0.1:#{port}/"
-        runs[label][:up] << (curl(['-w', '%<speed_upload>s', '-T', file, url]) / 1e9)
+        runs[label][:up] << (curl(['-w', CURL_UP, '-T', file, url]) / 1e9)
       end
     end
   end
@@ -201,6 +205,8 @@ def report(hello, mem, xfer)
   puts "| download | #{xfer['polyphony'][:down].round(2)} | #{xfer['plain'][:down].round(2)} |"
   puts "| upload | #{xfer['polyphony'][:up].round(2)} | #{xfer['plain'][:up].round(2)} |"
 end
+
+return unless $PROGRAM_NAME == __FILE__
 
 build_tools
 results = Dir.mktmpdir('polyphony-bench-http') do |dir|

@@ -114,23 +114,35 @@ module Polyphony
       def read_more(deadline, phase)
         @phase = phase
         @deadline = deadline
-        size = phase == :body ? READ_SIZE : HEAD_READ_SIZE
-        if @plain
+        if !@plain
+          @buf << @socket.readpartial(READ_SIZE, @tmp ||= String.new(encoding: Encoding::BINARY))
+          true
+        elsif phase == :body && @buf.empty?
+          read_body_direct
+        else
           # Between requests, wait for bytes before reading: an idle
           # connection then holds no read buffer (io_uring keeps one per
           # read in flight).
           @backend.wait_io(@socket, false) if phase == :idle
           # Appends to the buffer in place (a plain socket has no Ruby-side
           # read buffer to serve first).
-          @backend.read(@socket, @buf, size, false, @buf.bytesize) ? true : nil
-        else
-          @buf << @socket.readpartial(size, @tmp ||= String.new(capacity: size, encoding: Encoding::BINARY))
-          true
+          @backend.read(@socket, @buf, HEAD_READ_SIZE, false, @buf.bytesize) ? true : nil
         end
       rescue EOFError
         nil
       ensure
         @deadline = nil
+      end
+
+      # Body bytes straight into the (empty) buffer: a non-blocking read,
+      # waiting for readability when there is nothing yet. Bulk bodies are
+      # usually already there, and this copies them once (an io_uring read
+      # lands in a buffer of its own, copied again).
+      def read_body_direct
+        while (r = @socket.read_nonblock(READ_SIZE, @buf, exception: false)) == :wait_readable
+          @backend.wait_io(@socket, false)
+        end
+        r ? true : nil
       end
 
       # Called by the server's watchdog: ends the connection if it has been
@@ -182,6 +194,12 @@ module Polyphony
         read_more(body_deadline, :body) or raise ConnectionError.new(nil, 'client went away mid-body') if @buf.empty?
 
         take = [max, @buf.bytesize].min
+        if take == @buf.bytesize
+          # The whole buffer: handed over as it is, no copy.
+          chunk = @buf
+          @buf = String.new(encoding: Encoding::BINARY)
+          return chunk
+        end
         chunk = @buf.byteslice(0, take)
         @buf = @buf.byteslice(take, @buf.bytesize - take)
         chunk
