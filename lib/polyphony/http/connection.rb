@@ -120,18 +120,21 @@ module Polyphony
         elsif phase == :body && @buf.empty?
           read_body_direct
         else
-          # Between requests, wait for bytes before reading: an idle
-          # connection then holds no read buffer (io_uring keeps one per
-          # read in flight).
-          @backend.wait_io(@socket, false) if phase == :idle
-          # Appends to the buffer in place (a plain socket has no Ruby-side
-          # read buffer to serve first).
-          @backend.read(@socket, @buf, HEAD_READ_SIZE, false, @buf.bytesize) ? true : nil
+          read_head_bytes(phase)
         end
       rescue EOFError
         nil
       ensure
         @deadline = nil
+      end
+
+      # Head bytes appended to the buffer in place (a plain socket has no
+      # Ruby-side read buffer to serve first). Between requests it waits for
+      # bytes before reading: an idle connection then holds no read buffer
+      # (io_uring keeps one per read in flight).
+      def read_head_bytes(phase)
+        @backend.wait_io(@socket, false) if phase == :idle
+        @backend.read(@socket, @buf, HEAD_READ_SIZE, false, @buf.bytesize) ? true : nil
       end
 
       # Body bytes straight into the (empty) buffer: a non-blocking read,
