@@ -260,6 +260,38 @@ RSpec.describe 'Polyphony::HTTP with Rack' do
       expect(stop_process(pid).signaled?).to be(false)
     end
 
+    it 'runs polyphony-http over TLS with --tls-cert and --tls-key' do
+      cert, key = self_signed_cert
+      dir = Dir.mktmpdir
+      File.write(File.join(dir, 'cert.pem'), cert.to_pem)
+      File.write(File.join(dir, 'key.pem'), key.to_pem)
+      port = free_port
+      exe = File.expand_path('../exe/polyphony-http', __dir__)
+      pid = Process.spawn(env, SpecHelpers::RUBY, exe, config, '-b', '127.0.0.1', '-p', port.to_s,
+                          '--tls-cert', File.join(dir, 'cert.pem'), '--tls-key', File.join(dir, 'key.pem'),
+                          out: File::NULL, err: File::NULL)
+      body = nil
+      move_on_after(20) do
+        loop do
+          ctx = OpenSSL::SSL::SSLContext.new
+          ctx.verify_mode = OpenSSL::SSL::VERIFY_NONE
+          ssl = OpenSSL::SSL::SSLSocket.new(TCPSocket.new('127.0.0.1', port), ctx)
+          ssl.sync_close = true
+          ssl.connect
+          ssl.write("GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+          body = ssl.read
+          ssl.close
+          break
+        rescue SystemCallError
+          sleep 0.1
+        end
+      end
+      expect(body).to match(/\r\n\r\npid \d+\z/)
+      expect(stop_process(pid).exitstatus).to eq(0)
+    ensure
+      FileUtils.rm_rf(dir) if dir
+    end
+
     it 'runs polyphony-http with two workers and replaces a killed one' do
       port = free_port
       exe = File.expand_path('../exe/polyphony-http', __dir__)

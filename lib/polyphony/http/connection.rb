@@ -142,10 +142,11 @@ module Polyphony
       # usually already there, and this copies them once (an io_uring read
       # lands in a buffer of its own, copied again).
       def read_body_direct
-        while (r = @socket.read_nonblock(READ_SIZE, @buf, exception: false)) == :wait_readable
-          @backend.wait_io(@socket, false)
-        end
-        r ? true : nil
+        r = @socket.read_nonblock(READ_SIZE, @buf, exception: false)
+        return r ? true : nil unless r == :wait_readable
+
+        # Nothing there yet: one backend read waits and reads.
+        @backend.read(@socket, @buf, READ_SIZE, false, 0) ? true : nil
       end
 
       # Called by the server's watchdog: ends the connection if it has been
