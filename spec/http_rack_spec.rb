@@ -2,6 +2,7 @@
 
 require_relative 'spec_helper'
 require 'polyphony/http'
+require_relative 'support/http_server'
 require 'net/http'
 require 'rack'
 require 'rack/lint'
@@ -11,21 +12,10 @@ require 'sinatra/base'
 # unmodified Sinatra app, `rackup -s polyphony`, the polyphony-http
 # executable with workers, and TLS with ALPN.
 RSpec.describe 'Polyphony::HTTP with Rack' do
-  def serve(app, **opts)
-    @log = []
-    listener = Polyphony::Net.tcp_listen('127.0.0.1', 0, reuse_addr: true)
-    @port = listener.local_address.ip_port
-    adapter = Polyphony::HTTP::RackAdapter.new(app)
-    @server = Polyphony::HTTP::Server.new(listener, logger: ->(m) { @log << m }, **opts, &adapter)
-    @server_fiber = spin { @server.run }
-    snooze
-  end
+  include HTTPServerHelpers
 
-  after do
-    if @server_fiber&.alive?
-      @server.stop(graceful: false)
-      @server_fiber.await
-    end
+  def serve(app, **opts)
+    start_http_server(**opts, &Polyphony::HTTP::RackAdapter.new(app))
   end
 
   def get(path, **headers)
@@ -166,14 +156,6 @@ RSpec.describe 'Polyphony::HTTP with Rack' do
   end
 
   describe 'TLS' do
-    def tls_context
-      cert, key = self_signed_cert
-      ctx = OpenSSL::SSL::SSLContext.new
-      ctx.cert = cert
-      ctx.key = key
-      ctx
-    end
-
     def tls_client
       ctx = OpenSSL::SSL::SSLContext.new
       ctx.verify_mode = OpenSSL::SSL::VERIFY_NONE
@@ -185,7 +167,7 @@ RSpec.describe 'Polyphony::HTTP with Rack' do
     end
 
     it 'negotiates http/1.1 by ALPN and serves over TLS' do
-      serve(->(env) { [200, {}, [env['rack.url_scheme']]] }, tls: tls_context)
+      serve(->(env) { [200, {}, [env['rack.url_scheme']]] }, tls: server_context)
       ssl = tls_client
       expect(ssl.alpn_protocol).to eq('http/1.1')
       ssl.write("GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
@@ -195,7 +177,7 @@ RSpec.describe 'Polyphony::HTTP with Rack' do
     end
 
     it 'closes only the connection whose handshake fails' do
-      serve(->(_env) { [200, {}, ['ok']] }, tls: tls_context)
+      serve(->(_env) { [200, {}, ['ok']] }, tls: server_context)
       plain = TCPSocket.new('127.0.0.1', @port)
       plain.write("GET / HTTP/1.1\r\n\r\n")
       closed = move_on_after(5, with_value: :open) do

@@ -2,27 +2,15 @@
 
 require_relative 'spec_helper'
 require 'polyphony/http'
+require_relative 'support/http_server'
 require 'net/http'
 
 # Polyphony::HTTP (lib/polyphony/http/): the native handler API and the
 # HTTP/1.1 protocol, with Net::HTTP and raw sockets as clients.
 RSpec.describe 'Polyphony::HTTP server' do
-  def start(**opts, &)
-    @log = []
-    listener = Polyphony::Net.tcp_listen('127.0.0.1', 0, reuse_addr: true)
-    @port = listener.local_address.ip_port
-    @server = Polyphony::HTTP::Server.new(listener, logger: ->(m) { @log << m }, **opts, &)
-    @server_fiber = spin { @server.run }
-    snooze
-    @server
-  end
+  include HTTPServerHelpers
 
-  after do
-    if @server_fiber&.alive?
-      @server.stop(graceful: false)
-      @server_fiber.await
-    end
-  end
+  def start(**opts, &) = start_http_server(**opts, &)
 
   def http(&)
     Net::HTTP.start('127.0.0.1', @port, &)
