@@ -176,6 +176,19 @@ RSpec.describe 'Polyphony::HTTP with Rack' do
       ssl&.close
     end
 
+    it 'closes the sockets of connections stopped mid-handshake' do
+      fds = -> { Dir['/proc/self/fd/*'].size }
+      before = fds.call
+      serve(->(_env) { [200, {}, ['ok']] }, tls: server_context)
+      clients = Array.new(5) { TCPSocket.new('127.0.0.1', @port) } # no handshake: they wait
+      move_on_after(5) { snooze until @server.connection_count == 5 }
+      expect(@server.connection_count).to eq(5)
+      @server.stop(graceful: false)
+      @server_fiber.await
+      clients.each(&:close)
+      expect(fds.call).to eq(before)
+    end
+
     it 'closes only the connection whose handshake fails' do
       serve(->(_env) { [200, {}, ['ok']] }, tls: server_context)
       plain = TCPSocket.new('127.0.0.1', @port)

@@ -75,7 +75,9 @@ module Polyphony
 
       # Ends every connection (or those waiting between requests).
       def end_connections(idle_only:)
-        @connections.each { |fiber, conn| fiber.terminate unless idle_only && !conn&.idle? }
+        @connections.each do |fiber, conn|
+          fiber.terminate unless idle_only && !(conn.is_a?(Connection) && conn.idle?)
+        end
       end
 
       # Number of open connections.
@@ -102,7 +104,10 @@ module Polyphony
         ensure
           @connections.delete(Fiber.current)
         end
-        @connections[fiber] = nil
+        # The socket until the fiber makes its Connection: a fiber stopped
+        # before it even started still has its socket closed (see
+        # `wait_for_connections`).
+        @connections[fiber] = sock
       end
 
       def serve_connection(sock)
@@ -114,7 +119,15 @@ module Polyphony
         @connections[Fiber.current] = conn
         conn.run(&@handler)
       rescue *Connection::GONE
-        sock&.close
+        nil
+      ensure
+        close_unless_taken(sock, conn)
+      end
+
+      # A socket whose connection was stopped before it took the socket
+      # over (during the handshake, say) is closed here, never leaked.
+      def close_unless_taken(sock, conn)
+        sock.close unless sock.nil? || sock.closed? || conn&.hijacked?
       end
 
       # The TLS session over `sock`, or nil (closed) if the handshake fails
@@ -145,7 +158,7 @@ module Polyphony
         loop do
           sleep tick
           t = ::Process.clock_gettime(::Process::CLOCK_MONOTONIC)
-          @connections.each_value { |conn| conn&.expire(t) }
+          @connections.each_value { |conn| conn.expire(t) if conn.is_a?(Connection) }
         end
       end
 
@@ -156,6 +169,14 @@ module Polyphony
         move_on_after(@options[:graceful_timeout]) { Fiber.await(fibers) } if @stopping && @graceful
         @connections.each_key(&:terminate)
         Fiber.await(@connections.keys) unless @connections.empty?
+        close_unstarted
+      end
+
+      # Left in the table: fibers that ended before they started (their
+      # `ensure` never ran), with the socket they were given.
+      def close_unstarted
+        @connections.each_value { |sock| sock.close if sock.is_a?(::IO) && !sock.closed? }
+        @connections.clear
       end
     end
 
