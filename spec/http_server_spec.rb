@@ -124,7 +124,8 @@ RSpec.describe 'Polyphony::HTTP server' do
         s.write('body')
         expect(s.readpartial(1000)).to end_with("\r\n\r\nbody")
       end
-      res = exchange("POST /skip HTTP/1.1\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n")
+      # A handler that answers without reading: no 100 Continue is sent.
+      res = exchange("POST /unread HTTP/1.1\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n")
       expect(res).not_to include('100 Continue')
       expect(status_of(res)).to eq(417)
     end
