@@ -131,6 +131,18 @@ RSpec.describe 'Polyphony::HTTP with Rack' do
     expect(order).to eq(%i[app after])
   end
 
+  it 'keeps a bounded cache of env keys whatever header names clients send' do
+    serve(->(env) { [200, {}, [env.keys.grep(/\AHTTP_X_/).size.to_s]] })
+    Net::HTTP.start('127.0.0.1', @port) do |h|
+      10.times do |r|
+        headers = Array.new(90) { |i| ["X-#{r}-#{i}", 'v'] }.to_h
+        expect(h.get('/', headers).body).to eq('90')
+      end
+    end
+    keys = Polyphony::HTTP::RackAdapter.instance_variable_get(:@env_keys)
+    expect(keys.size).to be <= Polyphony::HTTP::RackAdapter::ENV_KEYS_MAX
+  end
+
   it 'answers 500 when the app raises, and logs it' do
     serve(->(_env) { raise 'app failure' })
     expect(get('/').code).to eq('500')

@@ -20,19 +20,6 @@ module Polyphony
     # response, and keeps the connection alive per HTTP/1.0 and 1.1 rules.
     # Requests are handled in order; pipelined bytes wait in the buffer.
     class Connection
-      STATUS_REASONS = {
-        100 => 'Continue', 101 => 'Switching Protocols', 200 => 'OK', 201 => 'Created',
-        202 => 'Accepted', 204 => 'No Content', 206 => 'Partial Content',
-        301 => 'Moved Permanently', 302 => 'Found', 303 => 'See Other', 304 => 'Not Modified',
-        307 => 'Temporary Redirect', 308 => 'Permanent Redirect', 400 => 'Bad Request',
-        401 => 'Unauthorized', 403 => 'Forbidden', 404 => 'Not Found', 405 => 'Method Not Allowed',
-        408 => 'Request Timeout', 411 => 'Length Required', 413 => 'Content Too Large',
-        414 => 'URI Too Long', 417 => 'Expectation Failed', 422 => 'Unprocessable Content',
-        426 => 'Upgrade Required', 429 => 'Too Many Requests',
-        431 => 'Request Header Fields Too Large', 500 => 'Internal Server Error',
-        501 => 'Not Implemented', 502 => 'Bad Gateway', 503 => 'Service Unavailable',
-        505 => 'HTTP Version Not Supported'
-      }.freeze
       REJECT_HEADERS = { 'Content-Type' => 'text/plain' }.freeze
       # Body reads ask for up to this much.
       READ_SIZE = 65_536
@@ -221,7 +208,8 @@ module Polyphony
         line
       end
 
-      # Exactly `n` bytes (the CRLF after a chunk's data, say).
+      # Consumes `bytes` (the CRLF after a chunk's data, say); 400 if the
+      # body has something else there.
       def expect_bytes(bytes)
         read_more(body_deadline, :body) or raise ConnectionError while @buf.bytesize < bytes.bytesize
         raise ConnectionError.new(400, 'bad chunk encoding') unless @buf.start_with?(bytes)
@@ -238,7 +226,7 @@ module Polyphony
       # An error response to a request that could not be served; the
       # connection closes after it.
       def reject(status)
-        body = "#{STATUS_REASONS[status] || 'Error'}\n"
+        body = "#{HTTP.reason(status)}\n"
         write(HTTP.__response__(status, REJECT_HEADERS, body, Request::CLOSE))
       rescue *GONE
         nil

@@ -13,12 +13,18 @@ module Polyphony
     class RackAdapter
       SERVER_SOFTWARE = "polyphony-http #{Polyphony::VERSION}".freeze
       RACK_VERSION = [1, 3].freeze
-      HEADER_KEYS = Hash.new do |h, k|
-        h[k] = case k
-               when 'content-type' then 'CONTENT_TYPE'
-               when 'content-length' then 'CONTENT_LENGTH'
-               else "HTTP_#{k.upcase.tr('-', '_')}".freeze
-               end
+      # Env keys of the header names seen so far; bounded, since clients
+      # choose the names.
+      @env_keys = { 'content-type' => 'CONTENT_TYPE', 'content-length' => 'CONTENT_LENGTH' }
+      ENV_KEYS_MAX = 512
+
+      # The env key of a (lower-case) header name.
+      def self.env_key(name)
+        @env_keys[name] || begin
+          key = "HTTP_#{name.upcase.tr('-', '_')}".freeze
+          @env_keys[name] = key if @env_keys.size < ENV_KEYS_MAX
+          key
+        end
       end
 
       def initialize(app, multiprocess: false)
@@ -32,7 +38,7 @@ module Polyphony
       def call(req)
         env = env_for(req)
         status, headers, body = @app.call(env)
-        return finish_hijack(req) if req.connection.hijacked?
+        return if req.connection.hijacked?
 
         respond(req, status.to_i, headers, body)
       ensure
@@ -44,7 +50,7 @@ module Polyphony
         conn = req.connection
         env = base_env(req, conn)
         env['rack.hijack'] = -> { env['rack.hijack_io'] = conn.hijack }
-        req.headers.each { |k, v| env[HEADER_KEYS[k]] = v }
+        req.headers.each { |k, v| env[RackAdapter.env_key(k)] = v }
         env
       end
 
@@ -123,8 +129,6 @@ module Polyphony
       def partial_hijack(req, out, hijack)
         hijack.call(req.hijack_after_head(out))
       end
-
-      def finish_hijack(_req) = nil
 
       # `rack.input`: reads the request body from the socket as the app
       # asks, and keeps what it read (in memory, then in a temporary file

@@ -24,9 +24,9 @@ module Polyphony
       def initialize(conn, head, body)
         @connection = conn
         @method, @path, @query_string, @protocol, @headers = head
-        @framing = body.negative? ? :chunked : body
+        @chunked_body = body.negative?
         @left = body
-        @body_done = body.zero?
+        @bodiless = @body_done = body.zero?
         @sent = nil # nil, :head (streaming) or :done
       end
 
@@ -64,7 +64,7 @@ module Polyphony
 
       # The whole (remaining) body, or nil when there is none.
       def read
-        return nil if @framing == 0 # rubocop:disable Style/NumericPredicate (also :chunked)
+        return nil if @bodiless
 
         out = +''
         while (chunk = next_chunk)
@@ -79,7 +79,7 @@ module Polyphony
         return nil if @body_done
 
         continue_if_expected
-        @framing == :chunked ? next_chunked_piece : next_length_piece
+        @chunked_body ? next_chunked_piece : next_length_piece
       end
 
       def each_chunk

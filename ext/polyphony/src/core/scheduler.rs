@@ -22,12 +22,7 @@ impl Backend {
     /// arrives here waits for the fiber's next switchpoint
     /// (docs/io-semantics.md).
     pub fn switchpoint_after_sync(&self) -> Result<(), Error> {
-        if self.sched.rq.borrow().is_empty()
-            && !self
-                .sched
-                .inbox_flag
-                .load(std::sync::atomic::Ordering::Relaxed)
-        {
+        if !self.has_runnable() {
             return Ok(());
         }
         match self.snooze() {
@@ -46,12 +41,7 @@ impl Backend {
     #[inline]
     pub fn may_skip_switchpoint(&self) -> bool {
         const SKIP_LIMIT: u32 = 64;
-        if !self.sched.rq.borrow().is_empty()
-            || self
-                .sched
-                .inbox_flag
-                .load(std::sync::atomic::Ordering::Relaxed)
-        {
+        if self.has_runnable() {
             return false;
         }
         let n = self.sched.skips.get() + 1;

@@ -420,18 +420,13 @@ pub fn is_string(v: VALUE) -> bool {
 }
 
 pub fn expect_string(v: VALUE) -> Result<VALUE, Error> {
-    // SAFETY: GVL held; type checks of a live object.
-    unsafe {
-        if !rb_sys::SPECIAL_CONST_P(v)
-            && rb_sys::RB_TYPE_P(v, rb_sys::ruby_value_type::RUBY_T_STRING)
-        {
-            Ok(v)
-        } else {
-            Err(type_error(format!(
-                "no implicit conversion of {} into String",
-                inspect_class(v)
-            )))
-        }
+    if is_string(v) {
+        Ok(v)
+    } else {
+        Err(type_error(format!(
+            "no implicit conversion of {} into String",
+            inspect_class(v)
+        )))
     }
 }
 

@@ -128,6 +128,12 @@ fn unsafe_zeroed() -> libc::sockaddr_storage {
     unsafe { std::mem::zeroed() }
 }
 
+/// `Polyphony::HTTP.reason(status)` → the reason phrase ("Not Found"),
+/// "Unknown" for a code the server does not list.
+fn status_reason(status: u16) -> &'static str {
+    reason(status)
+}
+
 /// `flags` of `__response__`.
 const CLOSE: u32 = 1;
 const KEEP_ALIVE: u32 = 2;
@@ -231,5 +237,6 @@ pub fn init(_ruby: &Ruby, polyphony: RModule) -> Result<(), Error> {
     http.define_singleton_method("__parse_head__", function!(parse_head, 3))?;
     http.define_singleton_method("__response__", function!(response, 4))?;
     http.define_singleton_method("__accepted__", function!(accepted, 1))?;
+    http.define_singleton_method("reason", function!(status_reason, 1))?;
     Ok(())
 }

@@ -115,29 +115,22 @@ fn shift(rb_self: Value, args: &[Value]) -> Result<Value, Error> {
     call_on(rb_self, id!("__shift__"), args)
 }
 
-/// `__take__(none)` → the head (waking the pusher it makes room for), or
-/// `none` when empty.
-fn take(rb_self: Value, none: Value) -> Result<Value, Error> {
-    let q = this(rb_self)?;
-    match q.take() {
-        Some((v, pusher)) => {
-            wake_one(pusher)?;
-            Ok(val(v))
-        }
-        None => Ok(none),
+/// The head, waking the pusher it makes room for; `None` when empty.
+fn take_head(rb_self: Value) -> Result<Option<Value>, Error> {
+    match this(rb_self)?.take() {
+        Some((v, pusher)) => wake_one(pusher).map(|_| Some(val(v))),
+        None => Ok(None),
     }
+}
+
+/// `__take__(none)` → the head, or `none` when empty.
+fn take(rb_self: Value, none: Value) -> Result<Value, Error> {
+    Ok(take_head(rb_self)?.unwrap_or(none))
 }
 
 /// `__take_now__` → the head; `ThreadError` when empty.
 fn take_now(rb_self: Value) -> Result<Value, Error> {
-    let q = this(rb_self)?;
-    match q.take() {
-        Some((v, pusher)) => {
-            wake_one(pusher)?;
-            Ok(val(v))
-        }
-        None => Err(error_of("ThreadError", "queue empty").into()),
-    }
+    take_head(rb_self)?.ok_or_else(|| error_of("ThreadError", "queue empty").into())
 }
 
 /// `__insert_or_wait__(value, front)` → true when the item is in, false when
