@@ -44,6 +44,30 @@ RSpec.describe 'Cancellation at the kernel boundary (docs/io-semantics.md)' do
       b&.close
     end
 
+    # The non-blocking reads (`read_nonblock`, `recv_nonblock`) serve them
+    # first too, and the readiness checks see them. (Kept by hand: whether
+    # a read being cancelled had already got its bytes is the kernel's
+    # choice.)
+    %i[read_nonblock recv_nonblock wait_readable select].each do |how|
+      it "come first for #{how} (kept by hand)" do
+        a, b = UNIXSocket.pair
+        a.__send__(:__keep_bytes__, 'first')
+        case how
+        when :wait_readable then expect(a.wait_readable(0)).to eq(a)
+        when :select then expect(IO.select([a], nil, nil, 0)).to eq([[a], [], []]) # rubocop:disable Lint/IncompatibleIoSelectWithFiberScheduler
+        end
+        b.write('second')
+        sleep 0.01
+        got = +''
+        got << (how == :recv_nonblock ? a.recv_nonblock(99) : a.read_nonblock(99)) while got.size < 11
+        expect(got).to eq('firstsecond')
+        expect(Polyphony.__kept_count__).to eq(0)
+      ensure
+        a&.close
+        b&.close
+      end
+    end
+
     it 'die with reopen, close_read and GC of the IO' do
       %i[reopen close_read gc].each do |how|
         a, b = UNIXSocket.pair

@@ -276,6 +276,24 @@ RSpec.describe 'Sockets' do
       end
     end
 
+    # stdlib's socket.rb has a read_nonblock of its own, which skipped the
+    # bytes `gets` had buffered (they were lost).
+    %i[read_nonblock recv_nonblock].each do |meth|
+      it "#{meth} returns what gets buffered first" do
+        a, b = UNIXSocket.pair
+        b.write("line1\nrest")
+        expect(a.gets).to eq("line1\n")
+        b.write('more')
+        sleep 0.01
+        expect(a.__send__(meth, 99)).to eq('rest')
+        expect(a.__send__(meth, 99)).to eq('more')
+        expect(a.__send__(meth, 99, exception: false)).to eq(:wait_readable)
+      ensure
+        a&.close
+        b&.close
+      end
+    end
+
     it 'accept_loop serves several clients' do
       Dir.mktmpdir do |dir|
         path = File.join(dir, 'sock')

@@ -95,7 +95,8 @@ class ::IO
     nil
   end
 
-  # Truly non-blocking (stdlib semantics): buffered bytes first, otherwise
+  # Truly non-blocking (stdlib semantics): buffered bytes first (then what an
+  # interrupted read kept, docs/io-semantics.md), otherwise
   # the stock `read_nonblock`, which raises `IO::WaitReadable` — or returns
   # `:wait_readable` with `exception: false` — when nothing is available, and
   # returns `nil` at EOF with `exception: false`.
@@ -105,6 +106,10 @@ class ::IO
     exception = opts.fetch(:exception, exception) if opts.is_a?(Hash)
     maxlen = __check_length__(maxlen)
     return __deliver__(__take_bytes__(maxlen), buf, 0) if __buffered? && maxlen.positive?
+
+    # What an interrupted read kept comes before what the socket has now.
+    kept = maxlen.positive? && __take_kept__(maxlen)
+    return __deliver__(kept, buf, 0) if kept
 
     orig_read_nonblock(maxlen, buf, exception: exception)
   end
@@ -269,7 +274,7 @@ class ::IO
   # `self` once readable (at once if bytes are buffered); `nil` if `timeout`
   # seconds pass first.
   def wait_readable(timeout = nil)
-    return self if __buffered?
+    return self if __buffered? || __kept?
 
     __wait_io__(false, timeout)
   end

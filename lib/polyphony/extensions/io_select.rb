@@ -38,12 +38,17 @@ class ::IO
     # What is ready now: stdlib's zero-timeout select (which checks the
     # arguments), plus the readers with buffered bytes; nil if nothing.
     def __select_now__(read, write, error)
-      buffered = read.is_a?(Array) ? read.select { |io| io.is_a?(IO) && !io.closed? && io.__send__(:__buffered?) } : []
+      buffered = read.is_a?(Array) ? read.select { |io| __pending_read?(io) } : []
       ready = __select_poll__(read, write, error)
       return ready if buffered.empty?
 
       ready ||= [[], [], []]
       [(buffered + ready[0]).uniq, ready[1], ready[2]]
+    end
+
+    # Bytes `gets` & co. buffered, or an interrupted read kept: readable.
+    def __pending_read?(io)
+      io.is_a?(IO) && !io.closed? && (io.__send__(:__buffered?) || io.__send__(:__kept?))
     end
 
     # stdlib's select with a zero timeout. From Ruby 3.2 it would call the

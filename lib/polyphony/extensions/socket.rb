@@ -18,6 +18,42 @@ class ::BasicSocket
     orig_close_read
   end
 
+  alias orig_recv_nonblock recv_nonblock unless method_defined?(:orig_recv_nonblock)
+
+  # stdlib's socket.rb gives sockets a `read_nonblock` of their own (one
+  # `recv(MSG_DONTWAIT)`), which skipped what `gets` & co. buffered and what
+  # an interrupted read kept: the bytes after them came first. Those are
+  # served first, as by IO's (extensions/io.rb).
+  if private_method_defined?(:__read_nonblock)
+    def read_nonblock(maxlen, buf = nil, opts = nil, exception: true)
+      exception = opts.fetch(:exception, exception) if opts.is_a?(Hash)
+      maxlen = __check_length__(maxlen)
+      if maxlen.positive?
+        return __deliver__(__take_bytes__(maxlen), buf, 0) if __buffered?
+
+        kept = __take_kept__(maxlen)
+        return __deliver__(kept, buf, 0) if kept
+      end
+      __read_nonblock(maxlen, buf, exception)
+    end
+  elsif instance_method(:read_nonblock).owner == self
+    remove_method(:read_nonblock)
+  end
+
+  # Stock `recv_nonblock`, except that with no flags the bytes `gets` & co.
+  # buffered, then what an interrupted read kept (docs/io-semantics.md),
+  # come first.
+  def recv_nonblock(maxlen, flags = 0, buf = nil, exception: true)
+    if flags.nil? || flags.zero?
+      maxlen = __check_length__(maxlen)
+      return __deliver__(__take_bytes__(maxlen), buf, 0) if __buffered? && maxlen.positive?
+
+      kept = maxlen.positive? && __take_kept__(maxlen)
+      return __deliver__(kept, buf, 0) if kept
+    end
+    orig_recv_nonblock(maxlen, flags, buf, exception: exception)
+  end
+
   def __read_method__
     :backend_recv
   end

@@ -232,6 +232,20 @@ pub fn take_bytes(
     Some(n)
 }
 
+/// Whether any bytes are kept anywhere in the process (one atomic load).
+#[inline]
+pub fn any() -> bool {
+    LIVE.load(Ordering::Relaxed) != 0
+}
+
+/// Whether bytes are kept for IO object `owner` (open on `fd`).
+pub fn has_bytes(owner: VALUE, fd: i32) -> bool {
+    if is_nil(owner) || !any() {
+        return false;
+    }
+    get(owner, fd).is_some_and(|k| !k.bytes.borrow().is_empty())
+}
+
 /// A kept connection of server `owner`, if any.
 #[inline]
 pub fn take_fd(owner: VALUE, fd: i32) -> Option<i32> {

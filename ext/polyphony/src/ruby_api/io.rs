@@ -17,6 +17,48 @@ fn io_discard_kept(io: Value) -> Value {
     io
 }
 
+/// `IO#__take_kept__(maxlen)` (private): up to `maxlen` of the bytes an
+/// interrupted read kept for this IO (docs/io-semantics.md), nil if there
+/// are none. The reads that do not go through the backend
+/// (`read_nonblock`, `recv_nonblock`; `extensions/io.rb`, `socket.rb`) serve
+/// them first, so bytes read later never overtake them.
+fn io_take_kept(rb_self: Value, maxlen: usize) -> Result<Value, Error> {
+    if !kept::any() {
+        return Ok(val(QNIL));
+    }
+    let (fd, owner) = crate::rt::readable_fd_owner(raw(rb_self))?;
+    let b = Backend::current()?;
+    let mut out = QNIL;
+    kept::take_bytes(&b, owner, fd, maxlen.max(1), |bytes| {
+        out = binary_str(bytes)
+    });
+    Ok(val(out))
+}
+
+/// `IO#__kept?` (private): whether an interrupted read kept bytes for this
+/// IO (it is then readable: `wait_readable`, `IO.select`).
+fn io_kept_p(rb_self: Value) -> bool {
+    if !kept::any() {
+        return false;
+    }
+    match crate::rt::readable_fd_owner(raw(rb_self)) {
+        Ok((fd, owner)) => kept::has_bytes(owner, fd),
+        Err(_) => false,
+    }
+}
+
+/// `IO#__keep_bytes__(str)` (private, for specs): keeps `str` for this IO
+/// as an interrupted read would have (which the kernel does not do on
+/// demand).
+fn io_keep_bytes(rb_self: Value, s: magnus::RString) -> Result<Value, Error> {
+    let (fd, owner) = crate::rt::readable_fd_owner(raw(rb_self))?;
+    let b = Backend::current()?;
+    // SAFETY: `s` is a live String; its bytes are copied before any Ruby call.
+    let bytes = unsafe { s.as_slice() }.to_vec();
+    kept::keep_bytes(&b, owner, fd, &bytes);
+    Ok(rb_self)
+}
+
 /// `IO#__read_file_now__(length)` (private; the scheduler's `io_read` hook in
 /// `core/fiber_scheduler.rb`): for a regular file, one read of at most
 /// `length` bytes done at once, with no switch; the String, nil at EOF.
@@ -180,6 +222,9 @@ fn is_ebadf(e: &crate::rt::Error) -> bool {
 pub fn init(ruby: &Ruby) -> Result<(), Error> {
     let io = ruby.class_io();
     io.define_private_method("__discard_kept__", method!(io_discard_kept, 0))?;
+    io.define_private_method("__take_kept__", method!(io_take_kept, 1))?;
+    io.define_private_method("__kept?", method!(io_kept_p, 0))?;
+    io.define_private_method("__keep_bytes__", method!(io_keep_bytes, 1))?;
     io.define_private_method("__write_io__", method!(io_write_io, 0))?;
     io.define_private_method("__read_file_now__", method!(io_read_file_now, 1))?;
     io.define_method("__write_fast__", method!(io_write_fast, -1))?;
