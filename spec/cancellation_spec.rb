@@ -325,6 +325,49 @@ RSpec.describe 'Cancellation at the kernel boundary (docs/io-semantics.md)' do
     end
   end
 
+  # `Backend#__read_within__`: a read with its own deadline (the HTTP
+  # server's wait between requests).
+  describe 'a read with a deadline' do
+    def read_within(io, buf, secs) = Thread.current.backend.__send__(:__read_within__, io, buf, 99, buf.bytesize, secs)
+
+    it 'gives false at the deadline, the bytes before it, and leaves no deadline behind' do
+      a, b = UNIXSocket.pair
+      t = monotonic
+      expect(read_within(a, +'', 0.05)).to be(false)
+      expect(monotonic - t).to be >= 0.04
+      b.write('x')
+      buf = +''
+      expect(read_within(a, buf, 5)).to equal(buf)
+      expect(buf).to eq('x')
+      spin { sleep 0.02; b.write('y') }
+      expect(read_within(a, buf, 0.5)).to equal(buf)
+      expect(buf).to eq('xy')
+      expect { sleep 0.6 }.not_to raise_error # no marker raised later
+    ensure
+      a&.close
+      b&.close
+    end
+
+    it 'loses and duplicates no byte when the bytes and the deadline meet (300 races)' do
+      a, b = UNIXSocket.pair
+      got = +''
+      sent = +''
+      300.times do |i|
+        msg = "<#{i}>"
+        sent << msg
+        spin { sleep(rand * 0.002); b.write(msg) }
+        r = read_within(a, got, 0.001)
+        got << a.read_nonblock(99) if r == false && a.wait_readable(0.5)
+        got << a.read_nonblock(99) while got.size < sent.size && a.wait_readable(0.5)
+        expect(got).to eq(sent)
+      end
+      expect(Polyphony.__kept_count__).to eq(0)
+    ensure
+      a&.close
+      b&.close
+    end
+  end
+
   describe 'a close racing a stop' do
     it 'does not replace a stop (await returns what a stop returns)' do
       s = TCPServer.new('127.0.0.1', 0)

@@ -311,6 +311,117 @@ RSpec.describe 'Polyphony::HTTP server' do
     end
   end
 
+  # A keep-alive connection idle for `park_after` gives up its fiber and
+  # waits in the server's parking set (docs/http.md, "Parking").
+  describe 'parking' do
+    def open_fds = Dir.children('/proc/self/fd').size
+
+    # One request; its response (whose body is `body`), or what came of it
+    # in 5 s.
+    def get(sock, path = '/', body: path)
+      sock.write("GET #{path} HTTP/1.1\r\nHost: x\r\n\r\n")
+      out = +''
+      move_on_after(5) do
+        out << sock.readpartial(1000) until out.include?("\r\n\r\n") && out.end_with?(body)
+      end
+      out
+    end
+
+    def wait_until(limit = 5)
+      deadline = Process.clock_gettime(Process::CLOCK_MONOTONIC) + limit
+      sleep 0.01 until yield || Process.clock_gettime(Process::CLOCK_MONOTONIC) > deadline
+      yield
+    end
+
+    it 'parks an idle connection without a fiber and serves its next requests on it' do
+      start(park_after: 0.05) { |req| req.respond(req.path) }
+      raw do |s|
+        expect(get(s, '/one')).to end_with('/one')
+        expect(wait_until { @server.parked_count == 1 }).to be(true)
+        expect(@server.connection_count).to eq(1)
+        # No connection fiber left: only the server's own (its run, the
+        # watchdog and the parker).
+        expect(@server_fiber.children.size).to eq(2)
+        # Pipelined after waking: both answered, in order.
+        s.write("GET /two HTTP/1.1\r\nHost: x\r\n\r\nGET /three HTTP/1.1\r\nHost: x\r\n\r\n")
+        out = +''
+        out << s.readpartial(1000) until out.end_with?('/three')
+        expect(out.scan(%r{/two|/three})).to eq(%w[/two /three])
+        expect(wait_until { @server.parked_count == 1 }).to be(true)
+        expect(get(s, '/four')).to end_with('/four')
+      end
+    end
+
+    it 'closes a parked connection at its keep-alive deadline, and one its client closed' do
+      start(park_after: 0.02, keep_alive_timeout: 0.3) { |req| req.respond('x') }
+      raw do |s|
+        get(s, '/', body: 'x')
+        expect(wait_until { @server.parked_count == 1 }).to be(true)
+        t = Process.clock_gettime(Process::CLOCK_MONOTONIC)
+        expect(move_on_after(5, with_value: :open) { s.read }).to eq('')
+        expect(Process.clock_gettime(Process::CLOCK_MONOTONIC) - t).to be < 4
+      end
+      expect(wait_until { @server.connection_count.zero? }).to be(true)
+      fds = open_fds # the parking set's fd included
+      raw do |s|
+        get(s, '/', body: 'x')
+        expect(wait_until { @server.parked_count == 1 }).to be(true)
+      end
+      expect(wait_until { @server.connection_count.zero? }).to be(true)
+      expect(open_fds).to eq(fds)
+    end
+
+    it 'loses no request that arrives as the connection parks (200 races)' do
+      start(park_after: 0.002) { |req| req.respond(req.path) }
+      raw do |s|
+        200.times do |i|
+          sleep(rand * 0.004)
+          expect(get(s, "/r#{i}")).to end_with("/r#{i}")
+        end
+      end
+    end
+
+    it 'closes parked connections on a graceful stop, leaking no fd' do
+      fds = open_fds
+      start(park_after: 0.02) { |req| req.respond('x') }
+      socks = Array.new(20) { TCPSocket.new('127.0.0.1', @port) }
+      socks.each { |s| get(s, '/', body: 'x') }
+      expect(wait_until { @server.parked_count == 20 }).to be(true)
+      @server.stop(graceful: true)
+      @server_fiber.await
+      expect(socks.map { |s| move_on_after(5, with_value: :open) { s.read } }).to eq([''] * 20)
+      socks.each(&:close)
+      expect(open_fds).to eq(fds)
+    end
+
+    it 'never parks with park_after: nil, nor a TLS connection' do
+      start(park_after: nil) { |req| req.respond('x') }
+      raw do |s|
+        get(s, '/', body: 'x')
+        sleep 0.6
+        expect(@server.parked_count).to eq(0)
+        expect(@server.connection_count).to eq(1)
+      end
+    end
+
+    it 'keeps serving when the connection is woken by a hang-up mid-park under GC.stress' do
+      start(park_after: 0.01) { |req| req.respond('x') }
+      3.times do
+        raw do |s|
+          get(s, '/', body: 'x')
+          wait_until { @server.parked_count == 1 }
+        end
+        GC.stress = true
+        wait_until(2) { @server.connection_count.zero? }
+        GC.stress = false
+      end
+      expect(@server.connection_count).to eq(0)
+      raw { |s| expect(get(s, '/', body: 'x')).to end_with('x') }
+    ensure
+      GC.stress = false
+    end
+  end
+
   describe 'graceful stop' do
     it 'finishes requests in progress, ends idle connections and refuses new ones' do
       start { |req| req.path == '/slow' ? (sleep(0.3) && nil) || req.respond('slow done') : req.respond('x') }

@@ -31,6 +31,9 @@ module Polyphony
       MAX_DRAIN = 1 << 20
       # Errors that mean the peer is gone: the connection ends quietly.
       GONE = [IOError, SystemCallError, OpenSSL::SSL::SSLError, ConnectionError].freeze
+      # What the idle read gives when the connection should give up its
+      # fiber (`Server#park`).
+      PARK = Object.new.freeze
 
       attr_reader :socket, :server, :remote_addr, :scheme
 
@@ -45,20 +48,28 @@ module Polyphony
         @hijacked = false
         @plain = socket.is_a?(::BasicSocket)
         @backend = Thread.current.backend
+        @first = true
+        @parked = false
+        # Only a plain socket parks: a TLS session may hold decrypted bytes
+        # that no readiness reports.
+        @park_after = @plain && opts[:park_after]
       end
 
       # Whether the connection waits between requests (graceful stop ends
       # such connections at once).
       def idle? = @idle
 
-      # Serves requests until the client or the server ends the connection.
+      # Serves requests until the client or the server ends the connection,
+      # or until it parks (then `run` is called again, in a new fiber, when
+      # the next request arrives).
       def run(&)
         @fiber = Fiber.current
+        @parked = false
         serve_requests(&)
       rescue *GONE => e
         reject(e.status) if e.is_a?(ConnectionError) && e.status && !@req&.headers_sent?
       ensure
-        close unless @hijacked
+        close unless taken?
       end
 
       # Takes the connection over: the server no longer reads, writes or
@@ -70,19 +81,47 @@ module Polyphony
 
       def hijacked? = @hijacked
 
+      # Whether the connection gave up its fiber to wait in the server's
+      # parking set (the server owns it until it wakes it or closes it).
+      def parked? = @parked
+
+      # Whether someone else owns the socket now (a hijacker, or the
+      # server's parking set): the connection's fiber must not close it.
+      def taken? = @hijacked || @parked
+
+      # When a parked connection expires (its keep-alive or head deadline).
+      attr_reader :park_deadline
+
+      # The socket's fd (the parking set's key).
+      def fileno = @socket.fileno
+
       # ---- reading ------------------------------------------------------
 
       # The next request, or nil when the client closed the connection
       # cleanly between requests (or stayed idle past the keep-alive
-      # timeout: `expire`).
+      # timeout: `expire`), or PARK.
       def read_request(first)
         head = parse_buffered
         return build_request(head) if head
 
         wait = first ? @opts[:head_timeout] : @opts[:keep_alive_timeout]
-        return nil unless read_more(wait && (now + wait), :idle)
+        deadline = wait && (now + wait)
+        r = read_more(deadline, :idle)
+        return nil unless r
+        return park_until(deadline) if r.equal?(PARK)
 
         build_request(read_head)
+      end
+
+      # Nothing came within `park_after`: the connection asks the server to
+      # park it until its next bytes (or `deadline`). PARK if it did, else
+      # (no parking set to be had) it goes on waiting in its fiber.
+      def park_until(deadline)
+        @park_deadline = deadline
+        return PARK if @server.park(self)
+
+        @park_after = nil
+        read_request(@first)
       end
 
       # The rest of a head whose first bytes are in: it must be complete
@@ -97,7 +136,7 @@ module Polyphony
 
       # Reads what the socket has into the buffer, waiting until `deadline`
       # at most (the server's watchdog calls `expire` then): true, or nil at
-      # EOF.
+      # EOF (or PARK, between requests: `read_or_park`).
       def read_more(deadline, phase)
         @phase = phase
         @deadline = deadline
@@ -116,12 +155,26 @@ module Polyphony
       end
 
       # Head bytes appended to the buffer in place (a plain socket has no
-      # Ruby-side read buffer to serve first). Between requests it waits for
-      # bytes before reading: an idle connection then holds no read buffer
-      # (io_uring keeps one per read in flight).
+      # Ruby-side read buffer to serve first).
       def read_head_bytes(phase)
-        @backend.wait_io(@socket, false) if phase == :idle
+        return read_or_park if phase == :idle && @park_after
+
         @backend.read(@socket, @buf, HEAD_READ_SIZE, false, @buf.bytesize) ? true : nil
+      end
+
+      # Between requests: a read bounded by `park_after`. Past it, what the
+      # socket has (bytes a read being cancelled got come first,
+      # docs/io-semantics.md), or PARK when it has nothing.
+      def read_or_park
+        r = @backend.__send__(:__read_within__, @socket, @buf, HEAD_READ_SIZE, @buf.bytesize, @park_after)
+        return r ? true : nil unless r == false
+
+        r = @socket.read_nonblock(HEAD_READ_SIZE, exception: false)
+        return PARK if r == :wait_readable
+        return nil unless r
+
+        @buf << r
+        true
       end
 
       # Body bytes straight into the (empty) buffer: a non-blocking read,
@@ -241,11 +294,15 @@ module Polyphony
       private
 
       def serve_requests(&)
-        first = true
         # `while`, not `loop`: a block called from C (Kernel#loop) would
         # keep a VM frame on the machine stack of every idle connection.
-        while (req = read_request(first))
-          first = false
+        while (req = read_request(@first))
+          if req.equal?(PARK)
+            @parked = true
+            @fiber = nil
+            return
+          end
+          @first = false
           @idle = false
           keep = serve(req, &)
           @idle = true

@@ -25,6 +25,7 @@ module Polyphony
         body_timeout: 60,         # s a body read may stall
         handshake_timeout: 10,    # s for a TLS handshake
         graceful_timeout: 30,     # s `stop(graceful: true)` waits for requests
+        park_after: 0.5,          # s idle before a connection gives up its fiber; nil: never
         logger: nil               # called with (message) on handler errors
       }.freeze
 
@@ -42,6 +43,7 @@ module Polyphony
         Polyphony::Net.setup_alpn(@tls, opts[:alpn_protocols] || ['http/1.1']) if @tls
         @scheme = @tls ? 'https' : 'http'
         @connections = {}
+        @parked = {}
         @stopping = false
       end
 
@@ -50,6 +52,7 @@ module Polyphony
       # Serves until `stop`. Returns when every connection has ended.
       def run
         @fiber = Fiber.current
+        @backend = Thread.current.backend
         watchdog = spin { watch_deadlines }
         @listener.accept_loop { |sock| start_connection(sock) }
       rescue IOError, Errno::EBADF
@@ -57,6 +60,7 @@ module Polyphony
       ensure
         wait_for_connections
         watchdog&.stop
+        close_parking
       end
 
       # Stops accepting. `graceful: true` (the default) ends idle
@@ -73,15 +77,41 @@ module Polyphony
         end_connections(idle_only: graceful)
       end
 
-      # Ends every connection (or those waiting between requests).
+      # Ends every connection (or those waiting between requests; parked
+      # connections are idle).
       def end_connections(idle_only:)
+        close_parked
         @connections.each do |fiber, conn|
           fiber.terminate unless idle_only && !(conn.is_a?(Connection) && conn.idle?)
         end
       end
 
-      # Number of open connections.
-      def connection_count = @connections.size
+      # Number of open connections (parked ones included).
+      def connection_count = @connections.size + @parked.size
+
+      # Number of parked connections.
+      def parked_count = @parked.size
+
+      # ---- parking --------------------------------------------------------
+      #
+      # A keep-alive connection idle for `park_after` seconds gives up its
+      # fiber (whose stack pages are most of what an idle connection costs)
+      # and waits in one epoll set (ext/polyphony/src/http/idle.rs) that the
+      # parker fiber watches; its next bytes start a new fiber for it. Its
+      # deadline is kept by the watchdog.
+
+      # Parks `conn` (called from its fiber, which then ends): true, or
+      # false if it cannot be parked (it then waits in its fiber).
+      def park(conn)
+        return false if @stopping
+
+        HTTP.__idle_add__(parking.fileno, conn.fileno)
+        @parked[conn.fileno] = conn
+        @parker ||= @fiber.spin { watch_parked }
+        true
+      rescue SystemCallError, IOError
+        false
+      end
 
       def log_error(error, req = nil)
         msg = "polyphony-http: #{error.class}: #{error.message}" \
@@ -96,6 +126,57 @@ module Polyphony
         return [listener.to_io, listener.instance_variable_get(:@ctx)] if listener.is_a?(OpenSSL::SSL::SSLServer)
 
         [listener, tls]
+      end
+
+      # The parking set (an epoll fd, owned by this IO).
+      def parking
+        @parking ||= IO.for_fd(HTTP.__idle_open__, autoclose: true)
+      end
+
+      # The parker: wakes each parked connection that has bytes (or a hang
+      # up) in a new fiber, a child of the server's.
+      def watch_parked
+        loop do
+          @backend.wait_io(@parking, false)
+          HTTP.__idle_ready__(@parking.fileno, 256).each do |fd|
+            conn = @parked.delete(fd)
+            resume_connection(conn) if conn
+          end
+        end
+      end
+
+      def resume_connection(conn)
+        fiber = @fiber.spin do
+          conn.run(&@handler)
+        ensure
+          @connections.delete(Fiber.current)
+        end
+        @connections[fiber] = conn
+      end
+
+      # Parked connections past their deadline are closed.
+      def expire_parked(time)
+        expired = @parked.select { |_, conn| conn.park_deadline && time >= conn.park_deadline }
+        expired.each_key { |fd| unpark_and_close(fd) }
+      end
+
+      def unpark_and_close(key)
+        conn = @parked.delete(key) or return
+        HTTP.__idle_delete__(@parking.fileno, key) if @parking && !@parking.closed?
+        conn.close
+      end
+
+      def close_parked
+        unpark_and_close(@parked.first[0]) until @parked.empty?
+      end
+
+      def close_parking
+        close_parked
+        if @parker
+          @parker.stop
+          Fiber.await(@parker)
+        end
+        @parking&.close unless @parking&.closed?
       end
 
       def start_connection(sock)
@@ -127,7 +208,7 @@ module Polyphony
       # A socket whose connection was stopped before it took the socket
       # over (during the handshake, say) is closed here, never leaked.
       def close_unless_taken(sock, conn)
-        sock.close unless sock.nil? || sock.closed? || conn&.hijacked?
+        sock.close unless sock.nil? || sock.closed? || conn&.taken?
       end
 
       # The TLS session over `sock`, or nil (closed) if the handshake fails
@@ -159,6 +240,7 @@ module Polyphony
           sleep tick
           t = ::Process.clock_gettime(::Process::CLOCK_MONOTONIC)
           @connections.each_value { |conn| conn.expire(t) if conn.is_a?(Connection) }
+          expire_parked(t) unless @parked.empty?
         end
       end
 

@@ -8,6 +8,8 @@
 //! headers, 505 for a version other than HTTP/1.0 or 1.1 (HTTP/0.9's
 //! two-word request line included), 400 for anything else malformed.
 
+pub mod idle;
+
 /// The reason phrase of `status` ("Unknown" for codes not listed).
 pub fn reason(status: u16) -> &'static str {
     match status {

@@ -226,6 +226,23 @@ fn read(b: &Backend, args: &[Value]) -> Result<Value, Error> {
     read_common(b, args, false)
 }
 
+/// `__read_within__(io, buffer, length, pos, seconds)` (private; the HTTP
+/// server's wait between requests): `read(io, buffer, length, false, pos)`
+/// bounded by `seconds`, false when they pass first (what the read got
+/// meanwhile is kept for the IO's next read: docs/io-semantics.md).
+fn read_within(b: &Backend, args: &[Value]) -> Result<Value, Error> {
+    b.own()?;
+    check_arity(args, 5, 5)?;
+    let d = duration(raw(args[4]))?;
+    let read_args = [args[0], args[1], args[2], val(crate::rt::QFALSE), args[3]];
+    match op::timeout::within(b, d, || {
+        read_common(b, &read_args, false).map_err(Into::into)
+    })? {
+        Some(v) => Ok(v),
+        None => Ok(val(crate::rt::QFALSE)),
+    }
+}
+
 /// `recv(io, buffer, length, pos)`.
 fn recv(b: &Backend, args: &[Value]) -> Result<Value, Error> {
     b.own()?;
@@ -555,6 +572,7 @@ pub fn init(ruby: &Ruby, polyphony: RModule) -> Result<(), Error> {
     class.define_method("timeout", method!(timeout, -1))?;
     class.define_method("wait_io", method!(wait_io, 2))?;
     class.define_method("read", method!(read, -1))?;
+    class.define_private_method("__read_within__", method!(read_within, -1))?;
     class.define_method("recv", method!(recv, -1))?;
     class.define_method("write", method!(write, -1))?;
     class.define_method("send", method!(send, -1))?;

@@ -232,11 +232,41 @@ fn response(status: u16, headers: RHash, body: Value, flags: u32) -> Result<RStr
         .ok_or_else(|| crate::rt::type_error("not a String").into())
 }
 
+fn io_error(e: std::io::Error, ctx: &str) -> Error {
+    crate::rt::errno_error(e.raw_os_error().unwrap_or(libc::EIO), ctx).into()
+}
+
+/// `Polyphony::HTTP.__idle_open__` → the fd of a new parking set
+/// (`crate::http::idle`; the server wraps it in an IO that owns it).
+fn idle_open() -> Result<i32, Error> {
+    crate::http::idle::open().map_err(|e| io_error(e, "epoll_create1"))
+}
+
+/// `__idle_add__(set_fd, fd)`: parks `fd` until it is readable.
+fn idle_add(ep: i32, fd: i32) -> Result<(), Error> {
+    crate::http::idle::add(ep, fd).map_err(|e| io_error(e, "epoll_ctl"))
+}
+
+/// `__idle_delete__(set_fd, fd)`: unparks `fd` (before it is closed).
+fn idle_delete(ep: i32, fd: i32) {
+    crate::http::idle::delete(ep, fd)
+}
+
+/// `__idle_ready__(set_fd, max)` → the parked fds readable now (an Array
+/// of Integers, each unparked).
+fn idle_ready(ep: i32, max: usize) -> Result<Vec<i32>, Error> {
+    crate::http::idle::ready(ep, max).map_err(|e| io_error(e, "epoll_wait"))
+}
+
 pub fn init(_ruby: &Ruby, polyphony: RModule) -> Result<(), Error> {
     let http = polyphony.define_module("HTTP")?;
     http.define_singleton_method("__parse_head__", function!(parse_head, 3))?;
     http.define_singleton_method("__response__", function!(response, 4))?;
     http.define_singleton_method("__accepted__", function!(accepted, 1))?;
     http.define_singleton_method("reason", function!(status_reason, 1))?;
+    http.define_singleton_method("__idle_open__", function!(idle_open, 0))?;
+    http.define_singleton_method("__idle_add__", function!(idle_add, 2))?;
+    http.define_singleton_method("__idle_delete__", function!(idle_delete, 2))?;
+    http.define_singleton_method("__idle_ready__", function!(idle_ready, 2))?;
     Ok(())
 }
