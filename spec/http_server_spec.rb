@@ -4,6 +4,8 @@ require_relative 'spec_helper'
 require 'polyphony/http'
 require_relative 'support/http_server'
 require 'net/http'
+require 'digest'
+require 'stringio'
 
 # Polyphony::HTTP (lib/polyphony/http/): the native handler API and the
 # HTTP/1.1 protocol, with Net::HTTP and raw sockets as clients.
@@ -65,6 +67,42 @@ RSpec.describe 'Polyphony::HTTP server' do
         expect(h.post('/all', data).body.b).to eq(data)
         expect(h.post('/pieces', data).body).to eq('300000')
       end
+    end
+
+    it 'is an IO-style body source: readpartial into one buffer, IO.copy_stream(req, io)' do
+      bufs = []
+      start do |req|
+        case req.path
+        when '/copy'
+          out = StringIO.new(+''.b)
+          n = IO.copy_stream(req, out)
+          req.respond("#{n} #{Digest::SHA256.hexdigest(out.string)}")
+        when '/pieces'
+          buf = +''
+          sizes = []
+          begin
+            loop do
+              got = req.readpartial(5000, buf)
+              sizes << got.bytesize
+              bufs << got.equal?(buf)
+            end
+          rescue EOFError
+            sizes << :eof << buf.bytesize
+          end
+          req.respond(sizes.last(2).inspect + (sizes[0..-3].all? { |z| z.between?(1, 5000) } ? ' ok' : ' bad'))
+        end
+      end
+      data = Random.new(2).bytes(1_000_000)
+      http do |h|
+        expect(h.post('/copy', data).body).to eq("1000000 #{Digest::SHA256.hexdigest(data)}")
+        expect(h.post('/pieces', data).body).to eq('[:eof, 0] ok')
+        # The pipelined next request is intact after a body read to its end.
+        expect(h.post('/copy', 'tiny').body).to eq("4 #{Digest::SHA256.hexdigest('tiny')}")
+      end
+      expect(bufs.uniq).to eq([true]) # the caller's buffer, every time
+      res = exchange("POST /copy HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n" \
+                     "5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n")
+      expect(res).to end_with("\r\n\r\n11 #{Digest::SHA256.hexdigest('hello world')}")
     end
 
     it 'decodes a chunked request body' do

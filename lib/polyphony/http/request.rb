@@ -88,6 +88,25 @@ module Polyphony
         end
       end
 
+      # IO-style: up to `maxlen` bytes of the body, into `buf` (its contents
+      # replaced) when given; EOFError at the end of the body. With a
+      # Content-Length body the bytes go from the socket straight into
+      # `buf`, so `IO.copy_stream(req, io)`, which passes the same buffer
+      # each time, copies an upload with no String per piece.
+      def readpartial(maxlen, buf = nil)
+        maxlen = Integer(maxlen)
+        raise ArgumentError, "negative length #{maxlen} given" if maxlen.negative?
+
+        piece = maxlen.zero? ? '' : next_piece(maxlen, buf)
+        unless piece
+          buf&.clear
+          raise EOFError, 'end of request body'
+        end
+        return piece if buf.nil? || piece.equal?(buf)
+
+        buf.replace(piece)
+      end
+
       def complete? = @body_done
 
       # Reads and drops what is left of the body, up to `max` bytes: true if
@@ -258,6 +277,20 @@ module Polyphony
         end
       end
 
+      # The next piece of the body, at most `max` bytes (into `buf` when the
+      # connection can read straight into it), or nil at the end.
+      def next_piece(max, buf)
+        return nil if @body_done
+
+        continue_if_expected
+        return next_chunked_piece(max) if @chunked_body
+
+        piece = @connection.read_body_into([@left, max].min, buf)
+        @left -= piece.bytesize
+        @body_done = true if @left.zero?
+        piece
+      end
+
       def next_length_piece
         chunk = @connection.read_body_bytes([@left, Connection::READ_SIZE].min)
         @left -= chunk.bytesize
@@ -265,7 +298,7 @@ module Polyphony
         chunk
       end
 
-      def next_chunked_piece
+      def next_chunked_piece(max = Connection::READ_SIZE)
         loop do
           if @chunk_left.nil? || @chunk_left.zero?
             @connection.expect_bytes("\r\n") if @chunk_left # after a chunk's data
@@ -281,7 +314,7 @@ module Polyphony
             end
             check_body_limit(@chunk_left)
           end
-          chunk = @connection.read_body_bytes([@chunk_left, Connection::READ_SIZE].min)
+          chunk = @connection.read_body_bytes([@chunk_left, max].min)
           @chunk_left -= chunk.bytesize
           return chunk unless chunk.empty?
         end
