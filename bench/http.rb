@@ -12,9 +12,11 @@
 #   them sustains;
 # - 10,000 idle keep-alive connections: the native server's resident memory
 #   per connection above an idle server;
-# - 1 GiB download (a file body, spliced) and upload (the body read and
-#   dropped) over one connection, against a plain blocking Ruby server doing
-#   the same with IO.copy_stream (curl is the client).
+# - 1 GiB download (a file body, spliced) and upload (the body copied to
+#   /dev/null with IO.copy_stream(req, File::NULL); also with each_chunk,
+#   a String per piece, shown but not the target) over one connection,
+#   against a plain blocking Ruby server doing the same with IO.copy_stream
+#   (curl is the client).
 #
 # Prints the tables and writes bench/http_results.json.
 
@@ -134,8 +136,11 @@ NATIVE_TRANSFER = <<~'RUBY'
   Polyphony::HTTP.serve('127.0.0.1', Integer(ARGV[1])) do |req|
     if req.method == 'GET'
       req.serve_file(file)
-    else
+    elsif req.path == '/chunks'
       req.each_chunk { |_| nil }
+      req.respond('ok')
+    else
+      IO.copy_stream(req, File::NULL)
       req.respond('ok')
     end
   end
@@ -157,7 +162,7 @@ def transfers(dir)
   native = File.join(dir, 'native.rb')
   File.write(native, NATIVE_TRANSFER)
   servers = { 'polyphony' => [[RUBY, '-I', LIB, native, file], {}], 'plain' => [[RUBY, plain, file], {}] }
-  runs = Hash.new { |h, k| h[k] = { down: [], up: [] } }
+  runs = Hash.new { |h, k| h[k] = { down: [], up: [], up_chunks: [] } }
   NET_REPS.times do
     servers.each do |label, (cmd, env)|
       log "#{BIG_MB} MiB transfers on #{label}"
@@ -169,9 +174,15 @@ def transfers(dir)
         url = "http://127.0.0.1:#{port}/"
         runs[label][:up] << (curl(['-w', CURL_UP, '-T', file, url]) / 1e9)
       end
+      next unless label == 'polyphony'
+
+      with_server(cmd, env) do |port, _pid|
+        url = "http://127.0.0.1:#{port}/chunks"
+        runs[label][:up_chunks] << (curl(['-w', CURL_UP, '-T', file, url]) / 1e9)
+      end
     end
   end
-  runs.transform_values { |r| r.transform_values { |v| v.sort[v.size / 2] } }
+  runs.transform_values { |r| r.transform_values { |v| v.empty? ? nil : v.sort[v.size / 2] } }
 end
 
 def ratio(ours, theirs) = theirs.to_f.positive? ? (ours / theirs).round(3) : nil
@@ -204,6 +215,7 @@ def report(hello, mem, xfer)
   puts "\n| transfer (GB/s) | polyphony | plain copy |", '| --- | --- | --- |'
   puts "| download | #{xfer['polyphony'][:down].round(2)} | #{xfer['plain'][:down].round(2)} |"
   puts "| upload | #{xfer['polyphony'][:up].round(2)} | #{xfer['plain'][:up].round(2)} |"
+  puts "| upload, each_chunk | #{xfer['polyphony'][:up_chunks].round(2)} | |"
 end
 
 return unless $PROGRAM_NAME == __FILE__
