@@ -13,10 +13,12 @@ FUZZ_DRIVER = File.expand_path('../support/fuzz_driver.rb', __dir__)
 RSpec.describe 'Bad input at the native boundary (fuzz)' do
   # What bad input may raise. Not allowed: NoMethodError and NameError (an
   # unchecked argument reached some method), RuntimeError (a bare `raise`),
-  # and anything that is not a StandardError.
+  # and anything that is not a StandardError. `IO::EAGAINWaitReadable` is
+  # what a `*_nonblock` call raises when there is nothing to read (as
+  # stdlib's).
   allowed = /\A(ok|timeout|ArgumentError|TypeError|RangeError|FloatDomainError|IOError|EOFError|
-              Errno::\w+|ThreadError|FiberError|FrozenError|LocalJumpError|ClosedQueueError|
-              Polyphony::Pipe::ClosedPipeError)\z/x
+              Errno::\w+|IO::EAGAINWait(Readable|Writable)|ThreadError|FiberError|FrozenError|
+              LocalJumpError|ClosedQueueError|Polyphony::Pipe::ClosedPipeError)\z/x
   # Where the API documents RuntimeError for bad input (as Polyphony's):
   # `Backend#chain` with an unknown op or arity ("Invalid op specified or
   # bad op arity"), and the compression functions ("Unsupported read

@@ -44,7 +44,7 @@ class ::BasicSocket
   # buffered, then what an interrupted read kept (docs/io-semantics.md),
   # come first.
   def recv_nonblock(maxlen, flags = 0, buf = nil, exception: true)
-    if flags.nil? || flags.zero?
+    if flags.nil? || flags.equal?(0)
       maxlen = __check_length__(maxlen)
       return __deliver__(__take_bytes__(maxlen), buf, 0) if __buffered? && maxlen.positive?
 

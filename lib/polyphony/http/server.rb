@@ -146,12 +146,7 @@ module Polyphony
       end
 
       def resume_connection(conn)
-        fiber = @fiber.spin do
-          conn.run(&@handler)
-        ensure
-          @connections.delete(Fiber.current)
-        end
-        @connections[fiber] = conn
+        connection_fiber(@fiber, conn) { conn.run(&@handler) }
       end
 
       # Parked connections past their deadline are closed.
@@ -179,16 +174,22 @@ module Polyphony
         @parking&.close unless @parking&.closed?
       end
 
+      # The socket is listed until the fiber makes its Connection: a fiber
+      # stopped before it even started still has its socket closed (see
+      # `wait_for_connections`).
       def start_connection(sock)
-        fiber = spin do
-          serve_connection(sock)
+        connection_fiber(Fiber.current, sock) { serve_connection(sock) }
+      end
+
+      # Runs the block in a new fiber, a child of `parent`, listed in the
+      # connection table (under `entry`) until it ends.
+      def connection_fiber(parent, entry)
+        fiber = parent.spin do
+          yield
         ensure
           @connections.delete(Fiber.current)
         end
-        # The socket until the fiber makes its Connection: a fiber stopped
-        # before it even started still has its socket closed (see
-        # `wait_for_connections`).
-        @connections[fiber] = sock
+        @connections[fiber] = entry
       end
 
       def serve_connection(sock)
