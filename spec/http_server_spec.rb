@@ -390,6 +390,21 @@ RSpec.describe 'Polyphony::HTTP server' do
       end
     end
 
+    it 'does not park a connection holding part of a pipelined head' do
+      start(park_after: 0.02) { |req| req.respond(req.path) }
+      raw do |s|
+        s.write("GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\nHo")
+        out = +''
+        out << s.readpartial(1000) until out.end_with?('/a')
+        sleep 0.2
+        expect(@server.parked_count).to eq(0)
+        s.write("st: x\r\n\r\n")
+        out = +''
+        move_on_after(5) { out << s.readpartial(1000) until out.end_with?('/b') }
+        expect(out).to end_with('/b')
+      end
+    end
+
     it 'closes a parked connection at its keep-alive deadline, and one its client closed' do
       start(park_after: 0.02, keep_alive_timeout: 0.3) { |req| req.respond('x') }
       raw do |s|

@@ -160,7 +160,9 @@ module Polyphony
       # Head bytes appended to the buffer in place (a plain socket has no
       # Ruby-side read buffer to serve first).
       def read_head_bytes(phase)
-        return read_or_park if phase == :idle && @park_after
+        # Only a connection with nothing pending parks (not one holding the
+        # first bytes of a pipelined head).
+        return read_or_park if phase == :idle && @park_after && @buf.empty?
 
         @backend.read(@socket, @buf, HEAD_READ_SIZE, false, @buf.bytesize) ? true : nil
       end
