@@ -105,13 +105,7 @@ class ::IO
   def read_nonblock(maxlen, buf = nil, opts = nil, exception: true)
     exception = opts.fetch(:exception, exception) if opts.is_a?(Hash)
     maxlen = __check_length__(maxlen)
-    return __deliver__(__take_bytes__(maxlen), buf, 0) if __buffered? && maxlen.positive?
-
-    # What an interrupted read kept comes before what the socket has now.
-    kept = maxlen.positive? && __take_kept__(maxlen)
-    return __deliver__(kept, buf, 0) if kept
-
-    orig_read_nonblock(maxlen, buf, exception: exception)
+    __take_pending__(maxlen, buf) || orig_read_nonblock(maxlen, buf, exception: exception)
   end
 
   # Stock `write_nonblock`; a positional Hash (Polyphony's `_opts`) may
@@ -274,7 +268,7 @@ class ::IO
   # `self` once readable (at once if bytes are buffered); `nil` if `timeout`
   # seconds pass first.
   def wait_readable(timeout = nil)
-    return self if __buffered? || __kept?
+    return self if __pending?
 
     __wait_io__(false, timeout)
   end
@@ -359,6 +353,24 @@ class ::IO
   def __buffered?
     rb = @read_buffer
     rb && rb.bytesize > @read_pos
+  end
+
+  # Whether bytes wait before anything the fd has: buffered by `gets` & co.,
+  # or kept by an interrupted read (docs/io-semantics.md).
+  def __pending?
+    __buffered? || __kept?
+  end
+
+  # What a read that does not go through the backend (`read_nonblock`,
+  # `recv_nonblock`) must deliver before the fd's bytes: up to `maxlen` of
+  # the buffered bytes, else of the kept ones (into `buf` if given); nil if
+  # there are none.
+  def __take_pending__(maxlen, buf)
+    return nil unless maxlen.positive?
+    return __deliver__(__take_bytes__(maxlen), buf, 0) if __buffered?
+
+    kept = __take_kept__(maxlen)
+    kept && __deliver__(kept, buf, 0)
   end
 
   # How many bytes are buffered.

@@ -48,7 +48,7 @@ class ::IO
 
     # Bytes `gets` & co. buffered, or an interrupted read kept: readable.
     def __pending_read?(io)
-      io.is_a?(IO) && !io.closed? && (io.__send__(:__buffered?) || io.__send__(:__kept?))
+      io.is_a?(IO) && !io.closed? && io.__send__(:__pending?)
     end
 
     # stdlib's select with a zero timeout. From Ruby 3.2 it would call the

@@ -28,13 +28,7 @@ class ::BasicSocket
     def read_nonblock(maxlen, buf = nil, opts = nil, exception: true)
       exception = opts.fetch(:exception, exception) if opts.is_a?(Hash)
       maxlen = __check_length__(maxlen)
-      if maxlen.positive?
-        return __deliver__(__take_bytes__(maxlen), buf, 0) if __buffered?
-
-        kept = __take_kept__(maxlen)
-        return __deliver__(kept, buf, 0) if kept
-      end
-      __read_nonblock(maxlen, buf, exception)
+      __take_pending__(maxlen, buf) || __read_nonblock(maxlen, buf, exception)
     end
   elsif instance_method(:read_nonblock).owner == self
     remove_method(:read_nonblock)
@@ -45,11 +39,8 @@ class ::BasicSocket
   # come first.
   def recv_nonblock(maxlen, flags = 0, buf = nil, exception: true)
     if flags.nil? || flags.equal?(0)
-      maxlen = __check_length__(maxlen)
-      return __deliver__(__take_bytes__(maxlen), buf, 0) if __buffered? && maxlen.positive?
-
-      kept = maxlen.positive? && __take_kept__(maxlen)
-      return __deliver__(kept, buf, 0) if kept
+      pending = __take_pending__(__check_length__(maxlen), buf)
+      return pending if pending
     end
     orig_recv_nonblock(maxlen, flags, buf, exception: exception)
   end

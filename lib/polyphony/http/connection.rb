@@ -147,7 +147,10 @@ module Polyphony
           @buf << @socket.readpartial(READ_SIZE, @tmp ||= String.new(encoding: Encoding::BINARY))
           true
         elsif phase == :body && @buf.empty?
-          read_body_direct
+          # Body bytes straight into the (empty) buffer, which goes to the
+          # handler as it is.
+          read_direct(READ_SIZE, @buf)
+          true
         else
           read_head_bytes(phase)
         end
@@ -180,18 +183,6 @@ module Polyphony
 
         @buf << r
         true
-      end
-
-      # Body bytes straight into the (empty) buffer: a non-blocking read,
-      # waiting for readability when there is nothing yet. Bulk bodies are
-      # usually already there, and this copies them once (an io_uring read
-      # lands in a buffer of its own, copied again).
-      def read_body_direct
-        r = @socket.read_nonblock(READ_SIZE, @buf, exception: false)
-        return r ? true : nil unless r == :wait_readable
-
-        # Nothing there yet: one backend read waits and reads.
-        @backend.read(@socket, @buf, READ_SIZE, false, 0) ? true : nil
       end
 
       # Called by the server's watchdog: ends the connection if it has been
@@ -274,7 +265,9 @@ module Polyphony
       end
 
       # One non-blocking read into `buf`, waiting for readability while
-      # there is nothing.
+      # there is nothing (EOFError at EOF). Bulk bodies are usually there
+      # already, and this copies them once (an io_uring read lands in a
+      # buffer of its own, copied again).
       def read_direct(max, buf)
         loop do
           r = @socket.read_nonblock(max, buf, exception: false)

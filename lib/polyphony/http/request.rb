@@ -75,12 +75,7 @@ module Polyphony
 
       # The next piece of the body as it arrives, nil at its end. Sends
       # `100 Continue` first when the client asked for it.
-      def next_chunk
-        return nil if @body_done
-
-        continue_if_expected
-        @chunked_body ? next_chunked_piece : next_length_piece
-      end
+      def next_chunk = next_piece(Connection::READ_SIZE, nil)
 
       def each_chunk
         while (chunk = next_chunk)
@@ -291,14 +286,7 @@ module Polyphony
         piece
       end
 
-      def next_length_piece
-        chunk = @connection.read_body_bytes([@left, Connection::READ_SIZE].min)
-        @left -= chunk.bytesize
-        @body_done = true if @left.zero?
-        chunk
-      end
-
-      def next_chunked_piece(max = Connection::READ_SIZE)
+      def next_chunked_piece(max)
         loop do
           if @chunk_left.nil? || @chunk_left.zero?
             @connection.expect_bytes("\r\n") if @chunk_left # after a chunk's data
