@@ -465,10 +465,7 @@ impl Backend {
             }
             if let Err(e) = r {
                 *self.io.events_buf.borrow_mut() = events;
-                return Err(crate::rt::errno_error(
-                    e.raw_os_error().unwrap_or(libc::EIO),
-                    "poll",
-                ));
+                return Err(crate::rt::os_error(&e, "poll"));
             }
         }
         let mut wake = std::mem::take(&mut *self.sched.wake_buf.borrow_mut());

@@ -101,6 +101,12 @@ pub fn errno_error(errno: i32, ctx: &str) -> Error {
     exception_error(exc)
 }
 
+/// `SystemCallError` for a failed system call reported as an `io::Error`
+/// (EIO if it carries no errno).
+pub fn os_error(e: &std::io::Error, ctx: &str) -> Error {
+    errno_error(e.raw_os_error().unwrap_or(libc::EIO), ctx)
+}
+
 /// A `RuntimeError` describing a Rust panic (a bug of ours), for code that
 /// caught one at a boundary with C and must report it to Ruby instead of
 /// unwinding into it. Consumes the panic's payload.

@@ -232,19 +232,15 @@ fn response(status: u16, headers: RHash, body: Value, flags: u32) -> Result<RStr
         .ok_or_else(|| crate::rt::type_error("not a String").into())
 }
 
-fn io_error(e: std::io::Error, ctx: &str) -> Error {
-    crate::rt::errno_error(e.raw_os_error().unwrap_or(libc::EIO), ctx).into()
-}
-
 /// `Polyphony::HTTP.__idle_open__` → the fd of a new parking set
 /// (`crate::http::idle`; the server wraps it in an IO that owns it).
 fn idle_open() -> Result<i32, Error> {
-    crate::http::idle::open().map_err(|e| io_error(e, "epoll_create1"))
+    crate::http::idle::open().map_err(|e| crate::rt::os_error(&e, "epoll_create1").into())
 }
 
 /// `__idle_add__(set_fd, fd)`: parks `fd` until it is readable.
 fn idle_add(ep: i32, fd: i32) -> Result<(), Error> {
-    crate::http::idle::add(ep, fd).map_err(|e| io_error(e, "epoll_ctl"))
+    crate::http::idle::add(ep, fd).map_err(|e| crate::rt::os_error(&e, "epoll_ctl").into())
 }
 
 /// `__idle_delete__(set_fd, fd)`: unparks `fd` (before it is closed).
@@ -255,7 +251,7 @@ fn idle_delete(ep: i32, fd: i32) {
 /// `__idle_ready__(set_fd, max)` → the parked fds readable now (an Array
 /// of Integers, each unparked).
 fn idle_ready(ep: i32, max: usize) -> Result<Vec<i32>, Error> {
-    crate::http::idle::ready(ep, max).map_err(|e| io_error(e, "epoll_wait"))
+    crate::http::idle::ready(ep, max).map_err(|e| crate::rt::os_error(&e, "epoll_wait").into())
 }
 
 pub fn init(_ruby: &Ruby, polyphony: RModule) -> Result<(), Error> {

@@ -439,10 +439,7 @@ impl Backend {
         if let Err(e) = armed {
             self.free_op(key);
             self.remove_ready_waiter(fd, key);
-            return Err(errno_error(
-                e.raw_os_error().unwrap_or(libc::EINVAL),
-                "epoll_ctl",
-            ));
+            return Err(crate::rt::os_error(&e, "epoll_ctl"));
         }
         self.io.active_ops.set(self.io.active_ops.get() + 1);
         self.stats.op_count.set(self.stats.op_count.get() + 1);
