@@ -390,6 +390,25 @@ RSpec.describe 'Polyphony::HTTP server' do
       end
     end
 
+    it 'keeps a Net::HTTP keep-alive session across parkings (GET and POST, one connection)' do
+      peers = []
+      start(park_after: 0.02) do |req|
+        peers << req.connection.object_id
+        req.respond("#{req.path} #{req.read&.bytesize}")
+      end
+      bodies = []
+      http do |h|
+        2.times do |i|
+          bodies << h.get("/g#{i}").body
+          expect(wait_until { @server.parked_count == 1 }).to be(true)
+          bodies << h.post("/p#{i}", 'x' * 100_000).body
+          expect(wait_until { @server.parked_count == 1 }).to be(true)
+        end
+      end
+      expect(bodies).to eq(['/g0 ', '/p0 100000', '/g1 ', '/p1 100000'])
+      expect(peers.uniq.size).to eq(1) # one connection, woken four times
+    end
+
     it 'does not park a connection holding part of a pipelined head' do
       start(park_after: 0.02) { |req| req.respond(req.path) }
       raw do |s|
