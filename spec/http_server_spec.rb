@@ -242,6 +242,105 @@ RSpec.describe 'Polyphony::HTTP server' do
     end
   end
 
+  # The native loop (ext/polyphony/src/ruby_api/http_connection.rs) serves
+  # the requests without a body; Ruby the rest, on the same connection.
+  describe 'the native connection loop' do
+    def echo_server(**opts)
+      start(**opts) do |req|
+        body = req.read
+        reply = [req.method, req.path, req.query_string.inspect, req.protocol, req.headers['x-n'],
+                 req.host, body.inspect].join(' ')
+        req.respond(reply, 'X-Count' => 7, 'Set-Cookie' => %w[a=1 b=2], 'X-Sym' => :s)
+      end
+    end
+
+    let(:pipelined) do
+      "GET /a?x=1 HTTP/1.1\r\nHost: h\r\nX-N: 1\r\n\r\n" \
+        "POST /b HTTP/1.1\r\nContent-Length: 3\r\nX-N: 2\r\n\r\nabc" \
+        "HEAD /c HTTP/1.1\r\nX-N: 3\r\n\r\n" \
+        "GET /d HTTP/1.0\r\nConnection: Keep-Alive\r\nX-N: 4\r\n\r\n" \
+        "GET /e HTTP/1.1\r\nX-N: 5\r\nConnection: close\r\n\r\n"
+    end
+
+    def check_pipelined(res)
+      heads = res.scan(%r{HTTP/1\.1 200 OK\r\n.*?\r\n\r\n}m)
+      expect(heads.size).to eq(5)
+      expect(heads).to all(include("X-Count: 7\r\n", "Set-Cookie: a=1\r\nSet-Cookie: b=2\r\n", 'X-Sym: s'))
+      expect(heads[3]).to include('Connection: keep-alive')
+      expect(heads[4]).to include('Connection: close')
+      bodies = res.split(%r{HTTP/1\.1 200 OK\r\n.*?\r\n\r\n}m).drop(1)
+      expect(bodies).to eq(['GET /a "x=1" HTTP/1.1 1 h nil', 'POST /b nil HTTP/1.1 2  "abc"', '',
+                            'GET /d nil HTTP/1.0 4  nil', 'GET /e nil HTTP/1.1 5  nil'])
+    end
+
+    it 'serves pipelined requests of every kind in order, each with its own parts' do
+      echo_server
+      check_pipelined(exchange(pipelined))
+    end
+
+    it 'does the same with the requests in pieces and under GC.stress' do
+      echo_server
+      res = raw do |s|
+        pipelined.bytes.each_slice(23) do |piece|
+          s.write(piece.pack('C*'))
+          sleep 0.002
+        end
+        out = +''
+        GC.stress = true
+        begin
+          loop { out << s.readpartial(65_536) }
+        rescue EOFError
+          out
+        ensure
+          GC.stress = false
+        end
+      end
+      check_pipelined(res)
+    end
+
+    it 'keeps a request the handler holds on to intact after the next one' do
+      kept = []
+      start do |req|
+        kept << req
+        req.respond('ok')
+      end
+      exchange("GET /one?a=1 HTTP/1.1\r\nX-N: 1\r\n\r\nGET /two HTTP/1.1\r\nX-N: 2\r\nConnection: close\r\n\r\n")
+      expect(kept.map { |r| [r.path, r.query, r.headers['x-n'], r.method] })
+        .to eq([['/one', { 'a' => '1' }, '1', 'GET'], ['/two', {}, '2', 'GET']])
+    end
+
+    it 'raises Polyphony::HTTP::Error on a second response, TypeError on headers that are no Hash' do
+      errors = []
+      start do |req|
+        req.respond('first')
+        [-> { req.respond('again') }, -> { req.send_headers }].each do |call|
+          call.call
+        rescue Polyphony::HTTP::Error => e
+          errors << e.message
+        end
+      end
+      expect(exchange("GET / HTTP/1.1\r\nConnection: close\r\n\r\n")).to end_with('first')
+      expect(errors).to eq(['response already sent'] * 2)
+      start { |req| req.respond('x', [1]) }
+      expect(status_of(exchange("GET / HTTP/1.1\r\nConnection: close\r\n\r\n"))).to eq(500)
+    end
+
+    it 'ends a connection idle past its timeout with parking off (its own deadline)' do
+      start(park_after: nil, keep_alive_timeout: 0.2, head_timeout: 0.2) { |req| req.respond('x') }
+      raw do |s|
+        expect(move_on_after(5, with_value: :open) { s.read }).to eq('')
+      end
+      raw do |s|
+        s.write("GET / HTTP/1.1\r\n\r\n")
+        expect(s.readpartial(1000)).to end_with('x')
+        t = Process.clock_gettime(Process::CLOCK_MONOTONIC)
+        expect(move_on_after(5, with_value: :open) { s.read }).to eq('')
+        expect(Process.clock_gettime(Process::CLOCK_MONOTONIC) - t).to be_between(0.15, 4)
+      end
+      expect(@server.connection_count).to eq(0)
+    end
+  end
+
   describe 'timeouts' do
     it 'closes a connection whose head is not complete in time (408)' do
       start(head_timeout: 0.3) { |req| req.respond('x') }

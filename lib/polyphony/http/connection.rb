@@ -47,7 +47,6 @@ module Polyphony
         @remote_addr = remote_addr
         @scheme = scheme
         @buf = +''.b
-        @idle = true
         @hijacked = false
         @plain = socket.is_a?(::BasicSocket)
         @backend = Thread.current.backend
@@ -59,8 +58,8 @@ module Polyphony
       end
 
       # Whether the connection waits between requests (graceful stop ends
-      # such connections at once).
-      def idle? = @idle
+      # such connections at once): it has no request in hand.
+      def idle? = @req.nil?
 
       # Serves requests until the client or the server ends the connection,
       # or until it parks (then `run` is called again, in a new fiber, when
@@ -100,31 +99,39 @@ module Polyphony
 
       # ---- reading ------------------------------------------------------
 
-      # The next request, or nil when the client closed the connection
-      # cleanly between requests (or stayed idle past the keep-alive
-      # timeout: `expire`), or PARK.
+      # The next request (its head read past what the buffer holds), or nil
+      # when the client closed the connection cleanly between requests (or
+      # stayed idle past the keep-alive timeout: `expire`). The native loop
+      # (`__serve__`) does the waiting between requests of a plain
+      # connection; this is TLS's, and what a head read in pieces needs.
       def read_request(first)
         head = parse_buffered
         return build_request(head) if head
 
-        wait = first ? @opts[:head_timeout] : @opts[:keep_alive_timeout]
-        deadline = wait && (now + wait)
-        r = read_more(deadline, :idle)
-        return nil unless r
-        return park_until(deadline) if r.equal?(PARK)
-
+        if @buf.empty?
+          wait = first ? @opts[:head_timeout] : @opts[:keep_alive_timeout]
+          deadline = wait && (now + wait)
+          return nil unless read_more(deadline, :idle)
+        end
         build_request(read_head)
       end
 
-      # Nothing came within `park_after`: the connection asks the server to
-      # park it until its next bytes (or `deadline`). PARK if it did, else
-      # (no parking set to be had) it goes on waiting in its fiber.
-      def park_until(deadline)
-        @park_deadline = deadline
+      # The native loop waited `park_after` between requests and nothing
+      # came: what the socket has now (bytes a read being cancelled got come
+      # first, docs/io-semantics.md) is buffered (true); nil at EOF; PARK
+      # when there is nothing and the server parked the connection until
+      # its next bytes (or `@idle_deadline`). If it could not, the
+      # connection goes on waiting in its fiber (true).
+      def idle_passed
+        r = @socket.read_nonblock(HEAD_READ_SIZE, exception: false)
+        return nil unless r
+        return (@buf << r) && true unless r == :wait_readable
+
+        @park_deadline = @idle_deadline
         return PARK if @server.park(self)
 
         @park_after = nil
-        read_request(@first)
+        true
       end
 
       # The rest of a head whose first bytes are in: it must be complete
@@ -139,7 +146,7 @@ module Polyphony
 
       # Reads what the socket has into the buffer, waiting until `deadline`
       # at most (the server's watchdog calls `expire` then): true, or nil at
-      # EOF (or PARK, between requests: `read_or_park`).
+      # EOF.
       def read_more(deadline, phase)
         @phase = phase
         @deadline = deadline
@@ -152,37 +159,14 @@ module Polyphony
           read_direct(READ_SIZE, @buf)
           true
         else
-          read_head_bytes(phase)
+          # Head bytes appended to the buffer in place (a plain socket has
+          # no Ruby-side read buffer to serve first).
+          @backend.read(@socket, @buf, HEAD_READ_SIZE, false, @buf.bytesize) ? true : nil
         end
       rescue EOFError
         nil
       ensure
         @deadline = nil
-      end
-
-      # Head bytes appended to the buffer in place (a plain socket has no
-      # Ruby-side read buffer to serve first).
-      def read_head_bytes(phase)
-        # Only a connection with nothing pending parks (not one holding the
-        # first bytes of a pipelined head).
-        return read_or_park if phase == :idle && @park_after && @buf.empty?
-
-        @backend.read(@socket, @buf, HEAD_READ_SIZE, false, @buf.bytesize) ? true : nil
-      end
-
-      # Between requests: a read bounded by `park_after`. Past it, what the
-      # socket has (bytes a read being cancelled got come first,
-      # docs/io-semantics.md), or PARK when it has nothing.
-      def read_or_park
-        r = @backend.__send__(:__read_within__, @socket, @buf, HEAD_READ_SIZE, @buf.bytesize, @park_after)
-        return r ? true : nil unless r == false
-
-        r = @socket.read_nonblock(HEAD_READ_SIZE, exception: false)
-        return PARK if r == :wait_readable
-        return nil unless r
-
-        @buf << r
-        true
       end
 
       # Called by the server's watchdog: ends the connection if it has been
@@ -322,32 +306,64 @@ module Polyphony
 
       private
 
-      def serve_requests(&)
+      # The native loop (`__serve__`, ext/polyphony/src/ruby_api/
+      # http_connection.rs) serves a plain connection's requests without a
+      # body; it returns here for what it leaves to Ruby (`:slow`: one
+      # request served below, then back to it), for a wait that passed
+      # `park_after` (`:idle`), and at the end (`:end`).
+      def serve_requests(&handler)
         # `while`, not `loop`: a block called from C (Kernel#loop) would
         # keep a VM frame on the machine stack of every idle connection.
-        while (req = read_request(@first))
-          if req.equal?(PARK)
-            @parked = true
-            @fiber = nil
-            return
+        while true # rubocop:disable Style/InfiniteLoop
+          case @plain ? __serve__(handler) : :slow
+          when :end then return
+          when :idle then return unless on_after_idle?
+          else return unless serve_next(&handler)
           end
-          @first = false
-          @idle = false
-          keep = serve(req, &)
-          @idle = true
-          @req = nil # nothing of a served request stays with an idle connection
-          break if !keep || @server.stopping?
         end
+      end
+
+      # After the native loop's `:idle`: whether the connection goes on in
+      # its fiber (not at EOF, and not parked).
+      def on_after_idle?
+        r = idle_passed
+        park if r.equal?(PARK)
+        r == true
+      end
+
+      # Reads and serves one request: whether the connection goes on.
+      def serve_next(&)
+        return false unless (req = read_request(@first))
+
+        @first = false
+        keep = serve(req, &)
+        @req = nil # nothing of a served request stays with an idle connection
+        keep && !@server.stopping?
+      end
+
+      # The fiber ends; the server owns the connection until its next bytes.
+      def park
+        @parked = true
+        @fiber = nil
+      end
+
+      # The handler raised `e` while the native loop served `req`: true if
+      # it was answered here (logged, 500 if no response started), false if
+      # `e` must go on (the peer went away, or not a StandardError).
+      def handler_failed?(req, error)
+        return false if !error.is_a?(StandardError) || GONE.any? { |c| error.is_a?(c) }
+
+        @server.log_error(error, req)
+        req.fail(500) unless req.headers_sent?
+        true
       end
 
       def serve(req, &handler)
         begin
           handler.call(req)
-        rescue *GONE
-          raise
         rescue StandardError => e
-          @server.log_error(e, req)
-          req.fail(500) unless req.headers_sent?
+          raise unless handler_failed?(req, e)
+
           return false
         end
         return false if @hijacked

@@ -17,54 +17,82 @@ module Polyphony
       LAST_CHUNK = "0\r\n\r\n"
       EMPTY = ''
 
-      attr_reader :method, :path, :protocol, :headers, :connection
+      attr_reader :connection
 
       # `head`: what `HTTP.__parse_head__` returned; `body`: the body's
       # length, 0 for none, -1 for chunked.
+      #
+      # The native connection loop (ext/polyphony/src/ruby_api/
+      # http_connection.rs) makes the requests without a body itself, with
+      # as few variables as it can (an unset one is nil): @connection,
+      # @close (only if the client does not keep the connection) and @head,
+      # the head's bytes, from which the request line's parts (@method,
+      # @protocol, @path, @query_string: `__line__`, native) and @headers
+      # are made when asked.
       def initialize(conn, head, body)
         @connection = conn
         @method, @path, @query_string, @protocol, @headers = head
+        @close = true unless head[7] # the client ends the connection
+        # @sent: nil, :head (streaming) or :done
+        return if body.zero?
+
+        @has_body = true
+        @body_open = true # until the body's end is read
         @chunked_body = body.negative?
         @left = body
-        @bodiless = @body_done = body.zero?
-        @sent = nil # nil, :head (streaming) or :done
+      end
+
+      # The headers (lower-case names; repeated headers joined with ", ").
+      def headers
+        @headers ||= HTTP.__parse_headers__(@head)
+      end
+
+      # "GET", "POST"... (frozen).
+      def method
+        __line__ unless @method
+        @method
+      end
+
+      # "HTTP/1.1" or "HTTP/1.0" (frozen).
+      def protocol
+        __line__ unless @method
+        @protocol
+      end
+
+      # The target up to `?`.
+      def path
+        __line__ unless @method
+        @path
       end
 
       # The query string (nil if none).
-      attr_reader :query_string
+      def query_string
+        __line__ unless @method
+        @query_string
+      end
 
       # The query parameters, a Hash (parsed on first use; a repeated key
       # keeps its last value).
       def query
-        @query ||= parse_query(@query_string)
+        @query ||= parse_query(query_string)
       end
 
       def remote_addr = @connection.remote_addr
 
       def scheme = @connection.scheme
 
-      def host = @headers['host']
+      def host = headers['host']
 
       # Whether the connection stays open after this request (HTTP/1.1
-      # unless `Connection: close`; HTTP/1.0 only with `keep-alive`).
-      def keep_alive?
-        return false if @close
-
-        conn = @headers['connection']
-        return true if conn.nil? && @protocol == 'HTTP/1.1'
-
-        if @protocol == 'HTTP/1.0'
-          conn&.match?(/\bkeep-alive\b/i) || false
-        else
-          !conn&.match?(/\bclose\b/i)
-        end
-      end
+      # unless `Connection: close`; HTTP/1.0 only with `keep-alive`; not
+      # after a response that ends it).
+      def keep_alive? = !@close
 
       # ---- body -----------------------------------------------------------
 
       # The whole (remaining) body, or nil when there is none.
       def read
-        return nil if @bodiless
+        return nil unless @has_body
 
         out = +''
         while (chunk = next_chunk)
@@ -102,12 +130,12 @@ module Polyphony
         buf.replace(piece)
       end
 
-      def complete? = @body_done
+      def complete? = !@body_open
 
       # Reads and drops what is left of the body, up to `max` bytes: true if
       # the body ended (the connection can serve the next request).
       def drain_body(max)
-        return true if @body_done
+        return true unless @body_open
         # A client that waits for 100 Continue sends no body unless asked.
         return false if expects_continue? && !@continued
 
@@ -125,15 +153,11 @@ module Polyphony
 
       # Sends a whole response: `body` (a String or nil) with `headers`
       # (`':status' => n` sets the status, 200 by default), in one write.
-      def respond(body, headers = EMPTY_HEADERS)
-        raise Error, 'response already sent' if @sent
-
-        @sent = :done
-        flags = connection_flags
-        flags |= OMIT_BODY if @method == 'HEAD'
-        @connection.write(HTTP.__response__(headers[':status'] || 200, headers, body.to_s, flags))
-        self
-      end
+      # (`__respond__` is native: ext/polyphony/src/ruby_api/
+      # http_request.rs. A Ruby method in front: Ruby passes a C method a
+      # copy of brace-less `'Name' => value` arguments, a Ruby one the
+      # Hash itself.)
+      def respond(body, headers = EMPTY_HEADERS) = __respond__(body, headers)
 
       # Starts a streamed response: chunked (HTTP/1.1) unless `headers` set
       # a Content-Length; HTTP/1.0 clients get a body that ends with the
@@ -144,8 +168,8 @@ module Polyphony
         status ||= headers[':status'] || 200
         flags = 0
         @chunked = false
-        unless header?(headers, 'content-length') || @method == 'HEAD'
-          if @protocol == 'HTTP/1.0'
+        unless header?(headers, 'content-length') || method == 'HEAD'
+          if protocol == 'HTTP/1.0'
             @close = true
           else
             @chunked = true
@@ -163,7 +187,7 @@ module Polyphony
         send_headers unless @sent
         raise Error, 'response already finished' if @sent == :done
 
-        write_piece(data.to_s, done) unless @method == 'HEAD'
+        write_piece(data.to_s, done) unless method == 'HEAD'
         @sent = :done if done
         self
       end
@@ -190,7 +214,7 @@ module Polyphony
         size = io.respond_to?(:size) ? io.size : nil
         headers = headers.merge('Content-Length' => size.to_s) if size && !header?(headers, 'content-length')
         send_headers(headers)
-        copy_body(io) unless @method == 'HEAD'
+        copy_body(io) unless method == 'HEAD'
         finish
       end
 
@@ -251,10 +275,10 @@ module Polyphony
         false
       end
 
-      def expects_continue? = @headers['expect']&.casecmp?('100-continue')
+      def expects_continue? = headers['expect']&.casecmp?('100-continue')
 
       def continue_if_expected
-        return if @continued || !expects_continue? || @protocol == 'HTTP/1.0'
+        return if @continued || !expects_continue? || protocol == 'HTTP/1.0'
 
         @continued = true
         @connection.write(CONTINUE)
@@ -265,7 +289,7 @@ module Polyphony
         if !keep_alive? || @connection.server.stopping?
           @close = true
           CLOSE
-        elsif @protocol == 'HTTP/1.0'
+        elsif protocol == 'HTTP/1.0'
           KEEP_ALIVE
         else
           0
@@ -275,14 +299,14 @@ module Polyphony
       # The next piece of the body, at most `max` bytes (into `buf` when the
       # connection can read straight into it), or nil at the end.
       def next_piece(max, buf)
-        return nil if @body_done
+        return nil unless @body_open
 
         continue_if_expected
         return next_chunked_piece(max) if @chunked_body
 
         piece = @connection.read_body_into([@left, max].min, buf)
         @left -= piece.bytesize
-        @body_done = true if @left.zero?
+        @body_open = false if @left.zero?
         piece
       end
 
@@ -297,7 +321,7 @@ module Polyphony
             @chunk_left = hex.to_i(16)
             if @chunk_left.zero?
               skip_trailers
-              @body_done = true
+              @body_open = false
               return nil
             end
             check_body_limit(@chunk_left)

@@ -64,6 +64,39 @@ pub struct Head<'b> {
     pub body: Body,
 }
 
+impl Head<'_> {
+    /// Whether the client asks to keep the connection open after this
+    /// request: HTTP/1.1 unless a Connection header has the word `close`,
+    /// HTTP/1.0 only if one has `keep-alive` (any case; several Connection
+    /// headers count as one list).
+    pub fn keep_alive(&self) -> bool {
+        let mut values = self
+            .headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case("connection"))
+            .map(|(_, v)| *v);
+        if self.minor == 0 {
+            values.any(|v| has_word(v, b"keep-alive"))
+        } else {
+            !values.any(|v| has_word(v, b"close"))
+        }
+    }
+}
+
+/// Whether `word` (lower-case) is in `hay`, any case, with no word
+/// character (`[A-Za-z0-9_]`, as a regexp's `\b`) right before or after.
+fn has_word(hay: &[u8], word: &[u8]) -> bool {
+    let is_word = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
+    if hay.len() < word.len() {
+        return false;
+    }
+    (0..=hay.len() - word.len()).any(|i| {
+        hay[i..i + word.len()].eq_ignore_ascii_case(word)
+            && (i == 0 || !is_word(hay[i - 1]))
+            && hay.get(i + word.len()).is_none_or(|b| !is_word(*b))
+    })
+}
+
 /// How the request body is framed.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Body {
@@ -229,6 +262,25 @@ mod tests {
             body(b"POST / HTTP/1.1\r\nContent-Length: 0\r\n\r\n"),
             Body::None
         );
+    }
+
+    #[test]
+    fn keeps_alive_as_the_client_asks() {
+        let keep = |buf: &[u8]| match parse(buf, 100, 8) {
+            Parsed::Complete(h) => h.keep_alive(),
+            _ => panic!("not complete"),
+        };
+        assert!(keep(b"GET / HTTP/1.1\r\n\r\n"));
+        assert!(!keep(b"GET / HTTP/1.1\r\nConnection: Close\r\n\r\n"));
+        assert!(!keep(
+            b"GET / HTTP/1.1\r\nConnection: x\r\nConnection: te, close\r\n\r\n"
+        ));
+        assert!(keep(
+            b"GET / HTTP/1.1\r\nConnection: closed, x-close_\r\n\r\n"
+        ));
+        assert!(!keep(b"GET / HTTP/1.0\r\n\r\n"));
+        assert!(keep(b"GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n"));
+        assert!(!keep(b"GET / HTTP/1.0\r\nConnection: keep-alivex\r\n\r\n"));
     }
 
     #[test]

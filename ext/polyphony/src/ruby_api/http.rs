@@ -5,38 +5,92 @@
 use magnus::{function, prelude::*, r_hash::ForEach, Error, RHash, RModule, RString, Ruby, Value};
 use rb_sys::VALUE;
 
-use crate::http::{parse, reason, Body, Parsed};
-use crate::rt::{is_nil, protect, raw, uint, val, QNIL};
+use crate::http::{parse, reason, Body, Head, Parsed};
+use crate::rt::{is_nil, protect, raw, uint, val, QFALSE, QNIL, QTRUE};
 
 /// A frozen, deduplicated string (method names, versions, header names:
-/// the same few over and over).
+/// the same few over and over). The most common are kept at hand
+/// (`COMMON`): looking one up in Ruby's table of such strings hashes it.
 fn interned(s: &[u8]) -> VALUE {
+    if let Some(i) = COMMON.iter().position(|c| *c == s) {
+        let v = COMMON_VALUES[i].load(std::sync::atomic::Ordering::Relaxed);
+        if v != 0 {
+            return v as VALUE;
+        }
+    }
     // SAFETY: GVL held; the pointer and length describe `s`, which Ruby copies.
     unsafe { rb_sys::rb_interned_str(s.as_ptr() as *const _, s.len() as _) }
 }
+
+/// The strings `interned` has at hand, in its order of lookups.
+const COMMON: [&[u8]; 24] = [
+    b"GET",
+    b"HTTP/1.1",
+    b"host",
+    b"connection",
+    b"user-agent",
+    b"accept",
+    b"accept-encoding",
+    b"accept-language",
+    b"content-type",
+    b"content-length",
+    b"cookie",
+    b"referer",
+    b"origin",
+    b"cache-control",
+    b"upgrade",
+    b"authorization",
+    b"transfer-encoding",
+    b"expect",
+    b"HTTP/1.0",
+    b"POST",
+    b"HEAD",
+    b"PUT",
+    b"DELETE",
+    b"PATCH",
+];
+
+/// Their frozen Strings (0 until `init`; pinned for the process's life).
+static COMMON_VALUES: [std::sync::atomic::AtomicU64; 24] =
+    [const { std::sync::atomic::AtomicU64::new(0) }; 24];
 
 fn binary(s: &[u8]) -> VALUE {
     crate::rt::binary_str(s)
 }
 
-/// `Polyphony::HTTP.__parse_head__(buffer, max_line, max_headers)` →
-/// `[method, path, query or nil, version, headers, head_bytes, body]` when
-/// the buffer starts with a complete head (`body`: its length, 0 for none,
-/// -1 for chunked); nil when more bytes are needed; an Integer status (400,
-/// 414, 431, 501, 505) when the head must be refused.
-/// Header names are lower-case; repeated headers are joined with ", ".
-fn parse_head(buf: RString, max_line: usize, max_headers: usize) -> Result<Value, Error> {
-    // A copy: building the result allocates, and a short string's bytes
-    // live inside its object, which a compacting GC may move.
-    // SAFETY: GVL held; the slice is copied before any Ruby call.
-    let bytes = unsafe { buf.as_slice() }.to_vec();
-    let head = match parse(&bytes, max_line, max_headers) {
-        Parsed::Partial => return Ok(val(QNIL)),
-        Parsed::Reject(status) => return Ok(val(uint(status as usize))),
-        Parsed::Complete(h) => h,
+/// A request line as Ruby objects.
+pub(crate) struct HeadValues {
+    /// Frozen and interned ("GET").
+    pub method: VALUE,
+    pub path: VALUE,
+    /// nil when the target has no `?`.
+    pub query: VALUE,
+    /// Frozen and interned: "HTTP/1.0" or "HTTP/1.1".
+    pub version: VALUE,
+}
+
+/// The Ruby objects of `head`'s request line. The caller keeps the result
+/// on its stack (scanned by the GC) until it stores the values somewhere
+/// marked.
+pub(crate) fn head_values(head: &Head) -> HeadValues {
+    let version: &[u8] = if head.minor == 0 {
+        b"HTTP/1.0"
+    } else {
+        b"HTTP/1.1"
     };
+    HeadValues {
+        method: interned(head.method.as_bytes()),
+        path: binary(head.path.as_bytes()),
+        query: head.query.map(|q| binary(q.as_bytes())).unwrap_or(QNIL),
+        version: interned(version),
+    }
+}
+
+/// `head`'s headers, a Hash: lower-case names (interned) to values,
+/// repeated headers joined with ", ".
+fn headers_hash(head: &Head) -> VALUE {
     // SAFETY: GVL held; every VALUE below is a new object kept on this
-    // stack (scanned by the GC) until it is stored in `headers` or `out`.
+    // stack (scanned by the GC) until it is stored in `headers`.
     unsafe {
         let headers = rb_sys::rb_hash_new();
         let mut name = Vec::with_capacity(32);
@@ -52,16 +106,63 @@ fn parse_head(buf: RString, max_line: usize, max_headers: usize) -> Result<Value
                 rb_sys::rb_str_cat(prev, v.as_ptr() as *const _, v.len() as _);
             }
         }
-        let version: &[u8] = if head.minor == 0 {
-            b"HTTP/1.0"
-        } else {
-            b"HTTP/1.1"
-        };
+        headers
+    }
+}
+
+/// Parses `head`, the bytes of a head parsed before (`@head` of a request
+/// the native loop made), whatever the limits: `f` of it, or None if it is
+/// not a complete head.
+pub(crate) fn reparse<T>(head: VALUE, f: impl FnOnce(&Head) -> T) -> Result<Option<T>, Error> {
+    let s = crate::rt::expect_string(head)?;
+    // SAFETY: GVL held; the slice is copied before any Ruby call.
+    let bytes = unsafe { crate::rt::str_bytes(s) }.to_vec();
+    let lines = bytes.iter().filter(|b| **b == b'\n').count();
+    Ok(match parse(&bytes, bytes.len(), lines.max(1)) {
+        Parsed::Complete(h) => Some(f(&h)),
+        _ => None,
+    })
+}
+
+/// `Polyphony::HTTP.__parse_headers__(head)` → the headers Hash of a head
+/// (see `reparse`) as `__parse_head__` gives them; an empty Hash for
+/// anything else.
+fn parse_headers(head: Value) -> Result<Value, Error> {
+    let headers = reparse(raw(head), headers_hash)?;
+    // SAFETY: GVL held.
+    Ok(val(
+        headers.unwrap_or_else(|| unsafe { rb_sys::rb_hash_new() })
+    ))
+}
+
+/// `Polyphony::HTTP.__parse_head__(buffer, max_line, max_headers)` →
+/// `[method, path, query or nil, version, headers, head_bytes, body,
+/// keep_alive]` when the buffer starts with a complete head (`body`: its
+/// length, 0 for none, -1 for chunked; `keep_alive`: whether the client
+/// asks to keep the connection, `Head::keep_alive`); nil when more bytes
+/// are needed; an Integer status (400, 414, 431, 501, 505) when the head
+/// must be refused. Header names are lower-case; repeated headers are
+/// joined with ", ".
+fn parse_head(buf: RString, max_line: usize, max_headers: usize) -> Result<Value, Error> {
+    // A copy: building the result allocates, and a short string's bytes
+    // live inside its object, which a compacting GC may move.
+    // SAFETY: GVL held; the slice is copied before any Ruby call.
+    let bytes = unsafe { buf.as_slice() }.to_vec();
+    let head = match parse(&bytes, max_line, max_headers) {
+        Parsed::Partial => return Ok(val(QNIL)),
+        Parsed::Reject(status) => return Ok(val(uint(status as usize))),
+        Parsed::Complete(h) => h,
+    };
+    let v = head_values(&head);
+    let headers = headers_hash(&head);
+    // SAFETY: GVL held; the values are new objects kept on this stack
+    // until they are stored in the Array.
+    unsafe {
         let items = [
-            interned(head.method.as_bytes()),
-            binary(head.path.as_bytes()),
-            head.query.map(|q| binary(q.as_bytes())).unwrap_or(QNIL),
-            interned(version),
+            v.method,
+            v.path,
+            v.query,
+            v.version,
             headers,
             uint(head.len),
             match head.body {
@@ -69,6 +170,7 @@ fn parse_head(buf: RString, max_line: usize, max_headers: usize) -> Result<Value
                 Body::Length(n) => rb_sys::rb_ull2inum(n),
                 Body::Chunked => rb_sys::rb_int2inum(-1),
             },
+            if head.keep_alive() { QTRUE } else { QFALSE },
         ];
         Ok(val(rb_sys::rb_ary_new_from_values(
             items.len() as _,
@@ -134,11 +236,11 @@ fn status_reason(status: u16) -> &'static str {
     reason(status)
 }
 
-/// `flags` of `__response__`.
-const CLOSE: u32 = 1;
-const KEEP_ALIVE: u32 = 2;
-const CHUNKED: u32 = 4;
-const OMIT_BODY: u32 = 8;
+/// `flags` of `__response__` (`Request::CLOSE` & co.).
+pub(crate) const CLOSE: u32 = 1;
+pub(crate) const KEEP_ALIVE: u32 = 2;
+pub(crate) const CHUNKED: u32 = 4;
+pub(crate) const OMIT_BODY: u32 = 8;
 
 /// The bytes of `v` as a header value (`to_s` for non-Strings).
 fn header_text(v: Value) -> Result<VALUE, Error> {
@@ -162,55 +264,50 @@ fn push_str(out: &mut Vec<u8>, s: VALUE) {
 /// body or `flags` says CHUNKED, the Connection and Transfer-Encoding lines
 /// `flags` asks for, then `body` unless OMIT_BODY. `body` nil: head only.
 fn response(status: u16, headers: RHash, body: Value, flags: u32) -> Result<RString, Error> {
-    let mut out = Vec::with_capacity(256);
-    out.extend_from_slice(b"HTTP/1.1 ");
-    out.extend_from_slice(status.to_string().as_bytes());
-    out.push(b' ');
-    out.extend_from_slice(reason(status).as_bytes());
-    out.extend_from_slice(b"\r\n");
-    let mut has_length = false;
-    headers.foreach(|k: Value, v: Value| {
-        let k = raw(k);
-        if !crate::rt::is_string(k) {
-            return Ok(ForEach::Continue);
-        }
-        // SAFETY: GVL held; `k` is a live String, copied at once.
-        let name = unsafe { crate::rt::str_bytes(k) }.to_vec();
-        if name.first() == Some(&b':') || is_nil(raw(v)) {
-            return Ok(ForEach::Continue);
-        }
-        has_length |= name.eq_ignore_ascii_case(b"content-length");
-        let mut line = |value: Value| -> Result<(), Error> {
-            let text = header_text(value)?;
-            out.extend_from_slice(&name);
-            out.extend_from_slice(b": ");
-            push_str(&mut out, text);
-            out.extend_from_slice(b"\r\n");
-            Ok(())
-        };
-        match magnus::RArray::from_value(v) {
-            Some(a) => {
-                for e in a.into_iter() {
-                    line(e)?;
-                }
-            }
-            None => line(v)?,
-        }
-        Ok(ForEach::Continue)
-    })?;
-    let bodiless = status < 200 || status == 204 || status == 304;
     let body = raw(body);
     let body = if is_nil(body) {
         None
     } else {
         Some(crate::rt::expect_string(body)?)
     };
+    let mut out = Vec::with_capacity(256);
+    build_response(&mut out, status, Some(raw(headers.as_value())), body, flags)?;
+    RString::from_value(val(crate::rt::binary_str(&out)))
+        .ok_or_else(|| crate::rt::type_error("not a String").into())
+}
+
+/// The bytes of `__response__` appended to `out`; `headers` a Hash (or
+/// none), `body` a String (or none: head only).
+pub(crate) fn build_response(
+    out: &mut Vec<u8>,
+    status: u16,
+    headers: Option<VALUE>,
+    body: Option<VALUE>,
+    flags: u32,
+) -> Result<(), Error> {
+    out.extend_from_slice(b"HTTP/1.1 ");
+    push_decimal(out, status as usize);
+    out.push(b' ');
+    out.extend_from_slice(reason(status).as_bytes());
+    out.extend_from_slice(b"\r\n");
+    let mut has_length = false;
+    if let Some(h) = headers.and_then(|h| RHash::from_value(val(h))) {
+        let start = out.len();
+        match plain_header_lines(out, raw(h.as_value())) {
+            Some(length) => has_length = length,
+            None => {
+                out.truncate(start);
+                has_length = header_lines(out, h)?;
+            }
+        }
+    }
+    let bodiless = status < 200 || status == 204 || status == 304;
     if let Some(b) = body {
         if !has_length && !bodiless && flags & CHUNKED == 0 {
-            // SAFETY: GVL held; `b` is a live String (checked above).
+            // SAFETY: GVL held; `b` is a live String (the caller's contract).
             let len = unsafe { crate::rt::str_bytes(b) }.len();
             out.extend_from_slice(b"Content-Length: ");
-            out.extend_from_slice(len.to_string().as_bytes());
+            push_decimal(out, len);
             out.extend_from_slice(b"\r\n");
         }
     }
@@ -225,11 +322,130 @@ fn response(status: u16, headers: RHash, body: Value, flags: u32) -> Result<RStr
     out.extend_from_slice(b"\r\n");
     if let Some(b) = body {
         if flags & OMIT_BODY == 0 && !bodiless {
-            push_str(&mut out, b);
+            push_str(out, b);
         }
     }
-    RString::from_value(val(crate::rt::binary_str(&out)))
-        .ok_or_else(|| crate::rt::type_error("not a String").into())
+    Ok(())
+}
+
+/// What `plain_header_lines` keeps while it walks a Hash.
+struct Lines<'a> {
+    out: &'a mut Vec<u8>,
+    has_length: bool,
+    /// A value that needs Ruby (`to_s`) was met: walk stopped.
+    slow: bool,
+}
+
+/// `header_lines` without calling Ruby: Some(whether a Content-Length was
+/// among them), or None (and `out` partly written) when a value is not a
+/// String, nil or an Array of Strings.
+fn plain_header_lines(out: &mut Vec<u8>, h: VALUE) -> Option<bool> {
+    /// `rb_hash_foreach`'s callback: a line per header.
+    ///
+    /// # Safety
+    /// `arg` must point to a live `Lines` that nothing else uses during
+    /// the walk; `k` and `v` must be live objects.
+    unsafe extern "C" fn each(k: VALUE, v: VALUE, arg: VALUE) -> std::ffi::c_int {
+        // SAFETY: `arg` is the `Lines` of `plain_header_lines`, alive for the walk; the keys
+        // and values are live objects of the Hash; nothing here calls Ruby, allocates a Ruby
+        // object or raises.
+        unsafe {
+            let lines = &mut *(arg as *mut Lines);
+            if !crate::rt::is_string(k) || is_nil(v) {
+                return 0; // ST_CONTINUE
+            }
+            let name = crate::rt::str_bytes(k);
+            if name.first() == Some(&b':') {
+                return 0;
+            }
+            let one = |lines: &mut Lines, value: VALUE| {
+                lines.out.extend_from_slice(name);
+                lines.out.extend_from_slice(b": ");
+                push_str(lines.out, value);
+                lines.out.extend_from_slice(b"\r\n");
+            };
+            if crate::rt::is_string(v) {
+                one(lines, v);
+            } else if crate::rt::is_array(v) {
+                let n = rb_sys::RARRAY_LEN(v);
+                if (0..n).any(|i| !crate::rt::is_string(rb_sys::rb_ary_entry(v, i))) {
+                    lines.slow = true;
+                    return 1; // ST_STOP
+                }
+                for i in 0..n {
+                    one(lines, rb_sys::rb_ary_entry(v, i));
+                }
+            } else {
+                lines.slow = true;
+                return 1;
+            }
+            lines.has_length |= name.eq_ignore_ascii_case(b"content-length");
+            0
+        }
+    }
+    let mut lines = Lines {
+        out,
+        has_length: false,
+        slow: false,
+    };
+    // SAFETY: GVL held; `h` is a live Hash; `each` neither calls Ruby nor raises, and
+    // `lines` outlives the walk.
+    unsafe { rb_sys::rb_hash_foreach(h, Some(each), &mut lines as *mut Lines as VALUE) };
+    (!lines.slow).then_some(lines.has_length)
+}
+
+/// The header lines of `h` (Array values give a line each; `to_s` of
+/// other values; keys that are not Strings, `:pseudo` keys and nil values
+/// skipped): whether a Content-Length was among them.
+fn header_lines(out: &mut Vec<u8>, h: RHash) -> Result<bool, Error> {
+    let mut has_length = false;
+    let mut name = Vec::new();
+    h.foreach(|k: Value, v: Value| {
+        let k = raw(k);
+        if !crate::rt::is_string(k) {
+            return Ok(ForEach::Continue);
+        }
+        name.clear();
+        // SAFETY: GVL held; `k` is a live String, copied at once.
+        name.extend_from_slice(unsafe { crate::rt::str_bytes(k) });
+        if name.first() == Some(&b':') || is_nil(raw(v)) {
+            return Ok(ForEach::Continue);
+        }
+        has_length |= name.eq_ignore_ascii_case(b"content-length");
+        let mut line = |value: Value| -> Result<(), Error> {
+            let text = header_text(value)?;
+            out.extend_from_slice(&name);
+            out.extend_from_slice(b": ");
+            push_str(out, text);
+            out.extend_from_slice(b"\r\n");
+            Ok(())
+        };
+        match magnus::RArray::from_value(v) {
+            Some(a) => {
+                for e in a.into_iter() {
+                    line(e)?;
+                }
+            }
+            None => line(v)?,
+        }
+        Ok(ForEach::Continue)
+    })?;
+    Ok(has_length)
+}
+
+/// `n` in decimal.
+fn push_decimal(out: &mut Vec<u8>, mut n: usize) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
 }
 
 /// `Polyphony::HTTP.__idle_open__` → the fd of a new parking set
@@ -256,7 +472,20 @@ fn idle_ready(ep: i32, max: usize) -> Result<Vec<i32>, Error> {
 
 pub fn init(_ruby: &Ruby, polyphony: RModule) -> Result<(), Error> {
     let http = polyphony.define_module("HTTP")?;
+    for (name, slot) in COMMON.iter().zip(&COMMON_VALUES) {
+        // SAFETY: GVL held; the pointer and length describe `name`, which
+        // Ruby copies; the String is pinned (neither freed nor moved).
+        let v = unsafe {
+            let v = rb_sys::rb_interned_str(name.as_ptr() as *const _, name.len() as _);
+            rb_sys::rb_gc_register_mark_object(v);
+            v
+        };
+        slot.store(v as u64, std::sync::atomic::Ordering::Relaxed);
+    }
+    super::http_request::init(_ruby, http)?;
+    super::http_connection::init(_ruby, http)?;
     http.define_singleton_method("__parse_head__", function!(parse_head, 3))?;
+    http.define_singleton_method("__parse_headers__", function!(parse_headers, 1))?;
     http.define_singleton_method("__response__", function!(response, 4))?;
     http.define_singleton_method("__accepted__", function!(accepted, 1))?;
     http.define_singleton_method("reason", function!(status_reason, 1))?;

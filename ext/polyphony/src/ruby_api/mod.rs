@@ -6,6 +6,10 @@
 //! - `fiber/`: `Fiber`'s native methods and Polyphony's per-fiber state;
 //! - `fiber_scheduler.rs`: `Polyphony::FiberScheduler`'s hot hooks;
 //! - `http.rs`: `Polyphony::HTTP.__parse_head__` (the request-head parser);
+//! - `http_connection.rs`: `Polyphony::HTTP::Connection#__serve__` (the
+//!   connection loop's common case);
+//! - `http_request.rs`: `Polyphony::HTTP::Request#respond` (and the
+//!   `Polyphony::HTTP::Error` class);
 //! - `io.rs`: `IO#__write_fast__` and private helpers;
 //! - `kernel.rs`: `snooze`, `suspend`, `sleep`;
 //! - `process.rs`: `Process::Status.from_status_array`;
@@ -22,6 +26,8 @@ pub mod fiber;
 pub mod fiber_scheduler;
 pub mod hooks;
 pub mod http;
+pub mod http_connection;
+pub mod http_request;
 pub mod io;
 pub mod kernel;
 pub mod process;

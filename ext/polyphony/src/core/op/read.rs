@@ -87,7 +87,12 @@ impl ReadDest {
                     if *pos > len {
                         *pos = len;
                     }
-                    rb_sys::rb_str_resize(*s, *pos as _);
+                    // Not `rb_str_resize`: cutting a String short frees or
+                    // shrinks its buffer, and the `rb_str_cat` after mallocs
+                    // it again (a connection's buffer, read into and cleared
+                    // per request, made Ruby's malloc accounting start a GC
+                    // every few thousand requests, many of them major).
+                    rb_sys::rb_str_set_len(*s, *pos as _);
                     rb_sys::rb_str_cat(*s, bytes.as_ptr() as *const _, bytes.len() as _);
                 }
                 ReadDest::Chunk(s) if !bytes.is_empty() => {
@@ -344,12 +349,16 @@ fn with_read_target(
         ReadDest::Chunk(_) => false,
     };
     match dest {
-        // SAFETY: `s` is a live String made modifiable by the caller (`ReadDest::modify`); after
-        // the resize its buffer holds `pos + max` bytes, which is what `read` may write; its
-        // length is then set to what was read. `read` runs no Ruby code, so the pointer stays
-        // valid.
+        // SAFETY: `s` is a live String made modifiable by the caller (`ReadDest::modify`), of at
+        // least `pos` bytes; once expanded its buffer holds `pos + max` bytes, which is what
+        // `read` may write; its length is then set to what was read. `read` runs no Ruby code,
+        // so the pointer stays valid. (Expanded, never resized: a resize may shrink the buffer,
+        // to be grown again by the next read.)
         ReadDest::At(s, pos) if in_place => unsafe {
-            rb_sys::rb_str_resize(*s, (*pos + max) as _);
+            let len = rb_sys::RSTRING_LEN(*s) as usize;
+            if (rb_sys::rb_str_capacity(*s) as usize) < *pos + max {
+                rb_sys::rb_str_modify_expand(*s, (*pos + max - len) as _);
+            }
             let ptr = (rb_sys::RSTRING_PTR(*s) as *mut u8).add(*pos);
             let n = read(ptr);
             rb_sys::rb_str_set_len(*s, (*pos + n.max(0) as usize) as _);

@@ -139,6 +139,12 @@ fn send_copied(b: &Backend, fd: i32, s: VALUE, flags: i32) -> Result<usize, Erro
     let mut buf = b.take_buf(COPY_MAX);
     // SAFETY: `s` is a live String, copied before any Ruby call.
     buf.extend_from_slice(unsafe { str_bytes(s) });
+    ring_send_buf(b, fd, buf, flags)
+}
+
+/// io_uring send of all of `buf`, which the op slot owns while a send is in
+/// flight (and which goes back to the pool after).
+fn ring_send_buf(b: &Backend, fd: i32, mut buf: Vec<u8>, flags: i32) -> Result<usize, Error> {
     let len = buf.len();
     let mut off = 0usize;
     while off < len {
@@ -153,6 +159,41 @@ fn send_copied(b: &Backend, fd: i32, s: VALUE, flags: i32) -> Result<usize, Erro
     }
     b.give_buf(buf);
     Ok(len)
+}
+
+/// Sends all of `buf` (bytes of the caller's, not a Ruby String: a
+/// buffer from `Backend::take_buf`, which goes back to the pool) to socket
+/// `fd`, as `write_all` with send flags 0 does: on io_uring the buffer
+/// itself goes through the ring; else non-blocking send(2)s wait for
+/// writability. The HTTP server's responses (`ruby_api/http_request.rs`).
+pub fn send_buf(b: &Backend, fd: i32, buf: Vec<u8>) -> Result<usize, Error> {
+    b.raise_pending()?;
+    if buf.is_empty() {
+        b.give_buf(buf);
+        return Ok(0);
+    }
+    if b.is_uring() {
+        return ring_send_buf(b, fd, buf, 0);
+    }
+    // (MSG_DONTWAIT: no O_NONBLOCK needed.)
+    let mut off = 0usize;
+    let sent = loop {
+        if off == buf.len() {
+            break Ok(off);
+        }
+        let rest = &buf[off..];
+        // SAFETY: `rest` is valid for its length; the call never blocks.
+        match retry_nonblocking(b, fd, WRITABLE, || unsafe {
+            send_now(fd, rest.as_ptr(), rest.len(), 0)
+        }) {
+            Ok(n) => off += n as usize,
+            Err(e) => break Err(e),
+        }
+    };
+    b.give_buf(buf);
+    let n = sent?;
+    b.switchpoint_after_sync()?;
+    Ok(n)
 }
 
 /// One `IORING_OP_SEND` (`send_flags` given) or `IORING_OP_WRITE` of `chunk`
