@@ -364,6 +364,16 @@ module Polyphony
       rescue ArgumentError
         str
       end
+
+      # Ruby 3.1 numbers a class's instance variables in the order they are
+      # first set on any of its objects, and keeps an object's first three
+      # inside it (more take a separate allocation): make them the three a
+      # request the native loop makes has when the handler only responds.
+      allocate.instance_eval do
+        @connection = nil
+        @head = nil
+        @sent = nil
+      end
     end
   end
 end

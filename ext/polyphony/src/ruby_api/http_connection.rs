@@ -159,8 +159,8 @@ impl Settings {
 enum Next {
     /// A request without a body was made (its head consumed).
     Request(VALUE),
-    /// The buffer is empty: wait for bytes.
-    Read,
+    /// The buffer (`@buf`, given) is empty: wait for bytes.
+    Read(VALUE),
     /// Ruby takes it from here.
     Slow,
 }
@@ -178,7 +178,7 @@ fn serve(rb_self: Value, handler: Value) -> Result<Value, Error> {
         let req = match next_request(conn, &settings)? {
             Next::Slow => return Ok(val(sym(id!("slow")))),
             Next::Request(req) => req,
-            Next::Read => match wait_for_head(&b, conn, &settings, first)? {
+            Next::Read(buf) => match wait_for_head(&b, buf, conn, &settings, first)? {
                 Some(step) => return Ok(val(step)),
                 None => continue,
             },
@@ -202,7 +202,7 @@ fn next_request(conn: VALUE, settings: &Settings) -> Result<Next, Error> {
     }
     // SAFETY: a live String; reading its length neither allocates nor raises.
     if unsafe { rb_sys::RSTRING_LEN(buf) } == 0 {
-        return Ok(Next::Read);
+        return Ok(Next::Read(buf));
     }
     let mut bytes = SCRATCH.with(Cell::take);
     bytes.clear();
@@ -264,6 +264,7 @@ fn consume(buf: VALUE, n: usize) {
 /// `park_after` passed first (`@idle_deadline`: when the timeout ends).
 fn wait_for_head(
     b: &Backend,
+    buf: VALUE,
     conn: VALUE,
     settings: &Settings,
     first: bool,
@@ -284,7 +285,6 @@ fn wait_for_head(
         wait.map(std::time::Duration::from_secs_f64)
     };
     let (fd, owner) = crate::rt::readable_fd_owner(settings.socket)?;
-    let buf = get(conn, id!("@buf"));
     crate::rt::str_modify(buf)?;
     let read = || op::read::read(b, (fd, owner), buf, Some(HEAD_READ_SIZE), false, 0, false);
     let got = match bound {

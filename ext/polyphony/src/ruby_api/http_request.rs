@@ -77,8 +77,9 @@ fn respond(rb_self: Value, body: Value, headers: Value) -> Result<Value, Error> 
         crate::rt::expect_string(s)?
     };
     set(req, id!("@sent"), sym_done())?;
-    let (head, http10) = head_and_http10(req);
-    let mut flags = connection_flags(req, http10)?;
+    let conn = get(req, id!("@connection"));
+    let (head, http10, native) = head_and_http10(req);
+    let mut flags = connection_flags(req, conn, http10)?;
     if head {
         flags |= OMIT_BODY;
     }
@@ -88,7 +89,8 @@ fn respond(rb_self: Value, body: Value, headers: Value) -> Result<Value, Error> 
         b.give_buf(out);
         return Err(e);
     }
-    send(&b, req, out)?;
+    // A request the native loop made comes from a plain connection.
+    send(&b, conn, native || truthy(get(conn, id!("@plain"))), out)?;
     Ok(rb_self)
 }
 
@@ -111,30 +113,36 @@ fn line(rb_self: Value) -> Result<Value, Error> {
     Ok(val(crate::rt::QNIL))
 }
 
-/// Whether the request's method is HEAD and its version HTTP/1.0: from
-/// `@method` and `@protocol`, or from the head's bytes when they are not
-/// made yet.
-fn head_and_http10(req: VALUE) -> (bool, bool) {
+/// Whether the request's method is HEAD, whether its version is HTTP/1.0,
+/// and whether the native loop made it (it has `@head`): from `@method`
+/// and `@protocol`, or from the head's bytes when they are not made yet.
+fn head_and_http10(req: VALUE) -> (bool, bool, bool) {
+    let head = get(req, id!("@head"));
+    let native = crate::rt::is_string(head);
     let method = get(req, id!("@method"));
     if !is_nil(method) {
         let version = get(req, id!("@protocol"));
         return (
             bytes_of(method) == b"HEAD",
             bytes_of(version) == b"HTTP/1.0",
+            native,
         );
     }
-    let head = bytes_of(get(req, id!("@head")));
+    let head = bytes_of(head);
     let line = head.split(|b| *b == b'\n').next().unwrap_or(&[]);
     let line = line.strip_suffix(b"\r").unwrap_or(line);
-    (head.starts_with(b"HEAD "), line.ends_with(b" HTTP/1.0"))
+    (
+        head.starts_with(b"HEAD "),
+        line.ends_with(b" HTTP/1.0"),
+        native,
+    )
 }
 
 /// The Connection line the response needs (a `build_response` flag), as
 /// `Request#connection_flags`: CLOSE (and `@close` set) when the client or
 /// a stopping server ends the connection.
-fn connection_flags(req: VALUE, http10: bool) -> Result<u32, Error> {
+fn connection_flags(req: VALUE, conn: VALUE, http10: bool) -> Result<u32, Error> {
     let close = truthy(get(req, id!("@close")));
-    let conn = get(req, id!("@connection"));
     if close || truthy(get(get(conn, id!("@server")), id!("@stopping"))) {
         set(req, id!("@close"), QTRUE)?;
         return Ok(CLOSE);
@@ -155,11 +163,11 @@ fn bytes_of<'a>(v: VALUE) -> &'a [u8] {
     }
 }
 
-/// Writes the response (a pooled buffer, given back): straight to a plain
-/// socket (`op::write::send_buf`), else through `Connection#write` (TLS).
-fn send(b: &Backend, req: VALUE, out: Vec<u8>) -> Result<(), Error> {
-    let conn = get(req, id!("@connection"));
-    if truthy(get(conn, id!("@plain"))) {
+/// Writes the response (a pooled buffer, given back) on `conn`: straight
+/// to a plain socket (`op::write::send_buf`), else through
+/// `Connection#write` (TLS).
+fn send(b: &Backend, conn: VALUE, plain: bool, out: Vec<u8>) -> Result<(), Error> {
+    if plain {
         let socket = get(conn, id!("@socket"));
         let fd = match crate::rt::io_fd(socket, crate::rt::Dir::Write) {
             Ok(fd) => fd,

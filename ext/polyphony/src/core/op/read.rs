@@ -357,7 +357,7 @@ fn with_read_target(
         ReadDest::At(s, pos) if in_place => unsafe {
             let len = rb_sys::RSTRING_LEN(*s) as usize;
             if (rb_sys::rb_str_capacity(*s) as usize) < *pos + max {
-                rb_sys::rb_str_modify_expand(*s, (*pos + max - len) as _);
+                rb_sys::rb_str_modify_expand(*s, (*pos + max).saturating_sub(len) as _);
             }
             let ptr = (rb_sys::RSTRING_PTR(*s) as *mut u8).add(*pos);
             let n = read(ptr);
