@@ -227,9 +227,11 @@ fn read(b: &Backend, args: &[Value]) -> Result<Value, Error> {
 }
 
 /// `__read_within__(io, buffer, length, pos, seconds)` (private; the HTTP
-/// server's wait between requests): `read(io, buffer, length, false, pos)`
-/// bounded by `seconds`, false when they pass first (what the read got
-/// meanwhile is kept for the IO's next read: docs/io-semantics.md).
+/// server's wait between requests, which its native loop,
+/// `ruby_api/http_connection.rs`, runs directly; the specs race it):
+/// `read(io, buffer, length, false, pos)` bounded by `seconds`, false when
+/// they pass first (what the read got meanwhile is kept for the IO's next
+/// read: docs/io-semantics.md).
 fn read_within(b: &Backend, args: &[Value]) -> Result<Value, Error> {
     b.own()?;
     check_arity(args, 5, 5)?;
