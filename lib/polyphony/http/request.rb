@@ -176,7 +176,7 @@ module Polyphony
             flags = CHUNKED
           end
         end
-        @connection.write(HTTP.__response__(status, headers, nil, flags | connection_flags))
+        @connection.write(HTTP.__response__(status, headers, nil, flags | __connection_flags__))
         @sent = :head
         self
       end
@@ -282,18 +282,6 @@ module Polyphony
 
         @continued = true
         @connection.write(CONTINUE)
-      end
-
-      # The Connection line the response needs (a `__response__` flag).
-      def connection_flags
-        if !keep_alive? || @connection.server.stopping?
-          @close = true
-          CLOSE
-        elsif protocol == 'HTTP/1.0'
-          KEEP_ALIVE
-        else
-          0
-        end
       end
 
       # The next piece of the body, at most `max` bytes (into `buf` when the

@@ -358,12 +358,7 @@ fn plain_header_lines(out: &mut Vec<u8>, h: VALUE) -> Option<bool> {
             if name.first() == Some(&b':') {
                 return 0;
             }
-            let one = |lines: &mut Lines, value: VALUE| {
-                lines.out.extend_from_slice(name);
-                lines.out.extend_from_slice(b": ");
-                push_str(lines.out, value);
-                lines.out.extend_from_slice(b"\r\n");
-            };
+            let one = |lines: &mut Lines, value: VALUE| push_header(lines.out, name, value);
             if crate::rt::is_string(v) {
                 one(lines, v);
             } else if crate::rt::is_array(v) {
@@ -413,11 +408,7 @@ fn header_lines(out: &mut Vec<u8>, h: RHash) -> Result<bool, Error> {
         }
         has_length |= name.eq_ignore_ascii_case(b"content-length");
         let mut line = |value: Value| -> Result<(), Error> {
-            let text = header_text(value)?;
-            out.extend_from_slice(&name);
-            out.extend_from_slice(b": ");
-            push_str(out, text);
-            out.extend_from_slice(b"\r\n");
+            push_header(out, &name, header_text(value)?);
             Ok(())
         };
         match magnus::RArray::from_value(v) {
@@ -433,6 +424,14 @@ fn header_lines(out: &mut Vec<u8>, h: RHash) -> Result<bool, Error> {
     Ok(has_length)
 }
 
+/// A header line: `name`, then String `value`.
+fn push_header(out: &mut Vec<u8>, name: &[u8], value: VALUE) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    push_str(out, value);
+    out.extend_from_slice(b"\r\n");
+}
+
 /// `n` in decimal.
 fn push_decimal(out: &mut Vec<u8>, mut n: usize) {
     let mut digits = [0u8; 20];
@@ -446,6 +445,13 @@ fn push_decimal(out: &mut Vec<u8>, mut n: usize) {
         }
     }
     out.extend_from_slice(&digits[i..]);
+}
+
+/// Keeps `v` alive and where it is for the process's life.
+pub(crate) fn pin(v: VALUE) -> VALUE {
+    // SAFETY: GVL held; `v` is a live object.
+    unsafe { rb_sys::rb_gc_register_mark_object(v) };
+    v
 }
 
 /// `Polyphony::HTTP.__idle_open__` → the fd of a new parking set
@@ -474,13 +480,9 @@ pub fn init(_ruby: &Ruby, polyphony: RModule) -> Result<(), Error> {
     let http = polyphony.define_module("HTTP")?;
     for (name, slot) in COMMON.iter().zip(&COMMON_VALUES) {
         // SAFETY: GVL held; the pointer and length describe `name`, which
-        // Ruby copies; the String is pinned (neither freed nor moved).
-        let v = unsafe {
-            let v = rb_sys::rb_interned_str(name.as_ptr() as *const _, name.len() as _);
-            rb_sys::rb_gc_register_mark_object(v);
-            v
-        };
-        slot.store(v as u64, std::sync::atomic::Ordering::Relaxed);
+        // Ruby copies.
+        let v = unsafe { rb_sys::rb_interned_str(name.as_ptr() as *const _, name.len() as _) };
+        slot.store(pin(v) as u64, std::sync::atomic::Ordering::Relaxed);
     }
     super::http_request::init(_ruby, http)?;
     super::http_connection::init(_ruby, http)?;

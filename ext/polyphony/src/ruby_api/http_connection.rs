@@ -284,8 +284,8 @@ fn wait_for_head(
     } else {
         wait.map(std::time::Duration::from_secs_f64)
     };
+    // (`read_once` makes `buf` modifiable.)
     let (fd, owner) = crate::rt::readable_fd_owner(settings.socket)?;
-    crate::rt::str_modify(buf)?;
     let read = || op::read::read(b, (fd, owner), buf, Some(HEAD_READ_SIZE), false, 0, false);
     let got = match bound {
         Some(d) => op::timeout::within(b, d, read)?,

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use magnus::{method, prelude::*, Error, RModule, Ruby, Value};
 use rb_sys::VALUE;
 
-use super::http::{build_response, CLOSE, KEEP_ALIVE, OMIT_BODY};
+use super::http::{build_response, pin, CLOSE, KEEP_ALIVE, OMIT_BODY};
 use super::http_connection::{get, set, truthy};
 use crate::core::{op, Backend};
 use crate::rt::{call, id, is_nil, protect, raw, str_bytes, val, QTRUE};
@@ -113,6 +113,13 @@ fn line(rb_self: Value) -> Result<Value, Error> {
     Ok(val(crate::rt::QNIL))
 }
 
+/// `__connection_flags__` (private; `send_headers`): `connection_flags`.
+fn connection_flags_of(rb_self: Value) -> Result<u32, Error> {
+    let req = raw(rb_self);
+    let (_, http10, _) = head_and_http10(req);
+    connection_flags(req, get(req, id!("@connection")), http10)
+}
+
 /// Whether the request's method is HEAD, whether its version is HTTP/1.0,
 /// and whether the native loop made it (it has `@head`): from `@method`
 /// and `@protocol`, or from the head's bytes when they are not made yet.
@@ -138,9 +145,9 @@ fn head_and_http10(req: VALUE) -> (bool, bool, bool) {
     )
 }
 
-/// The Connection line the response needs (a `build_response` flag), as
-/// `Request#connection_flags`: CLOSE (and `@close` set) when the client or
-/// a stopping server ends the connection.
+/// The Connection line the response needs (a `build_response` flag):
+/// CLOSE (and `@close` set) when the client or a stopping server ends the
+/// connection, KEEP_ALIVE for an HTTP/1.0 client that keeps it.
 fn connection_flags(req: VALUE, conn: VALUE, http10: bool) -> Result<u32, Error> {
     let close = truthy(get(req, id!("@close")));
     if close || truthy(get(get(conn, id!("@server")), id!("@stopping"))) {
@@ -190,13 +197,6 @@ fn sym_done() -> VALUE {
     unsafe { rb_sys::rb_id2sym(id!("done")) }
 }
 
-/// Keeps `v` alive and where it is for the process's life.
-fn pin(v: VALUE) -> VALUE {
-    // SAFETY: GVL held; `v` is a live object.
-    unsafe { rb_sys::rb_gc_register_mark_object(v) };
-    v
-}
-
 pub fn init(ruby: &Ruby, http: RModule) -> Result<(), Error> {
     let request = http.define_class("Request", ruby.class_object())?;
     REQUEST.store(pin(raw(request.as_value())) as u64, Ordering::Relaxed);
@@ -207,5 +207,6 @@ pub fn init(ruby: &Ruby, http: RModule) -> Result<(), Error> {
     STATUS_KEY.store(pin(key) as u64, Ordering::Relaxed);
     request.define_private_method("__respond__", method!(respond, 2))?;
     request.define_private_method("__line__", method!(line, 0))?;
+    request.define_private_method("__connection_flags__", method!(connection_flags_of, 0))?;
     Ok(())
 }
