@@ -123,11 +123,16 @@ module Polyphony
       # its next bytes (or `@idle_deadline`). If it could not, the
       # connection goes on waiting in its fiber (true).
       def idle_passed
-        r = @socket.read_nonblock(HEAD_READ_SIZE, exception: false)
+        # (Into the buffer, which is empty here: no 4 KB String made for
+        # nothing each time a connection parks.)
+        r = @socket.read_nonblock(HEAD_READ_SIZE, @buf, exception: false)
         return nil unless r
-        return (@buf << r) && true unless r == :wait_readable
+        return true unless r == :wait_readable
 
         @park_deadline = @idle_deadline
+        # (An empty buffer that held a head keeps its capacity, 4 KB after
+        # a native read: a parked connection gives it back.)
+        @buf.clear
         return PARK if @server.park(self)
 
         @park_after = nil
