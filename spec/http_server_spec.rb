@@ -593,6 +593,44 @@ RSpec.describe 'Polyphony::HTTP server' do
     end
   end
 
+  describe 'heap room' do
+    # Free heap slots, after a full GC, in a fresh Ruby whose server started
+    # with `heap_room: room`.
+    def free_slots_with(room)
+      lib = File.expand_path('../lib', __dir__)
+      code = <<~RUBY
+        require 'polyphony/http'
+        server = Polyphony::HTTP::Server.new(Polyphony::Net.tcp_listen('127.0.0.1', 0), heap_room: #{room}) {}
+        f = spin { server.run }
+        snooze
+        GC.start
+        print GC.stat(:heap_free_slots)
+        server.stop
+        f.await
+      RUBY
+      out, status = Open3.capture2(RbConfig.ruby, '-I', lib, '-e', code)
+      expect(status).to be_success
+      Integer(out)
+    end
+
+    it 'makes room for heap_room objects in Ruby\'s heap when the server starts' do
+      without = free_slots_with(0)
+      with = free_slots_with(300_000)
+      expect(with - without).to be >= 200_000
+    end
+
+    it 'refuses a heap_room that is not a count' do
+      listener = Polyphony::Net.tcp_listen('127.0.0.1', 0)
+      [-1, 1.5, 'many'].each do |room|
+        expect { Polyphony::HTTP::Server.new(listener, heap_room: room) { nil } }
+          .to raise_error(ArgumentError, /heap_room/)
+      end
+      expect(Polyphony::HTTP::Server.new(listener, heap_room: nil) { nil }.options[:heap_room]).to be_nil
+    ensure
+      listener&.close
+    end
+  end
+
   describe 'graceful stop' do
     it 'finishes requests in progress, ends idle connections and refuses new ones' do
       start { |req| req.path == '/slow' ? (sleep(0.3) && nil) || req.respond('slow done') : req.respond('x') }
