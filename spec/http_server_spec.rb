@@ -278,6 +278,33 @@ RSpec.describe 'Polyphony::HTTP server' do
       check_pipelined(exchange(pipelined))
     end
 
+    it 'answers a handler that waited with its own request\'s method, version and socket' do
+      # While /slow's handler sleeps, the HTTP/1.0 HEAD request on another
+      # connection becomes the loop's latest, and its handler is still
+      # sleeping when /slow's responds: that response must still be a whole
+      # HTTP/1.1 one, on its own socket.
+      started = []
+      start do |req|
+        started << req.path
+        sleep(req.path == '/slow' ? 0.2 : 0.4)
+        req.respond("body of #{req.path}")
+      end
+      slow = spin { exchange("GET /slow HTTP/1.1\r\nConnection: close\r\n\r\n") }
+      sleep 0.01 until started.include?('/slow')
+      other = raw do |s|
+        s.write("HEAD /other HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+        out = s.readpartial(65_536)
+        out << s.readpartial(65_536) until out.include?("\r\n\r\n")
+        out << s.readpartial(65_536) if move_on_after(0.1) { s.wait_readable }
+        out
+      end
+      expect(other).to start_with('HTTP/1.1 200').and include("Connection: keep-alive\r\n")
+      expect(other).to end_with("\r\n\r\n")
+      res = slow.await
+      expect(res).to start_with('HTTP/1.1 200').and include("Connection: close\r\n")
+      expect(res).to end_with("\r\n\r\nbody of /slow")
+    end
+
     it 'does the same with the requests in pieces and under GC.stress' do
       echo_server
       res = raw do |s|

@@ -43,6 +43,40 @@ thread_local! {
     /// request's objects may run the GC, which may move a short String's
     /// bytes. Taken while in use, so a nested use just makes its own.
     static SCRATCH: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
+    /// The request whose handler this thread's native loop called last, while
+    /// that handler runs (see `Current`).
+    static CURRENT: Cell<Option<Current>> = const { Cell::new(None) };
+}
+
+/// What `Request#__respond__` would otherwise read from instance variables
+/// (its `@connection`'s `@server` and `@socket`, the method and version of
+/// `@head`), for the request the native loop just made. Set right before
+/// the handler is called and cleared when it returns; a handler that
+/// switches fibers lets other connections' loops set their own, so a
+/// response checks that the entry is its request's (`current_for`) and
+/// otherwise reads the variables. The values are not marked: they are used
+/// only while `req`, the receiver, is alive and holds them (`@connection`,
+/// whose `@server` and `@socket` a plain connection never replaces).
+#[derive(Clone, Copy)]
+pub(crate) struct Current {
+    pub req: VALUE,
+    pub conn: VALUE,
+    pub server: VALUE,
+    pub socket: VALUE,
+    /// The method is HEAD.
+    pub head: bool,
+    /// The version is HTTP/1.0.
+    pub http10: bool,
+}
+
+/// `CURRENT` if it is `req`'s. The entry of a handler whose fiber never
+/// went on (so never cleared it) could name a freed request whose address
+/// a new one got: `@connection` is compared too, so a response always goes
+/// to its own connection's socket.
+pub(crate) fn current_for(req: VALUE) -> Option<Current> {
+    CURRENT
+        .with(Cell::get)
+        .filter(|c| c.req == req && get(req, id!("@connection")) == c.conn)
 }
 
 fn sym(id: ID) -> VALUE {
@@ -157,8 +191,9 @@ impl Settings {
 
 /// What the loop does next with the buffered bytes.
 enum Next {
-    /// A request without a body was made (its head consumed).
-    Request(VALUE),
+    /// A request without a body was made (its head consumed): the request,
+    /// whether its method is HEAD, whether its version is HTTP/1.0.
+    Request(VALUE, bool, bool),
     /// The buffer (`@buf`, given) is empty: wait for bytes.
     Read(VALUE),
     /// Ruby takes it from here.
@@ -175,9 +210,16 @@ fn serve(rb_self: Value, handler: Value) -> Result<Value, Error> {
     let b = Backend::current()?;
     let mut first = truthy(get(conn, id!("@first")));
     loop {
-        let req = match next_request(conn, &settings)? {
+        let cur = match next_request(conn, &settings)? {
             Next::Slow => return Ok(val(sym(id!("slow")))),
-            Next::Request(req) => req,
+            Next::Request(req, head, http10) => Current {
+                req,
+                conn,
+                server: settings.server,
+                socket: settings.socket,
+                head,
+                http10,
+            },
             Next::Read(buf) => match wait_for_head(&b, buf, conn, &settings, first)? {
                 Some(step) => return Ok(val(step)),
                 None => continue,
@@ -187,7 +229,7 @@ fn serve(rb_self: Value, handler: Value) -> Result<Value, Error> {
             first = false;
             set(conn, id!("@first"), QFALSE)?;
         }
-        if !serve_one(conn, &settings, handler, req)? {
+        if !serve_one(conn, &settings, handler, cur)? {
             return Ok(val(sym(id!("end"))));
         }
     }
@@ -213,7 +255,7 @@ fn next_request(conn: VALUE, settings: &Settings) -> Result<Next, Error> {
             let req = new_request(conn, &head, &bytes[..head.len]);
             crate::rt::str_modify(buf)?;
             consume(buf, head.len);
-            Next::Request(req)
+            Next::Request(req, head.method == "HEAD", head.minor == 0)
         }
         _ => Next::Slow,
     };
@@ -308,9 +350,16 @@ fn wait_for_head(
 
 /// Serves `req` as `Connection#serve` does; whether the connection goes
 /// on to the next request.
-fn serve_one(conn: VALUE, settings: &Settings, handler: VALUE, req: VALUE) -> Result<bool, Error> {
+fn serve_one(
+    conn: VALUE,
+    settings: &Settings,
+    handler: VALUE,
+    cur: Current,
+) -> Result<bool, Error> {
+    let req = cur.req;
     // Not idle while it has a request (`Connection#idle?`).
     set(conn, id!("@req"), req)?;
+    CURRENT.with(|c| c.set(Some(cur)));
     // SAFETY: under `protect`: what the handler raises (or throws) comes back as `Err`; GVL
     // held, `handler` (a Proc: `Server.new`'s block) and `req` are live.
     let called = protect(|| unsafe {
@@ -320,6 +369,7 @@ fn serve_one(conn: VALUE, settings: &Settings, handler: VALUE, req: VALUE) -> Re
             rb_sys::rb_funcallv(handler, id!("call"), 1, &req)
         }
     });
+    CURRENT.with(|c| c.set(None));
     let keep = match called {
         Ok(_) => finish(conn, req)?,
         Err(e) => {

@@ -11,7 +11,7 @@ use magnus::{method, prelude::*, Error, RModule, Ruby, Value};
 use rb_sys::VALUE;
 
 use super::http::{build_response, pin, CLOSE, KEEP_ALIVE, OMIT_BODY};
-use super::http_connection::{get, set, truthy};
+use super::http_connection::{current_for, get, set, truthy};
 use crate::core::{op, Backend};
 use crate::rt::{call, id, is_nil, protect, raw, str_bytes, val, QTRUE};
 
@@ -77,9 +77,14 @@ fn respond(rb_self: Value, body: Value, headers: Value) -> Result<Value, Error> 
         crate::rt::expect_string(s)?
     };
     set(req, id!("@sent"), sym_done())?;
-    let conn = get(req, id!("@connection"));
-    let (head, http10, native) = head_and_http10(req);
-    let mut flags = connection_flags(req, conn, http10)?;
+    // The request the native loop is serving: what it knows, without
+    // reading variables (`Current`).
+    let cur = current_for(req);
+    let conn = cur.map_or_else(|| get(req, id!("@connection")), |c| c.conn);
+    let (head, http10, native) =
+        cur.map_or_else(|| head_and_http10(req), |c| (c.head, c.http10, true));
+    let server = cur.map_or_else(|| get(conn, id!("@server")), |c| c.server);
+    let mut flags = connection_flags(req, server, http10)?;
     if head {
         flags |= OMIT_BODY;
     }
@@ -90,7 +95,14 @@ fn respond(rb_self: Value, body: Value, headers: Value) -> Result<Value, Error> 
         return Err(e);
     }
     // A request the native loop made comes from a plain connection.
-    send(&b, conn, native || truthy(get(conn, id!("@plain"))), out)?;
+    let socket = cur.map(|c| c.socket);
+    send(
+        &b,
+        conn,
+        socket,
+        native || truthy(get(conn, id!("@plain"))),
+        out,
+    )?;
     Ok(rb_self)
 }
 
@@ -117,7 +129,11 @@ fn line(rb_self: Value) -> Result<Value, Error> {
 fn connection_flags_of(rb_self: Value) -> Result<u32, Error> {
     let req = raw(rb_self);
     let (_, http10, _) = head_and_http10(req);
-    connection_flags(req, get(req, id!("@connection")), http10)
+    connection_flags(
+        req,
+        get(get(req, id!("@connection")), id!("@server")),
+        http10,
+    )
 }
 
 /// Whether the request's method is HEAD, whether its version is HTTP/1.0,
@@ -146,11 +162,11 @@ fn head_and_http10(req: VALUE) -> (bool, bool, bool) {
 }
 
 /// The Connection line the response needs (a `build_response` flag):
-/// CLOSE (and `@close` set) when the client or a stopping server ends the
+/// CLOSE (and `@close` set) when the client or a stopping `server` ends the
 /// connection, KEEP_ALIVE for an HTTP/1.0 client that keeps it.
-fn connection_flags(req: VALUE, conn: VALUE, http10: bool) -> Result<u32, Error> {
+fn connection_flags(req: VALUE, server: VALUE, http10: bool) -> Result<u32, Error> {
     let close = truthy(get(req, id!("@close")));
-    if close || truthy(get(get(conn, id!("@server")), id!("@stopping"))) {
+    if close || truthy(get(server, id!("@stopping"))) {
         set(req, id!("@close"), QTRUE)?;
         return Ok(CLOSE);
     }
@@ -171,11 +187,17 @@ fn bytes_of<'a>(v: VALUE) -> &'a [u8] {
 }
 
 /// Writes the response (a pooled buffer, given back) on `conn`: straight
-/// to a plain socket (`op::write::send_buf`), else through
-/// `Connection#write` (TLS).
-fn send(b: &Backend, conn: VALUE, plain: bool, out: Vec<u8>) -> Result<(), Error> {
+/// to a plain socket (`op::write::send_buf`; `socket`: its `@socket` if
+/// known), else through `Connection#write` (TLS).
+fn send(
+    b: &Backend,
+    conn: VALUE,
+    socket: Option<VALUE>,
+    plain: bool,
+    out: Vec<u8>,
+) -> Result<(), Error> {
     if plain {
-        let socket = get(conn, id!("@socket"));
+        let socket = socket.unwrap_or_else(|| get(conn, id!("@socket")));
         let fd = match crate::rt::io_fd(socket, crate::rt::Dir::Write) {
             Ok(fd) => fd,
             Err(e) => {
