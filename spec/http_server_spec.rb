@@ -290,7 +290,8 @@ RSpec.describe 'Polyphony::HTTP server' do
         req.respond("body of #{req.path}")
       end
       slow = spin { exchange("GET /slow HTTP/1.1\r\nConnection: close\r\n\r\n") }
-      sleep 0.01 until started.include?('/slow')
+      move_on_after(5) { sleep 0.01 until started.include?('/slow') }
+      expect(started).to eq(['/slow'])
       other = raw do |s|
         s.write("HEAD /other HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
         out = s.readpartial(65_536)
@@ -624,7 +625,6 @@ RSpec.describe 'Polyphony::HTTP server' do
     # Free heap slots, after a full GC, in a fresh Ruby whose server started
     # with `heap_room: room`.
     def free_slots_with(room)
-      lib = File.expand_path('../lib', __dir__)
       code = <<~RUBY
         require 'polyphony/http'
         server = Polyphony::HTTP::Server.new(Polyphony::Net.tcp_listen('127.0.0.1', 0), heap_room: #{room}) {}
@@ -635,8 +635,8 @@ RSpec.describe 'Polyphony::HTTP server' do
         server.stop
         f.await
       RUBY
-      out, status = Open3.capture2(RbConfig.ruby, '-I', lib, '-e', code)
-      expect(status).to be_success
+      out, err, status = run_ruby(code)
+      expect(status).to be_success, err
       Integer(out)
     end
 
