@@ -476,7 +476,7 @@ fn idle_ready(ep: i32, max: usize) -> Result<Vec<i32>, Error> {
     crate::http::idle::ready(ep, max).map_err(|e| crate::rt::os_error(&e, "epoll_wait").into())
 }
 
-pub fn init(_ruby: &Ruby, polyphony: RModule) -> Result<(), Error> {
+pub fn init(ruby: &Ruby, polyphony: RModule) -> Result<(), Error> {
     let http = polyphony.define_module("HTTP")?;
     for (name, slot) in COMMON.iter().zip(&COMMON_VALUES) {
         // SAFETY: GVL held; the pointer and length describe `name`, which
@@ -484,8 +484,8 @@ pub fn init(_ruby: &Ruby, polyphony: RModule) -> Result<(), Error> {
         let v = unsafe { rb_sys::rb_interned_str(name.as_ptr() as *const _, name.len() as _) };
         slot.store(pin(v) as u64, std::sync::atomic::Ordering::Relaxed);
     }
-    super::http_request::init(_ruby, http)?;
-    super::http_connection::init(_ruby, http)?;
+    super::http_request::init(ruby, http)?;
+    super::http_connection::init(ruby, http)?;
     http.define_singleton_method("__parse_head__", function!(parse_head, 3))?;
     http.define_singleton_method("__parse_headers__", function!(parse_headers, 1))?;
     http.define_singleton_method("__response__", function!(response, 4))?;

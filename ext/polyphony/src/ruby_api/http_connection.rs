@@ -79,7 +79,8 @@ pub(crate) fn current_for(req: VALUE) -> Option<Current> {
         .filter(|c| c.req == req && get(req, id!("@connection")) == c.conn)
 }
 
-fn sym(id: ID) -> VALUE {
+/// The Symbol of `id`.
+pub(crate) fn sym(id: ID) -> VALUE {
     // SAFETY: GVL held; the Symbol of an interned id (never collected).
     unsafe { rb_sys::rb_id2sym(id) }
 }

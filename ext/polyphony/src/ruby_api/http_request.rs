@@ -11,7 +11,7 @@ use magnus::{method, prelude::*, Error, RModule, Ruby, Value};
 use rb_sys::VALUE;
 
 use super::http::{build_response, pin, CLOSE, KEEP_ALIVE, OMIT_BODY};
-use super::http_connection::{current_for, get, set, truthy};
+use super::http_connection::{current_for, get, set, sym, truthy};
 use crate::core::{op, Backend};
 use crate::rt::{call, id, is_nil, protect, raw, str_bytes, val, QTRUE};
 
@@ -76,7 +76,7 @@ fn respond(rb_self: Value, body: Value, headers: Value) -> Result<Value, Error> 
         let s = protect(|| unsafe { rb_sys::rb_obj_as_string(body) })?;
         crate::rt::expect_string(s)?
     };
-    set(req, id!("@sent"), sym_done())?;
+    set(req, id!("@sent"), sym(id!("done")))?;
     // The request the native loop is serving: what it knows, without
     // reading variables (`Current`).
     let cur = current_for(req);
@@ -212,11 +212,6 @@ fn send(
         call(conn, id!("write"), &[s])?;
     }
     Ok(())
-}
-
-fn sym_done() -> VALUE {
-    // SAFETY: GVL held; the Symbol of an interned id (never collected).
-    unsafe { rb_sys::rb_id2sym(id!("done")) }
 }
 
 pub fn init(ruby: &Ruby, http: RModule) -> Result<(), Error> {
